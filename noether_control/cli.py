@@ -1,0 +1,97 @@
+"""The ``noether-control COMMAND [hydra overrides...]`` entry point.
+
+Each command is a Hydra app whose primary config is ``conf/commands/COMMAND/COMMAND.yaml`` (its
+``experiment/`` presets beside it, the shared groups such as ``env/`` in ``conf/``) and whose
+``run(cfg)`` function lives in the module named in :data:`COMMANDS`. Commands are imported
+lazily so that ``noether-control --help`` stays fast and a missing optional dependency of one
+command does not break the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+
+@dataclass(frozen=True)
+class Command:
+    """A CLI command: the module holding ``run(cfg) -> None`` and a one-line summary."""
+
+    module: str
+    summary: str
+
+
+COMMANDS: dict[str, Command] = {
+    "collect": Command(
+        "noether_control.data.collect",
+        "collect episodes from a pixel env into a Minari dataset",
+    ),
+    "train": Command(
+        "noether_control.training.train",
+        "train the action-conditioned SVG world model on a collected dataset",
+    ),
+    "evaluate": Command(
+        "noether_control.evaluation.evaluate",
+        "measure a world model checkpoint's predictions per horizon",
+    ),
+    "discover": Command(
+        "noether_control.discovery.discover",
+        "find conserved quantities (with units) in measured trajectories",
+    ),
+    "demo": Command(
+        "noether_control.demo",
+        "the main job end to end with the small default config",
+    ),
+}
+
+
+def usage() -> str:
+    """The text printed for ``noether-control --help``."""
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        "usage: noether-control COMMAND [hydra overrides...]",
+        "       python -m noether_control COMMAND [hydra overrides...]",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {command.summary}" for name, command in COMMANDS.items()),
+        "",
+        "Every command takes Hydra overrides (key=value), e.g. experiment=smoke or",
+        "hydra.run.dir=runs/x; `noether-control COMMAND --help` shows its config.",
+    ]
+    return "\n".join(lines)
+
+
+def hydra_app(name: str) -> Callable[[], None]:
+    """Wrap command ``name``'s ``run(cfg)`` as a Hydra app reading its primary config."""
+    import hydra
+
+    run = importlib.import_module(COMMANDS[name].module).run
+
+    @hydra.main(version_base="1.3", config_path=f"conf/commands/{name}", config_name=name)
+    def app(cfg: DictConfig) -> None:
+        run(cfg)
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Dispatch ``argv`` (default ``sys.argv[1:]``) to a command's Hydra app."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(usage())
+        return
+    name = args[0]
+    if name not in COMMANDS:
+        print(
+            f"noether-control: unknown command {name!r}; expected one of {sorted(COMMANDS)}",
+            file=sys.stderr,
+        )
+        print(usage(), file=sys.stderr)
+        raise SystemExit(2)
+    app = hydra_app(name)
+    sys.argv = [f"noether-control {name}", *args[1:]]
+    app()

@@ -1,0 +1,121 @@
+"""Run-time plumbing shared by every command: devices, seeding, run directories, safe writes.
+
+Everything that writes a file the user keeps (datasets, checkpoints, results) goes through the
+atomic helpers here: the data is written to a temporary sibling and renamed into place, so an
+interrupted run never leaves a file that looks complete but isn't.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+T = TypeVar("T")
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a device.
+
+    ``"auto"`` picks CUDA when it is available and the CPU otherwise. Asking for CUDA on a
+    machine without it raises ``ValueError`` instead of failing later inside a kernel.
+    """
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as error:
+        raise ValueError(
+            f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}"
+        ) from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {spec!r} requested but CUDA is not available; use device=auto")
+    return device
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and torch once, in the entry point; return a fresh NumPy generator.
+
+    Library code never draws from global RNGs: it takes the returned generator (or a
+    ``torch.Generator``) explicitly.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def run_dir() -> Path:
+    """The Hydra run directory of the current command, or the working directory outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path.cwd()
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
+
+    Works for files and directories alike: write whatever you like at the yielded path. On an
+    exception the temporary is removed and ``path`` keeps its previous content.
+    """
+    import shutil
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
+    try:
+        yield temporary
+        if target.is_dir() and not target.is_symlink():
+            backup = target.with_name(f".{target.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            target.rename(backup)
+            temporary.rename(target)
+            shutil.rmtree(backup)
+        else:
+            os.replace(temporary, target)
+    finally:
+        shutil.rmtree(temporary.parent, ignore_errors=True)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` that never leaves a truncated file at ``path``."""
+    with atomic_path(path) as temporary:
+        torch.save(obj, temporary)
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON atomically (NaN/inf are rejected: they are not JSON)."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def to_dataclass(cls: type[T], cfg: DictConfig | dict[str, Any]) -> T:
+    """Validate a config node against the dataclass ``cls`` and return an instance.
+
+    Unknown keys and values of the wrong type raise ``ValueError`` naming the key, so a typo in a
+    Hydra override fails at start-up rather than being silently ignored.
+    """
+    if not is_dataclass(cls):
+        raise TypeError(f"expected a dataclass type, got {cls!r}")
+    schema = OmegaConf.structured(cls)
+    try:
+        merged = OmegaConf.merge(schema, cfg)
+    except Exception as error:  # omegaconf raises several unrelated types for bad keys/values
+        names = ", ".join(field.name for field in fields(cls))
+        raise ValueError(
+            f"invalid {cls.__name__} config: {error}; expected keys: {names}"
+        ) from error
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
