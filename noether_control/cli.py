@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -70,8 +71,11 @@ def hydra_app(name: str) -> Callable[[], None]:
     import hydra
 
     run = importlib.import_module(COMMANDS[name].module).run
+    # An absolute path makes Hydra read the folder from disk; a relative one would be resolved as
+    # a Python package, which these config folders are not.
+    config_dir = Path(__file__).resolve().parent / "conf" / "commands" / name
 
-    @hydra.main(version_base="1.3", config_path=f"conf/commands/{name}", config_name=name)
+    @hydra.main(version_base="1.3", config_path=str(config_dir), config_name=name)
     def app(cfg: DictConfig) -> None:
         run(cfg)
 

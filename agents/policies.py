@@ -1,0 +1,321 @@
+"""Batched data-collection policies: uniform random, Ornstein–Uhlenbeck and SB3 checkpoints.
+
+Every policy acts for all ``num_envs`` sub-environments of a vector env at once:
+``policy.act(observation, rng)`` takes the batched observation of the vector env (a dict
+``{"pixels": uint8 (N, H, W, C), "state": float (N, S)}`` when collected with
+``obs_type="pixels_state"``, otherwise an array with leading dim ``N``) and returns actions as a
+float32 array ``(N, A)`` inside the single-env action bounds. Randomness comes only from the
+``np.random.Generator`` passed in, so a seeded generator makes a collection reproducible.
+
+``policy.reset(mask, rng)`` restarts the per-sub-env state (the OU noise) of the sub-envs where
+``mask`` (bool ``(N,)``) is true; call it after ``env.reset`` and for sub-envs that start a new
+episode.
+
+Each policy has a typed config dataclass mirrored by ``conf/policy/<kind>.yaml``; build one with
+:func:`make_policy`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from gymnasium import spaces
+from omegaconf import DictConfig
+
+from noether_control.runtime import resolve_device, to_dataclass
+
+Observation = np.ndarray | dict[str, np.ndarray]
+
+
+@dataclass
+class UniformPolicyConfig:
+    """Independent uniform random actions in the action bounds at every step."""
+
+    kind: str = "uniform"
+
+
+@dataclass
+class OUPolicyConfig:
+    """Smooth random actions from an Ornstein–Uhlenbeck process per sub-env and action dim.
+
+    In units of the half-range of the action box, the noise follows
+    ``x_{t+1} = x_t - theta * x_t + sigma * eps_t`` with ``eps_t ~ N(0, 1)``; the action is
+    ``centre + half_range * clip(x_t, -1, 1)``. ``1 / theta`` is the correlation time in steps,
+    and ``sigma / sqrt(2 theta - theta**2)`` the stationary standard deviation, from which each
+    episode's first value is drawn (so the first step already has the stationary spread).
+    """
+
+    kind: str = "ou"
+    #: mean-reversion rate per step in (0, 1]; 1 gives white noise, small values smooth actions
+    theta: float = 0.15
+    #: noise scale per step, in half-ranges of the action box (> 0)
+    sigma: float = 0.3
+
+
+@dataclass
+class SB3PolicyConfig:
+    """Actions of a trained Stable-Baselines3 agent loaded from a ``.zip`` checkpoint."""
+
+    kind: str = "sb3"
+    #: path of the checkpoint written by ``model.save(path)``
+    path: str = ""
+    #: the algorithm class that saved it: ppo | sac | td3 | a2c | ddpg
+    algo: str = "ppo"
+    #: act with the mean action (True) or sample from the agent's own distribution (False)
+    deterministic: bool = True
+    #: device for the agent's network: auto | cpu | cuda | cuda:N
+    device: str = "auto"
+
+
+PolicyConfig = UniformPolicyConfig | OUPolicyConfig | SB3PolicyConfig
+
+POLICY_CONFIGS: dict[str, type[UniformPolicyConfig | OUPolicyConfig | SB3PolicyConfig]] = {
+    "uniform": UniformPolicyConfig,
+    "ou": OUPolicyConfig,
+    "sb3": SB3PolicyConfig,
+}
+
+SB3_ALGORITHMS: tuple[str, ...] = ("ppo", "sac", "td3", "a2c", "ddpg")
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A batched policy for ``num_envs`` sub-environments (see the module docstring)."""
+
+    num_envs: int
+
+    def act(self, observation: Observation, rng: np.random.Generator) -> np.ndarray:
+        """Actions float32 ``(num_envs, A)`` for the batched ``observation``."""
+        ...
+
+    def reset(self, mask: np.ndarray, rng: np.random.Generator) -> None:
+        """Restart the per-sub-env state where ``mask`` (bool ``(num_envs,)``) is true."""
+        ...
+
+
+def _check_box(action_space: spaces.Space) -> spaces.Box:
+    if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
+        raise TypeError(f"expected a 1-D Box action space, got {action_space!r}")
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise ValueError(f"expected finite action bounds, got {action_space!r}")
+    return action_space
+
+
+def _check_num_envs(num_envs: int) -> int:
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
+        raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
+    return int(num_envs)
+
+
+def _check_mask(mask: np.ndarray, num_envs: int) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.shape != (num_envs,) or mask.dtype != np.bool_:
+        raise ValueError(f"mask: expected bool ({num_envs},), got {mask.dtype} {mask.shape}")
+    return mask
+
+
+class UniformPolicy:
+    """Actions drawn independently and uniformly from the action box at every step.
+
+    Args:
+        action_space: the single-env ``Box(A,)`` action space (finite bounds).
+        num_envs: number of sub-envs acted for at once.
+    """
+
+    def __init__(self, action_space: spaces.Space, num_envs: int) -> None:
+        box = _check_box(action_space)
+        self.num_envs = _check_num_envs(num_envs)
+        self.low = box.low.astype(np.float32)
+        self.high = box.high.astype(np.float32)
+
+    def act(self, observation: Observation, rng: np.random.Generator) -> np.ndarray:
+        """Uniform actions float32 ``(num_envs, A)``; ``observation`` is ignored."""
+        shape = (self.num_envs, self.low.shape[0])
+        return rng.uniform(self.low, self.high, size=shape).astype(np.float32)
+
+    def reset(self, mask: np.ndarray, rng: np.random.Generator) -> None:
+        """Nothing to restart: the policy has no state."""
+        _check_mask(mask, self.num_envs)
+
+
+class OUPolicy:
+    """Temporally correlated random actions from an Ornstein–Uhlenbeck process.
+
+    See :class:`OUPolicyConfig` for the process. The state is ``(num_envs, A)``, in units of
+    the action box's half-range, so every action dim gets the same relative smoothness.
+
+    Args:
+        action_space: the single-env ``Box(A,)`` action space (finite bounds).
+        num_envs: number of sub-envs acted for at once.
+        theta: mean-reversion rate per step in ``(0, 1]``.
+        sigma: noise scale per step (> 0), in half-ranges of the action box.
+    """
+
+    def __init__(
+        self, action_space: spaces.Space, num_envs: int, theta: float = 0.15, sigma: float = 0.3
+    ) -> None:
+        box = _check_box(action_space)
+        self.num_envs = _check_num_envs(num_envs)
+        if not 0.0 < theta <= 1.0:
+            raise ValueError(f"theta: expected a rate in (0, 1], got {theta!r}")
+        if not sigma > 0.0:
+            raise ValueError(f"sigma: expected a positive noise scale, got {sigma!r}")
+        self.theta = float(theta)
+        self.sigma = float(sigma)
+        self.centre = ((box.high + box.low) / 2).astype(np.float32)
+        self.half_range = ((box.high - box.low) / 2).astype(np.float32)
+        # stationary variance of x_{t+1} = (1 - theta) x_t + sigma eps: sigma² / (1 - (1-theta)²)
+        self.stationary_std = self.sigma / np.sqrt(2 * self.theta - self.theta**2)
+        self.noise = np.zeros((self.num_envs, box.shape[0]), dtype=np.float64)
+        self._started = np.zeros(self.num_envs, dtype=bool)
+
+    def reset(self, mask: np.ndarray, rng: np.random.Generator) -> None:
+        """Draw fresh stationary noise for the sub-envs where ``mask`` is true."""
+        mask = _check_mask(mask, self.num_envs)
+        count = int(mask.sum())
+        self.noise[mask] = rng.normal(0.0, self.stationary_std, size=(count, self.noise.shape[1]))
+        self._started |= mask
+
+    def act(self, observation: Observation, rng: np.random.Generator) -> np.ndarray:
+        """Advance the process one step and return actions float32 ``(num_envs, A)``."""
+        if not self._started.all():
+            self.reset(~self._started, rng)
+        else:
+            eps = rng.standard_normal(self.noise.shape)
+            self.noise = (1.0 - self.theta) * self.noise + self.sigma * eps
+        unit = np.clip(self.noise, -1.0, 1.0)
+        return (self.centre + self.half_range * unit).astype(np.float32)
+
+
+class SB3Policy:
+    """A Stable-Baselines3 agent acting for every sub-env from the observation it was trained on.
+
+    The agent's ``observation_space`` decides what it sees: a ``Dict`` space gets the matching
+    keys of a dict observation; an image ``Box`` (HWC or CHW) gets ``observation["pixels"]``;
+    any other ``Box`` gets ``observation["state"]``. Plain array observations are passed as is.
+    Its actions are clipped to the env's action bounds.
+
+    Args:
+        model: a loaded SB3 ``BaseAlgorithm`` (see :meth:`load`).
+        action_space: the single-env ``Box(A,)`` action space.
+        num_envs: number of sub-envs acted for at once.
+        deterministic: use the mean action instead of sampling.
+    """
+
+    def __init__(
+        self, model: Any, action_space: spaces.Space, num_envs: int, deterministic: bool = True
+    ) -> None:
+        box = _check_box(action_space)
+        self.num_envs = _check_num_envs(num_envs)
+        model_actions = model.action_space
+        if not isinstance(model_actions, spaces.Box) or model_actions.shape != box.shape:
+            raise ValueError(
+                f"SB3 agent: expected an action space Box{box.shape} like the env's, "
+                f"got {model_actions!r}"
+            )
+        self.model = model
+        self.low = box.low.astype(np.float32)
+        self.high = box.high.astype(np.float32)
+        self.deterministic = deterministic
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        algo: str,
+        action_space: spaces.Space,
+        num_envs: int,
+        *,
+        deterministic: bool = True,
+        device: str = "auto",
+    ) -> SB3Policy:
+        """Load an SB3 checkpoint saved by ``algo`` (ppo | sac | td3 | a2c | ddpg)."""
+        if algo not in SB3_ALGORITHMS:
+            raise ValueError(f"algo: expected one of {SB3_ALGORITHMS}, got {algo!r}")
+        checkpoint = Path(path)
+        if not checkpoint.is_file() and not checkpoint.with_suffix(".zip").is_file():
+            raise FileNotFoundError(f"SB3 checkpoint: expected a .zip file, got {str(path)!r}")
+        sb3 = importlib.import_module("stable_baselines3")
+        algorithm = getattr(sb3, algo.upper())
+        try:
+            model = algorithm.load(checkpoint, device=resolve_device(device))
+        except Exception as error:  # SB3 raises zipfile/pickle/KeyError for a bad file
+            raise ValueError(
+                f"could not load {str(path)!r} as an SB3 {algo.upper()} checkpoint: {error}"
+            ) from error
+        return cls(model, action_space, num_envs, deterministic=deterministic)
+
+    def _model_input(self, observation: Observation) -> Observation:
+        model_space = self.model.observation_space
+        if not isinstance(observation, dict):
+            return observation
+        if isinstance(model_space, spaces.Dict):
+            missing = set(model_space.spaces) - set(observation)
+            if missing:
+                raise ValueError(
+                    f"SB3 agent: expected observation keys {sorted(model_space.spaces)}, "
+                    f"got {sorted(observation)}"
+                )
+            return {key: observation[key] for key in model_space.spaces}
+        shape = tuple(model_space.shape)
+        pixels = observation.get("pixels")
+        # SB3 transposes HWC images itself when its space is the channel-first CHW one
+        if pixels is not None and pixels.ndim == 4:
+            height, width, channels = pixels.shape[1:]
+            if shape in ((height, width, channels), (channels, height, width)):
+                return pixels
+        state = observation.get("state")
+        if state is not None and shape == state.shape[1:]:
+            return state
+        available = {key: value.shape[1:] for key, value in observation.items()}
+        raise ValueError(
+            f"SB3 agent: its observation space has shape {shape}, expected one of the "
+            f"collected observations {available}; train it on obs_type pixels or state"
+        )
+
+    def act(self, observation: Observation, rng: np.random.Generator) -> np.ndarray:
+        """The agent's actions float32 ``(num_envs, A)``, clipped to the action bounds."""
+        actions, _ = self.model.predict(
+            self._model_input(observation), deterministic=self.deterministic
+        )
+        actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1)
+        return np.clip(actions, self.low, self.high)
+
+    def reset(self, mask: np.ndarray, rng: np.random.Generator) -> None:
+        """Feed-forward agents keep no per-episode state."""
+        _check_mask(mask, self.num_envs)
+
+
+def policy_config(cfg: DictConfig | dict[str, Any] | PolicyConfig) -> PolicyConfig:
+    """Validate a policy config node (its ``kind`` picks the dataclass) and return it."""
+    if isinstance(cfg, UniformPolicyConfig | OUPolicyConfig | SB3PolicyConfig):
+        return cfg
+    kind = cfg.get("kind") if isinstance(cfg, dict | DictConfig) else None
+    if kind not in POLICY_CONFIGS:
+        raise ValueError(f"policy.kind: expected one of {sorted(POLICY_CONFIGS)}, got {kind!r}")
+    return to_dataclass(POLICY_CONFIGS[kind], cfg)
+
+
+def make_policy(
+    cfg: DictConfig | dict[str, Any] | PolicyConfig, action_space: spaces.Space, num_envs: int
+) -> UniformPolicy | OUPolicy | SB3Policy:
+    """Build the policy described by ``cfg`` for ``num_envs`` sub-envs of ``action_space``."""
+    config = policy_config(cfg)
+    if isinstance(config, UniformPolicyConfig):
+        return UniformPolicy(action_space, num_envs)
+    if isinstance(config, OUPolicyConfig):
+        return OUPolicy(action_space, num_envs, theta=config.theta, sigma=config.sigma)
+    if not config.path:
+        raise ValueError("policy.path: expected the path of an SB3 checkpoint, got none")
+    return SB3Policy.load(
+        config.path,
+        config.algo,
+        action_space,
+        num_envs,
+        deterministic=config.deterministic,
+        device=config.device,
+    )

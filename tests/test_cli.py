@@ -1,0 +1,107 @@
+"""The ``noether-control`` command line, run as a user would: in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from noether_control.cli import COMMANDS
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "SDL_VIDEODRIVER": "dummy",
+        # a stray default root must never be written by the smoke presets
+        "MINARI_DATASETS_PATH": str(cwd / "minari-root"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "noether_control", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_help_lists_every_command(tmp_path: Path) -> None:
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("collect", "train", "evaluate", "discover", "demo"):
+        assert name in COMMANDS
+        assert f"  {name}" in result.stdout
+    script = Path(sys.executable).with_name("noether-control")
+    if script.exists():
+        installed = subprocess.run(
+            [str(script), "--help"], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert installed.returncode == 0 and installed.stdout == result.stdout
+
+
+def test_unknown_command_exits_2_with_a_message(tmp_path: Path) -> None:
+    result = run_cli("colect", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown command 'colect'" in result.stderr
+    assert "collect" in result.stderr
+
+
+def test_collect_smoke_writes_results_and_dataset_in_the_run_dir(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run_cli("collect", "experiment=smoke", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["episodes"] == 4 and results["steps"] == 4 * 24
+    assert np.isfinite(results["mean_return"]) and results["seconds"] > 0
+    dataset = Path(results["path"])
+    assert dataset.is_relative_to(out)
+    assert (dataset / "data" / "main_data.hdf5").is_file()
+    assert str(out / "results.json") in result.stdout
+    assert not (tmp_path / "minari-root").exists()
+    # the same command again refuses to overwrite the dataset it made
+    again = run_cli("collect", "experiment=smoke", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert again.returncode != 0
+    assert "overwrite=true" in again.stderr
+
+
+def test_demo_smoke_writes_the_gif(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    out = tmp_path / "demo"
+    result = run_cli("demo", "experiment=smoke", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    gif = out / "pendulums.gif"
+    assert str(gif) in result.stdout
+    frames = iio.imread(gif, index=None)
+    # smoke: 12 steps + the first frame; 3 env rows x 2 sub-env columns of 64 px + 1 px borders
+    assert frames.shape[:3] == (13, 3 * 66, 2 * 66)
+    assert frames.std() > 0  # the pendulums are drawn, not a blank canvas
+    assert not np.array_equal(frames[0], frames[-1])  # and they move
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) >= {"collect", "windows", "gif", "seconds"}
+    assert results["windows"]["train"]["frames_shape"] == [6, 3, 64, 64]
+
+
+def test_demo_frame_grid_puts_each_env_and_sub_env_in_its_cell() -> None:
+    from noether_control.demo import frame_grid
+
+    rows, steps, cols, size = 3, 4, 2, 5
+    codes = np.arange(rows * steps * cols, dtype=np.uint8).reshape(rows, steps, cols)
+    frames = np.broadcast_to(codes[..., None, None, None], (rows, steps, cols, size, size, 3))
+    grid = frame_grid(np.ascontiguousarray(frames), scale=2, border=1)
+    cell = (size + 2) * 2
+    assert grid.shape == (steps, rows * cell, cols * cell, 3)
+    for row in range(rows):
+        for col in range(cols):
+            top, left = row * cell + 2, col * cell + 2
+            inside = grid[:, top : top + cell - 4, left : left + cell - 4]
+            assert np.all(inside == codes[row, :, col, None, None, None])
+            assert np.all(grid[:, row * cell, col * cell] == 160)  # the grey border
