@@ -1,0 +1,334 @@
+"""Trajectories for discovery: HNN-style generated systems and a loader for measured files.
+
+A :class:`Trajectories` holds ragged trajectories (each its own length and time stamps) of named
+state columns with physical units. Generated systems follow Hamiltonian Neural Networks
+(Greydanus et al. 2019): the ideal spring ``H = q^2 + p^2`` and the ideal pendulum
+``H = 3(1 - cos q) + p^2``, integrated with ``scipy.integrate.solve_ivp`` (RK45,
+rtol = atol = 1e-10),
+Gaussian noise added to the observed states.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.integrate import solve_ivp
+
+from noether_control.discovery.units import Unit, parse_unit
+
+MIN_POINTS_PER_TRAJECTORY = 5
+
+
+@dataclass
+class Trajectories:
+    """Ragged trajectories of named state columns with units.
+
+    Attributes:
+        names: state column names, e.g. ``["q", "p"]``.
+        units: one :class:`Unit` per state column.
+        states: per trajectory a float64 array ``(T_i, D)``.
+        times: per trajectory a strictly increasing float64 array ``(T_i,)``.
+        energy: the true conserved quantity as a sympy string over ``names`` when known.
+        clean: per trajectory the noise-free states ``(T_i, D)`` when known (generated data);
+            evaluation compares predictions with them.
+    """
+
+    names: list[str]
+    units: list[Unit]
+    states: list[np.ndarray]
+    times: list[np.ndarray]
+    energy: str | None = None
+    clean: list[np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.units):
+            raise ValueError(f"expected one unit per column ({len(self.names)}), "
+                             f"got {len(self.units)}")
+        if len(self.states) != len(self.times) or not self.states:
+            raise ValueError(f"expected >= 1 trajectory with matching times, got "
+                             f"{len(self.states)} state and {len(self.times)} time arrays")
+        for index, (states, times) in enumerate(zip(self.states, self.times, strict=True)):
+            if states.ndim != 2 or states.shape[1] != len(self.names) or times.shape != (
+                    states.shape[0],):
+                raise ValueError(f"trajectory {index}: expected states (T, {len(self.names)}) "
+                                 f"and times (T,), got {states.shape} and {times.shape}")
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def subset(self, indices: Sequence[int]) -> Trajectories:
+        """The trajectories at ``indices``."""
+        clean = None if self.clean is None else [self.clean[i] for i in indices]
+        return Trajectories(self.names, self.units, [self.states[i] for i in indices],
+                            [self.times[i] for i in indices], self.energy, clean)
+
+    def split(self, test_fraction: float, rng: np.random.Generator | None = None
+              ) -> tuple[Trajectories, Trajectories]:
+        """(train, test): the last ``test_fraction`` of trajectories (shuffled by ``rng`` if given).
+
+        Both halves keep at least one trajectory.
+        """
+        if len(self) < 2:
+            raise ValueError(f"need >= 2 trajectories to split train/test, got {len(self)}")
+        order = np.arange(len(self)) if rng is None else rng.permutation(len(self))
+        n_test = min(max(1, round(len(self) * test_fraction)), len(self) - 1)
+        return self.subset(order[:-n_test].tolist()), self.subset(order[-n_test:].tolist())
+
+    def smoothed(self, window: int, order: int = 3) -> Trajectories:
+        """Denoised copy: each sample replaced by a local polynomial fit in *time*.
+
+        Every sample gets a degree-``order`` least-squares polynomial through the ``window``
+        samples nearest in index (shifted inwards at the ends), evaluated at its own time stamp,
+        so irregular steps are handled. Noise in the inputs biases variance-minimising fits
+        (errors in variables), so discovery fits on smoothed states. ``window <= order`` returns
+        ``self``.
+        """
+        if window <= order:
+            return self
+        smoothed = [_local_polynomial(states, times, window, order)[0]
+                    for states, times in zip(self.states, self.times, strict=True)]
+        return Trajectories(self.names, self.units, smoothed, self.times, self.energy,
+                            self.clean)
+
+    def derivatives(self, window: int, order: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """Smoothed states and their time derivatives from the local polynomial fits.
+
+        Returns stacked ``(N, D)`` states and ``(N, D)`` derivatives (per time unit): the
+        regression targets of the vector-field models, as HNN trains on time derivatives.
+        """
+        if window <= order:
+            raise ValueError(f"window: expected > order ({order}) to estimate derivatives, "
+                             f"got {window}")
+        fits = [_local_polynomial(states, times, window, order)
+                for states, times in zip(self.states, self.times, strict=True)]
+        return np.concatenate([f[0] for f in fits]), np.concatenate([f[1] for f in fits])
+
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """All states stacked ``(N, D)`` and each point's trajectory index ``(N,)`` (int64)."""
+        stacked = np.concatenate(self.states)
+        ids = np.concatenate([np.full(len(s), i) for i, s in enumerate(self.states)])
+        return stacked, ids.astype(np.int64)
+
+    def transitions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One-step pairs: states ``(M, D)``, next states ``(M, D)``, time steps ``(M,)``."""
+        current = np.concatenate([s[:-1] for s in self.states])
+        following = np.concatenate([s[1:] for s in self.states])
+        steps = np.concatenate([np.diff(t) for t in self.times])
+        return current, following, steps
+
+
+@dataclass
+class SystemSpec:
+    """An HNN-style Hamiltonian system to generate data from.
+
+    Attributes:
+        name: ``spring`` or ``pendulum``.
+        energy: the Hamiltonian as a sympy string over ``q`` and ``p``.
+        radius_range: initial-state radius ``sqrt(q^2 + p^2)`` drawn uniformly from this range.
+        points_per_trajectory: samples per trajectory, evenly spaced over ``t_span``.
+        units: units of ``q`` and ``p`` (the spring's are m and kg*m/s, the pendulum's rad and
+            rad/s; HNN works in units where masses and lengths are 1).
+        vector_field: ``f(t, y) -> dy/dt`` for ``y = (q, p)``.
+        t_span: the time interval of every trajectory.
+    """
+
+    name: str
+    energy: str
+    radius_range: tuple[float, float]
+    points_per_trajectory: int
+    units: tuple[str, str]
+    vector_field: Callable[[float, np.ndarray], np.ndarray] = field(repr=False)
+    t_span: tuple[float, float] = (0.0, 3.0)
+
+
+def _spring_field(_: float, y: np.ndarray) -> np.ndarray:
+    q, p = y
+    return np.array([2.0 * p, -2.0 * q])
+
+
+def _pendulum_field(_: float, y: np.ndarray) -> np.ndarray:
+    q, p = y
+    return np.array([2.0 * p, -3.0 * math.sin(q)])
+
+
+SYSTEMS: dict[str, SystemSpec] = {
+    "spring": SystemSpec("spring", "q**2 + p**2", (0.1, 1.0), 30, ("m", "kg*m/s"),
+                         _spring_field),
+    "pendulum": SystemSpec("pendulum", "3*(1 - cos(q)) + p**2", (1.3, 2.3), 45, ("rad", "rad/s"),
+                           _pendulum_field),
+}
+
+
+def generate(system: str, n_trajectories: int, noise_std: float, rng: np.random.Generator,
+             points_per_trajectory: int | None = None) -> Trajectories:
+    """Generate ``n_trajectories`` noisy trajectories of an HNN system (``spring``/``pendulum``).
+
+    Initial states have a uniformly random direction and a radius from the system's range; the
+    dynamics are integrated with RK45 at rtol 1e-10; then N(0, ``noise_std``^2) noise is added to
+    each observed coordinate. Returns columns ``q`` and ``p``.
+    """
+    if system not in SYSTEMS:
+        raise ValueError(f"system: expected one of {sorted(SYSTEMS)}, got {system!r}")
+    if n_trajectories < 2:
+        raise ValueError(f"n_trajectories: expected >= 2, got {n_trajectories}")
+    if noise_std < 0:
+        raise ValueError(f"noise_std: expected >= 0, got {noise_std}")
+    spec = SYSTEMS[system]
+    n_points = points_per_trajectory or spec.points_per_trajectory
+    if n_points < MIN_POINTS_PER_TRAJECTORY:
+        raise ValueError(f"points_per_trajectory: expected >= {MIN_POINTS_PER_TRAJECTORY}, "
+                         f"got {n_points}")
+    times = np.linspace(*spec.t_span, n_points)
+    states, stamps, clean_states = [], [], []
+    for _ in range(n_trajectories):
+        direction = rng.uniform(-1.0, 1.0, size=2)
+        start = direction / np.linalg.norm(direction) * rng.uniform(*spec.radius_range)
+        solution = solve_ivp(spec.vector_field, spec.t_span, start, t_eval=times, rtol=1e-10,
+                             atol=1e-10)
+        clean = solution.y.T
+        states.append(clean + rng.normal(0.0, noise_std, size=clean.shape))
+        stamps.append(times.copy())
+        clean_states.append(clean)
+    units = [parse_unit(u) for u in spec.units]
+    return Trajectories(["q", "p"], units, states, stamps, spec.energy, clean_states)
+
+
+def load_trajectories(path: str | Path, units: Mapping[str, str], *,
+                      columns: Sequence[str] | None = None, time: str = "t",
+                      trajectory: str | None = None, energy: str | None = None) -> Trajectories:
+    """Read measured trajectories from a CSV or whitespace-separated text file.
+
+    The first non-blank line is the header naming the columns (a leading ``#`` or ``%`` is
+    accepted); ``columns`` overrides it (and then a numeric first line is data, not a header).
+    Later lines starting with ``#`` or ``%`` are comments. Every column other than ``time`` and
+    ``trajectory`` is a state column and needs a unit in ``units``. Rows of one trajectory must be
+    contiguous with strictly increasing time; irregular steps are fine (the time stamps are used).
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: naming the line or column at fault for missing or non-numeric columns, NaN
+            values, ragged rows, unknown or missing units, non-increasing time or trajectories with
+            fewer than 5 samples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.path: expected a readable file, got {str(path)!r}")
+    lines = path.read_text().splitlines()
+    numbered = [(number, line.strip()) for number, line in enumerate(lines, start=1)
+                if line.strip()]
+    if not numbered:
+        raise ValueError(f"{path}: expected a header and data rows, got an empty file")
+    first_number, first = numbered[0]
+    separator = "," if "," in first else None
+    header_text = first.lstrip("#%").strip()
+    header = [name.strip() for name in (header_text.split(separator))]
+    first_is_data = _is_numeric_row(header)
+    if columns is not None:
+        names = [str(c) for c in columns]
+        body = numbered if first_is_data and not first.startswith(("#", "%")) else numbered[1:]
+    else:
+        if first_is_data:
+            raise ValueError(f"{path}:{first_number}: expected a header naming the columns, got "
+                             f"numbers; name them with data.columns=[...]")
+        names, body = header, numbered[1:]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: expected distinct column names, got {names}")
+    for role, name in (("time", time), ("trajectory", trajectory)):
+        if name is not None and name not in names:
+            raise ValueError(f"{path}: data.{role} column {name!r} not found; the columns are "
+                             f"{names} (set data.columns=[...] if the header is wrong)")
+    state_names = [name for name in names if name not in (time, trajectory)]
+    if not state_names:
+        raise ValueError(f"{path}: expected at least one state column besides {time!r}, "
+                         f"got columns {names}")
+    missing = [name for name in state_names if name not in units]
+    if missing:
+        raise ValueError(f"data.units: no unit for column(s) {missing}; give e.g. "
+                         f"'data.units={{{missing[0]}: m}}'")
+    parsed_units = []
+    for name in state_names:
+        try:
+            parsed_units.append(parse_unit(str(units[name])))
+        except ValueError as error:
+            raise ValueError(f"data.units[{name!r}]: {error}") from error
+    rows, row_lines = [], []
+    for number, line in body:
+        if line.startswith(("#", "%")):
+            continue
+        fields = [value.strip() for value in line.split(separator)]
+        if len(fields) != len(names):
+            raise ValueError(f"{path}:{number}: expected {len(names)} values ({', '.join(names)}),"
+                             f" got {len(fields)}")
+        values = []
+        for name, value in zip(names, fields, strict=True):
+            try:
+                number_value = float(value)
+            except ValueError:
+                raise ValueError(f"{path}:{number}: column {name!r}: expected a number, got "
+                                 f"{value!r}") from None
+            if not math.isfinite(number_value):
+                raise ValueError(f"{path}:{number}: column {name!r} is {value!r}; drop or fill "
+                                 f"NaN/inf rows")
+            values.append(number_value)
+        rows.append(values)
+        row_lines.append(number)
+    if not rows:
+        raise ValueError(f"{path}: expected data rows after the header, got none")
+    table = np.asarray(rows, dtype=np.float64)
+    line_numbers = np.asarray(row_lines)
+    column = {name: table[:, i] for i, name in enumerate(names)}
+    if trajectory is None:
+        boundaries = [0, len(table)]
+    else:
+        labels = column[trajectory]
+        changes = np.flatnonzero(labels[1:] != labels[:-1]) + 1
+        boundaries = [0, *changes.tolist(), len(table)]
+        seen = labels[np.asarray(boundaries[:-1])]
+        if len(np.unique(seen)) != len(seen):
+            raise ValueError(f"{path}: rows of each {trajectory!r} value must be contiguous; "
+                             f"trajectory labels repeat after others")
+    state_matrix = np.stack([column[name] for name in state_names], axis=1)
+    states, times = [], []
+    for start, stop in itertools.pairwise(boundaries):
+        label = f"trajectory starting at line {line_numbers[start]}"
+        if stop - start < MIN_POINTS_PER_TRAJECTORY:
+            raise ValueError(f"{path}: {label} has {stop - start} samples; expected at least "
+                             f"{MIN_POINTS_PER_TRAJECTORY}")
+        stamps = column[time][start:stop]
+        steps = np.diff(stamps)
+        if np.any(steps <= 0):
+            bad = start + 1 + int(np.argmax(steps <= 0))
+            raise ValueError(f"{path}:{line_numbers[bad]}: time {stamps[bad - start]:g} does not "
+                             f"increase (previous {stamps[bad - start - 1]:g}) in {label}")
+        states.append(state_matrix[start:stop].copy())
+        times.append(stamps.copy())
+    return Trajectories(state_names, parsed_units, states, times, energy)
+
+
+def _local_polynomial(states: np.ndarray, times: np.ndarray, window: int, order: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Local polynomial fit of ``states`` ``(T, D)`` over time, all samples at once: the fitted
+    values and first derivatives at every sample, each ``(T, D)``."""
+    length = len(times)
+    window = min(window, length)
+    starts = np.clip(np.arange(length) - window // 2, 0, length - window)
+    neighbours = starts[:, None] + np.arange(window)[None, :]  # (T, window)
+    offsets = times[neighbours] - times[:, None]
+    scale = np.abs(offsets).max(axis=1, keepdims=True)
+    design = (offsets / scale)[..., None] ** np.arange(order + 1)  # (T, window, order+1)
+    gram = np.einsum("twi,twj->tij", design, design)
+    moments = np.einsum("twi,twd->tid", design, states[neighbours])
+    coefficients = np.linalg.solve(gram, moments)
+    # At offset 0 the polynomial is its constant coefficient, its slope the linear one / scale.
+    return coefficients[:, 0, :], coefficients[:, 1, :] / scale
+
+
+def _is_numeric_row(fields: Sequence[str]) -> bool:
+    return all(re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|nan|inf", f.strip(),
+                            flags=re.IGNORECASE) for f in fields if f.strip())

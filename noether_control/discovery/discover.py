@@ -1,0 +1,478 @@
+"""``noether-control discover``: find useful conserved quantities, with units, in trajectories.
+
+Pipeline (each stage in its own module):
+
+1. data: an HNN-style system (``system=spring|pendulum``) or a measured file (``data.path=...``),
+   split into train/test trajectories;
+2. enumeration of unit-correct formulas up to ``search.max_size`` nodes, duplicates removed
+   (commutativity, then equivalence on random inputs up to an affine map);
+3. batched fitting of every formula's constants to minimise its scale-free variance along the
+   training trajectories; conserved = variance ratio >= ``search.min_variance_ratio``;
+4. usefulness: tailoring a pretrained MLP with each survivor, the best meta-tailored, the final
+   choice by training loss; baselines MLP, true energy, HNN; long-horizon RMSE on test.
+
+Writes ``results.json`` and ``quantity.png`` in the run directory and prints a summary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from noether_control.discovery.data import SYSTEMS, Trajectories, generate, load_trajectories
+from noether_control.discovery.expressions import (
+    BINARY_OPS,
+    UNARY_OPS,
+    Expr,
+    enumerate_formulas,
+    infer_unit,
+    param_names,
+    param_units,
+    to_sympy,
+)
+from noether_control.discovery.fitting import (
+    FitData,
+    drift_per_time,
+    fingerprint_duplicates,
+    fit_formulas,
+    merge_equivalent,
+)
+from noether_control.discovery.scoring import (
+    HNN,
+    MLP,
+    Batch,
+    MetaTailored,
+    ScoringConfig,
+    formula_quantity,
+    meta_tailor,
+    pooled_scale,
+    rmse,
+    rollout,
+    sweep_learning_rates,
+    sympy_quantity,
+    tailored_rollout,
+    train_vector_field,
+)
+from noether_control.runtime import (
+    resolve_device,
+    run_dir,
+    seed_everything,
+    to_dataclass,
+    write_json,
+)
+
+
+@dataclass
+class SystemConfig:
+    """A generated HNN-style system (used when ``data.path`` is not set)."""
+
+    name: str = "pendulum"
+    """``spring`` (H = q^2 + p^2) or ``pendulum`` (H = 3(1 - cos q) + p^2)."""
+    n_trajectories: int = 50
+    """Trajectories generated (HNN: 50, split half/half)."""
+    noise_std: float = 0.1
+    """Gaussian observation noise on q and p (HNN: 0.1)."""
+    points_per_trajectory: int | None = None
+    """Samples per trajectory; null keeps the HNN values (spring 30, pendulum 45)."""
+
+
+@dataclass
+class DataConfig:
+    """A measured file; see :func:`noether_control.discovery.data.load_trajectories`."""
+
+    path: str | None = None
+    """CSV or whitespace text file; null uses the generated ``system``."""
+    columns: list[str] | None = None
+    """The file's column names in order, overriding its header."""
+    trajectory: str | None = None
+    """Column identifying the trajectory/trial (null: one trajectory)."""
+    time: str = "t"
+    """Time column (its unit is taken as seconds)."""
+    units: dict[str, str] | None = None
+    """Unit of each state column, e.g. {q: rad, p: rad/s} (null in the YAML so that a command-line
+    dict replaces it instead of being merged into a struct)."""
+    energy: str | None = None
+    """The known conserved quantity as a sympy expression over the columns, for the oracle row."""
+
+
+@dataclass
+class SearchConfig:
+    """Enumeration, fitting and the conservation filter."""
+
+    max_size: int = 7
+    """Largest formula size in nodes (``p**2 - k*cos(q)`` has 7)."""
+    max_params: int = 2
+    """Most trainable constants per formula."""
+    ops: list[str] = field(default_factory=lambda: [*UNARY_OPS, *BINARY_OPS])
+    """Operators allowed in formulas."""
+    fingerprint_points: int = 64
+    """Random states used to detect equivalent formulas."""
+    fit_steps: int = 100
+    """Adam steps fitting all constants at once."""
+    fit_lr: float = 0.1
+    """Initial Adam learning rate (cosine-decayed)."""
+    fit_dtype: str = "float32"
+    """Fitting precision: float32 (fast) or float64."""
+    chunk_size: int = 1024
+    """Formulas evaluated per tensor program chunk (bounds memory)."""
+    smooth_window: int = 7
+    """Fit on states smoothed by a local cubic over this many samples (< 4: raw states)."""
+    random: str = "pooled"
+    """Random sequences: ``pooled`` (states of all trajectories) or ``box`` (uniform in range)."""
+    n_random: int = 512
+    """Random states for ``random=box``."""
+    min_variance_ratio: float = 100.0
+    """Conserved when Var_random / Var_within is at least this."""
+    survivor_tolerance: float = 1e-3
+    """Fitted survivors whose values correlate to within this of +-1 are one law."""
+    drift_significance: float = 2.0
+    """A conserved formula whose drift over a trajectory exceeds this many noise standard
+    deviations is reported as only approximately conserved."""
+
+
+@dataclass
+class DiscoverConfig:
+    """``noether-control discover``."""
+
+    seed: int = 0
+    """Seeds data generation, splits, model initialisation."""
+    device: str = "auto"
+    """auto, cpu or cuda[:N]."""
+    threads: int = 1
+    """torch CPU threads."""
+    test_fraction: float = 0.5
+    """Fraction of trajectories held out for the RMSE table."""
+    top_formulas: int = 10
+    """Formulas printed and written to results.json."""
+    score: bool = True
+    """Run the usefulness stage (MLP tailoring, baselines, RMSE table)."""
+    plot: bool = True
+    """Write quantity.png."""
+    system: SystemConfig = field(default_factory=SystemConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+
+
+@dataclass
+class Candidate:
+    """A conserved formula with its constants (fitted, then meta-learned if meta-tailored)."""
+
+    formula: Expr
+    params: np.ndarray
+    variance_ratio: float
+    fit_params: np.ndarray | None = None
+    sweep_error: float = math.inf
+    lr: float = 0.0
+    meta: MetaTailored | None = None
+    test_rmse: float | None = None
+    drift: tuple[float, float] = (0.0, 0.0)
+
+
+def load_data(config: DiscoverConfig, rng: np.random.Generator) -> Trajectories:
+    """The trajectories named by the config: ``data.path`` if set, else the generated system."""
+    if config.data.path is not None:
+        return load_trajectories(config.data.path, config.data.units or {},
+                                 columns=config.data.columns, time=config.data.time,
+                                 trajectory=config.data.trajectory, energy=config.data.energy)
+    system = config.system
+    if system.name not in SYSTEMS:
+        raise ValueError(f"system: expected one of {sorted(SYSTEMS)}, got {system.name!r}")
+    return generate(system.name, system.n_trajectories, system.noise_std, rng,
+                    system.points_per_trajectory)
+
+
+@dataclass
+class SearchResult:
+    """What enumeration, fitting and filtering produced."""
+
+    per_size: dict[int, int]
+    distinct_per_size: dict[int, int]
+    n_enumerated: int
+    n_candidates: int
+    survivors: list[Candidate]
+    seconds: dict[str, float]
+    dropped: dict[str, int]
+
+
+def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
+           device: torch.device) -> SearchResult:
+    """Enumerate, de-duplicate, fit and filter; survivors sorted by variance ratio (best first)."""
+    if config.fit_dtype not in ("float32", "float64"):
+        raise ValueError(f"search.fit_dtype: expected float32 or float64, got {config.fit_dtype!r}")
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    enumeration = enumerate_formulas(train.units, config.max_size, config.max_params, config.ops)
+    seconds["enumerate"] = time.perf_counter() - start
+    train = train.smoothed(config.smooth_window)
+    points, segments = train.points()
+    low, high = points.min(axis=0), points.max(axis=0)
+    probe = torch.as_tensor(rng.uniform(low, high, size=(config.fingerprint_points,
+                                                         points.shape[1])).T.copy(),
+                            dtype=torch.float64, device=device)
+    start = time.perf_counter()
+    kept, dropped = fingerprint_duplicates(enumeration.formulas, probe,
+                                           chunk_size=config.chunk_size)
+    formulas = [enumeration.formulas[i] for i in kept]
+    seconds["deduplicate"] = time.perf_counter() - start
+    start = time.perf_counter()
+    data = FitData.from_arrays(points, segments, random=config.random, n_random=config.n_random,
+                               rng=rng, dtype=getattr(torch, config.fit_dtype), device=device)
+    fit = fit_formulas(formulas, data, steps=config.fit_steps, lr=config.fit_lr,
+                       chunk_size=config.chunk_size)
+    conserved = torch.nonzero((fit.variance_ratio >= config.min_variance_ratio)
+                              & ~fit.trivial).flatten()
+    order = conserved[torch.argsort(fit.variance_ratio[conserved], descending=True)].tolist()
+    seconds["fit"] = time.perf_counter() - start
+    # Different formulas can fit to the same law (k*q**2 + p**2 and q**2 + k*p**2): keep the
+    # best-ratio one of each equivalence class under the fitted constants.
+    survivors_formulas = [formulas[i] for i in order]
+    fitted = fit.params[order].to(torch.float64)
+    unique = merge_equivalent(survivors_formulas, probe, fitted.to(device),
+                              config.survivor_tolerance, config.chunk_size)
+    survivors = []
+    for index in unique:
+        formula = survivors_formulas[index]
+        params = fitted[index, :formula.n_params].cpu().numpy()
+        candidate = Candidate(formula, params, float(fit.variance_ratio[order[index]]))
+        quantity = formula_quantity(formula, torch.as_tensor(params))
+        values = [quantity(torch.as_tensor(s)).numpy() for s in train.states]
+        candidate.drift = drift_per_time(values, train.times)
+        survivors.append(candidate)
+    distinct = {size: sum(1 for f in formulas if f.size == size) for size in enumeration.per_size}
+    return SearchResult(enumeration.per_size, distinct, len(enumeration.formulas), len(formulas),
+                        survivors, seconds, dropped)
+
+
+@dataclass
+class ScoreResult:
+    """The usefulness stage's outcome."""
+
+    ranked: list[Candidate]
+    rmse: dict[str, float | None]
+    chosen_quantity: Any
+    predictions: dict[str, np.ndarray]
+    seconds: float
+
+
+def score(train: Trajectories, test: Trajectories, survivors: list[Candidate],
+          config: ScoringConfig, device: torch.device, generator: torch.Generator
+          ) -> ScoreResult:
+    """Rank survivors by usefulness and measure long-horizon RMSE of every model on test."""
+    start = time.perf_counter()
+    dtype = torch.float32
+    # Rollouts start from, and are compared with, the smoothed training states: from a noisy
+    # first state every model drifts onto another energy level, and the outer loss then teaches
+    # it to damp the dynamics.
+    train_batch = Batch.from_trajectories(train.smoothed(config.derivative_window), None, dtype,
+                                          device)
+    test_batch = Batch.from_trajectories(test, test.clean, dtype, device)
+    dim = len(train.names)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        mlp = MLP([dim, config.hidden, config.hidden, dim]).to(device)
+        hnn = HNN(dim, config.hidden).to(device) if config.hnn and dim % 2 == 0 else None
+    smooth_states, derivatives = (torch.as_tensor(a, dtype=dtype, device=device)
+                                  for a in train.derivatives(config.derivative_window))
+    train_vector_field(mlp, smooth_states, derivatives, config.pretrain_steps, config.pretrain_lr)
+    for parameter in mlp.parameters():
+        parameter.requires_grad_(False)
+    rmse_table: dict[str, float | None] = {"mlp": None, "noether": None, "true_energy": None,
+                                           "hnn": None}
+    predictions: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        plain = tailored_rollout(mlp, None, None, None, test_batch, 0.0, config.tailored)
+    rmse_table["mlp"] = rmse(test_batch, plain)
+    predictions["mlp"] = plain.cpu().numpy()
+    if hnn is not None:
+        train_vector_field(hnn, smooth_states, derivatives, config.pretrain_steps,
+                           config.pretrain_lr)
+        predicted = rollout(hnn, test_batch.states[:, 0], test_batch.steps).detach()
+        rmse_table["hnn"] = rmse(test_batch, predicted)
+    scored = survivors[:config.max_scored]
+    for candidate in scored:
+        quantity = formula_quantity(candidate.formula,
+                                    torch.as_tensor(candidate.params, dtype=dtype, device=device))
+        scale = pooled_scale(quantity, train_batch)
+        candidate.sweep_error, candidate.lr = sweep_learning_rates(
+            mlp, quantity, scale, train_batch, config.lr_sweep, config.tailored,
+            config.inner_optimizer)
+    scored.sort(key=lambda c: c.sweep_error)
+
+    def evaluate(params: dict[str, torch.Tensor], quantity: Any, lr: float) -> torch.Tensor:
+        scale = pooled_scale(quantity, train_batch)
+        return tailored_rollout(mlp, params, quantity, scale, test_batch, lr, config.tailored,
+                                optimizer=config.inner_optimizer).detach()
+
+    for candidate in scored[:config.top_k]:
+        formula = candidate.formula
+        candidate.meta = meta_tailor(
+            mlp, lambda constants, f=formula: formula_quantity(f, constants),
+            torch.as_tensor(candidate.params, dtype=dtype, device=device), train_batch,
+            candidate.lr, config)
+        quantity = formula_quantity(formula, candidate.meta.formula_params)
+        candidate.test_rmse = rmse(test_batch, evaluate(candidate.meta.params, quantity,
+                                                        candidate.lr))
+        candidate.fit_params = candidate.params
+        candidate.params = candidate.meta.formula_params.cpu().numpy().astype(np.float64)
+    for candidate in scored[config.top_k:]:
+        quantity = formula_quantity(candidate.formula,
+                                    torch.as_tensor(candidate.params, dtype=dtype, device=device))
+        candidate.test_rmse = rmse(test_batch, evaluate(dict(mlp.named_parameters()), quantity,
+                                                        candidate.lr))
+    meta_ranked = sorted(scored[:config.top_k], key=lambda c: c.meta.train_loss)
+    ranked = [*meta_ranked, *scored[config.top_k:], *survivors[config.max_scored:]]
+    chosen_quantity = None
+    if meta_ranked:
+        chosen = meta_ranked[0]
+        chosen_quantity = formula_quantity(chosen.formula, chosen.meta.formula_params)
+        rmse_table["noether"] = chosen.test_rmse
+        predictions["noether"] = evaluate(chosen.meta.params, chosen_quantity,
+                                          chosen.lr).cpu().numpy()
+    if train.energy is not None:
+        energy = sympy_quantity(train.energy, train.names)
+        _, lr = sweep_learning_rates(mlp, energy, pooled_scale(energy, train_batch),
+                                     train_batch, config.lr_sweep, config.tailored,
+                                     config.inner_optimizer)
+        oracle = meta_tailor(mlp, lambda _: energy, None, train_batch, lr, config)
+        rmse_table["true_energy"] = rmse(test_batch, evaluate(oracle.params, energy, lr))
+    return ScoreResult(ranked, rmse_table, chosen_quantity, predictions,
+                       time.perf_counter() - start)
+
+
+def formula_record(candidate: Candidate, names: list[str], train: Trajectories,
+                   drift_significance: float) -> dict[str, Any]:
+    """The JSON entry of one formula: sympy ``expr`` with named constants and their units."""
+    formula = candidate.formula
+    constants = param_names(formula.n_params, names)
+    units = param_units(formula, train.units)
+    unit = infer_unit(formula, train.units)
+    slope, significance = candidate.drift
+    return {
+        "expr": str(to_sympy(formula, names)),
+        "params": {name: float(v) for name, v in zip(constants, candidate.params, strict=True)},
+        "param_units": {name: str(u) for name, u in zip(constants, units, strict=True)},
+        "params_before_meta": None if candidate.fit_params is None else {
+            name: float(v) for name, v in zip(constants, candidate.fit_params, strict=True)},
+        "unit": "free (any, via its constants)" if unit is None else str(unit),
+        "fitted": str(to_sympy(formula, names, candidate.params.tolist())),
+        "size": formula.size,
+        "variance_ratio": candidate.variance_ratio,
+        "drift_per_time": slope,
+        "approximately_conserved": bool(significance > drift_significance),
+        "sweep_error": None if math.isinf(candidate.sweep_error) else candidate.sweep_error,
+        "inner_lr": candidate.lr or None,
+        "meta_train_loss": None if candidate.meta is None else candidate.meta.train_loss,
+        "rmse": candidate.test_rmse,
+    }
+
+
+def plot_quantity(path: Path, test: Trajectories, quantity: Any, label: str,
+                  predictions: dict[str, np.ndarray]) -> None:
+    """Plot the chosen quantity along the test trajectories (observed and predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
+    with torch.no_grad():
+        for states, times in zip(test.states, test.times, strict=True):
+            values = quantity(torch.as_tensor(states, dtype=torch.float32)).numpy()
+            axes[0].plot(times, values, lw=0.8)
+        axes[0].set(title=f"{label} along observed test trajectories", xlabel="time",
+                    ylabel=label)
+        for name, style in (("mlp", "--"), ("noether", "-")):
+            if name not in predictions:
+                continue
+            for index in range(min(5, len(test))):
+                values = quantity(torch.as_tensor(predictions[name][index])).numpy()
+                length = len(test.times[index])
+                axes[1].plot(test.times[index], values[:length], style, lw=0.9,
+                             color=f"C{index}", label=name if index == 0 else None)
+        axes[1].set(title="along predicted rollouts (5 test trajectories)", xlabel="time")
+        axes[1].legend()
+    figure.tight_layout()
+    from noether_control.runtime import atomic_path
+
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
+    plt.close(figure)
+
+
+def run(cfg: DictConfig) -> None:
+    """The ``discover`` command: see the module docstring."""
+    config = to_dataclass(DiscoverConfig, cfg)
+    torch.set_num_threads(config.threads)
+    discover(config, run_dir())
+
+
+def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
+    """Run the whole pipeline, print the summary, write ``results.json`` (and the plot) under
+    ``output``; return the results dictionary."""
+    rng = seed_everything(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    device = resolve_device(config.device)
+    trajectories = load_data(config, rng)
+    train, test = trajectories.split(config.test_fraction, rng)
+    names = trajectories.names
+    result = search(train, config.search, rng, device)
+    candidates_per_second = result.n_candidates / max(sum(result.seconds.values()), 1e-9)
+    columns = ", ".join(f"{n} [{u}]" for n, u in zip(names, trajectories.units, strict=True))
+    print(f"discover: {len(trajectories)} trajectories ({len(train)} train / {len(test)} test), "
+          f"columns {columns}")
+    print(f"enumerated {result.n_enumerated} unit-correct formulas (per size "
+          f"{result.per_size}); {result.n_candidates} distinct candidates fitted (per size "
+          f"{result.distinct_per_size}); "
+          f"{len(result.survivors)} conserved (ratio >= {config.search.min_variance_ratio:g}) "
+          f"in {sum(result.seconds.values()):.1f} s ({candidates_per_second:.0f} candidates/s)")
+    scoring = None
+    if config.score and result.survivors:
+        scoring = score(train, test, result.survivors, config.scoring, device, generator)
+        ranked = scoring.ranked
+    else:
+        ranked = result.survivors
+    records = [formula_record(c, names, train, config.search.drift_significance)
+               for c in ranked[:config.top_formulas]]
+    print("\ntop formulas (best first):")
+    for rank, record in enumerate(records, start=1):
+        constants = ", ".join(f"{k}={v:.4g} [{record['param_units'][k]}]"
+                              for k, v in record["params"].items())
+        approx = " (approximately: drift " \
+                 f"{record['drift_per_time']:.3g}/time)" if record["approximately_conserved"] \
+            else ""
+        rmse_text = "" if record["rmse"] is None else f", test RMSE {record['rmse']:.4f}"
+        print(f"  {rank:2d}. {record['expr']:<32} {constants}  ratio "
+              f"{record['variance_ratio']:.1f}{rmse_text}{approx}")
+    rmse_table = scoring.rmse if scoring else {}
+    if rmse_table:
+        print("\nlong-horizon test RMSE:")
+        for name, value in rmse_table.items():
+            print(f"  {name:<12} {'n/a' if value is None else f'{value:.4f}'}")
+    results = {
+        "n_candidates": result.n_candidates,
+        "n_enumerated": result.n_enumerated,
+        "candidates_per_size": {str(k): v for k, v in result.per_size.items()},
+        "distinct_per_size": {str(k): v for k, v in result.distinct_per_size.items()},
+        "n_conserved": len(result.survivors),
+        "dropped": result.dropped,
+        "formulas": records,
+        "rmse": rmse_table,
+        "seconds": {**result.seconds, **({"score": scoring.seconds} if scoring else {})},
+        "candidates_per_second": candidates_per_second,
+        "columns": {n: str(u) for n, u in zip(names, trajectories.units, strict=True)},
+        "config": asdict(config),
+    }
+    write_json(output / "results.json", results)
+    if config.plot and scoring is not None and scoring.chosen_quantity is not None:
+        plot_quantity(output / "quantity.png", test, scoring.chosen_quantity, records[0]["expr"],
+                      scoring.predictions)
+    print(f"\nwrote {output / 'results.json'}")
+    return results

@@ -1,0 +1,448 @@
+"""Batched evaluation, de-duplication and fitting of candidate conserved quantities.
+
+All formulas are evaluated as tensor programs: formulas sharing a tree *topology* (the post-order
+sequence of node arities) form one :class:`Program`, evaluated over ``(n_formulas, n_points)``
+tensors. Inside a program the leaves are gathered from the data or the parameter matrix, and at
+each inner node the rows are split by operator (``+ - * /`` or ``sin cos square``), each operator
+is applied once to its rows and the results are put back in row order. A size-7 enumeration has
+only 89 topologies, so one evaluation of tens of thousands of formulas is a few hundred tensor
+operations, never a Python step per formula.
+
+Fitting minimises every formula's scale- and shift-free variance along the true trajectories,
+
+    loss_c(theta_c) = Var_within(f_c) / Var_random(f_c),
+
+where ``Var_within`` is the pooled within-trajectory variance and ``Var_random`` the variance on
+random sequences: by default (``pooled``) sequences of states drawn at random from all
+trajectories, whose expected variance is the variance over all points; with ``box`` (the only
+choice for a single trajectory) states drawn uniformly from the data's bounding box. ``box`` lets
+formulas with a pole or a heavy tail inside the box but away from the data (``q**4*p**4``) look
+conserved, so ``pooled`` is the default. All parameters live in one
+``(n_formulas, n_params)`` tensor optimised by one Adam over the sum of the (independent)
+per-formula losses. A formula is *conserved* when ``Var_random / Var_within`` is at least the
+configured ratio (100 by default) and it is not (nearly) constant on the random states.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from noether_control.discovery.expressions import BINARY_OPS, UNARY_OPS, Expr
+
+FINGERPRINT_PARAMS = (0.7317, 1.3179, -0.4561, 2.1173)
+"""Parameter values used to fingerprint formulas (arbitrary, distinct, not 0 or +-1)."""
+
+
+@dataclass
+class Program:
+    """Formulas of one topology, evaluated together.
+
+    Attributes:
+        arities: post-order arity of each node (0 leaf, 1 unary, 2 binary).
+        rows: index of each formula in the caller's list, ``(n,)`` int64.
+        leaf_inputs: per leaf the input column, or -1 for a parameter, ``(n, n_leaves)``.
+        leaf_params: per leaf the parameter slot, or -1 for an input, ``(n, n_leaves)``.
+        node_ops: per inner node, a list of ``(op, rows_with_op)`` and the inverse permutation
+            that restores row order after concatenating the per-op results (None when one op).
+    """
+
+    arities: tuple[int, ...]
+    rows: Tensor
+    leaf_inputs: Tensor
+    leaf_params: Tensor
+    node_ops: list[tuple[list[tuple[str, Tensor]], Tensor | None]]
+
+
+def compile_programs(formulas: Sequence[Expr], chunk_size: int = 1024,
+                     device: torch.device | None = None) -> list[Program]:
+    """Group ``formulas`` by topology into :class:`Program` chunks of at most ``chunk_size``."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size: expected >= 1, got {chunk_size}")
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, formula in enumerate(formulas):
+        groups.setdefault(_arities(formula), []).append(index)
+    programs = []
+    for arities, members in groups.items():
+        for start in range(0, len(members), chunk_size):
+            programs.append(_compile_group(arities, members[start:start + chunk_size], formulas,
+                                           device))
+    return programs
+
+
+def _arities(formula: Expr) -> tuple[int, ...]:
+    return (*(a for child in formula.children for a in _arities(child)), len(formula.children))
+
+
+def _postfix_nodes(formula: Expr) -> list[Expr]:
+    return [*(node for child in formula.children for node in _postfix_nodes(child)), formula]
+
+
+def _compile_group(arities: tuple[int, ...], members: list[int], formulas: Sequence[Expr],
+                   device: torch.device | None) -> Program:
+    leaf_inputs, leaf_params, inner_ops = [], [], []
+    for index in members:
+        nodes = _postfix_nodes(formulas[index])
+        inputs, slots, ops = [], [], []
+        param_slot = 0
+        for node in nodes:
+            if node.op == "input":
+                inputs.append(node.index)
+                slots.append(-1)
+            elif node.op == "param":
+                inputs.append(-1)
+                slots.append(param_slot)
+                param_slot += 1
+            else:
+                ops.append(node.op)
+        leaf_inputs.append(inputs)
+        leaf_params.append(slots)
+        inner_ops.append(ops)
+    node_ops = []
+    for position in range(sum(1 for a in arities if a > 0)):
+        column = [ops[position] for ops in inner_ops]
+        present = [op for op in (*BINARY_OPS, *UNARY_OPS) if op in set(column)]
+        split = [(op, torch.tensor([r for r, o in enumerate(column) if o == op], dtype=torch.long,
+                                   device=device)) for op in present]
+        inverse = None
+        if len(split) > 1:
+            order = torch.cat([rows for _, rows in split])
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(len(order), device=device)
+        node_ops.append((split, inverse))
+    return Program(arities, torch.tensor(members, dtype=torch.long, device=device),
+                   torch.tensor(leaf_inputs, dtype=torch.long, device=device),
+                   torch.tensor(leaf_params, dtype=torch.long, device=device), node_ops)
+
+
+def _apply(op: str, operands: list[Tensor]) -> Tensor:
+    if op == "add":
+        return operands[0] + operands[1]
+    if op == "sub":
+        return operands[0] - operands[1]
+    if op == "mul":
+        return operands[0] * operands[1]
+    if op == "div":
+        return operands[0] / operands[1]
+    if op == "sin":
+        return torch.sin(operands[0])
+    if op == "cos":
+        return torch.cos(operands[0])
+    return operands[0] * operands[0]
+
+
+def evaluate_program(program: Program, inputs: Tensor, params: Tensor | None) -> Tensor:
+    """Values of the program's formulas at every point.
+
+    Args:
+        program: from :func:`compile_programs`.
+        inputs: the states, ``(n_inputs, n_points)`` (column-major so a leaf is one gather).
+        params: the program's parameters ``(n, n_slots)`` in row order, or None if it has none.
+
+    Returns:
+        ``(n, n_points)`` values, same dtype as ``inputs``.
+    """
+    stack: list[Tensor] = []
+    leaf = 0
+    inner = 0
+    n_points = inputs.shape[1]
+    for arity in program.arities:
+        if arity == 0:
+            input_index = program.leaf_inputs[:, leaf]
+            values = inputs[input_index.clamp(min=0)]
+            if params is not None and bool((input_index < 0).any()):
+                slot = program.leaf_params[:, leaf].clamp(min=0).unsqueeze(1)
+                values = torch.where((input_index < 0).unsqueeze(1),
+                                     params.gather(1, slot).expand(-1, n_points), values)
+            stack.append(values)
+            leaf += 1
+            continue
+        operands = stack[-arity:]
+        del stack[-arity:]
+        split, inverse = program.node_ops[inner]
+        inner += 1
+        if inverse is None:
+            stack.append(_apply(split[0][0], operands))
+        else:
+            parts = [_apply(op, [operand[rows] for operand in operands]) for op, rows in split]
+            stack.append(torch.cat(parts)[inverse])
+    return stack[0]
+
+
+def evaluate_all(programs: Sequence[Program], n_formulas: int, inputs: Tensor,
+                 params: Tensor | None = None) -> Tensor:
+    """Values of every formula ``(n_formulas, n_points)``; ``params`` is ``(n_formulas, slots)``."""
+    out = torch.empty(n_formulas, inputs.shape[1], dtype=inputs.dtype, device=inputs.device)
+    for program in programs:
+        out[program.rows] = evaluate_program(
+            program, inputs, None if params is None else params[program.rows])
+    return out
+
+
+def fingerprint_duplicates(formulas: Sequence[Expr], inputs: Tensor,
+                           params: Tensor | None = None, chunk_size: int = 1024,
+                           digits: int = 7) -> tuple[list[int], dict[str, int]]:
+    """Indices of the formulas to keep: the first of each equivalence class.
+
+    Two formulas are equivalent as conserved quantities when one is an affine function of the
+    other (``a*f + b`` is conserved exactly when ``f`` is), so each formula's values at the
+    random ``inputs`` ``(n_inputs, n_points)`` are standardised (mean 0, std 1, sign fixed by the
+    first point) and rounded to ``digits`` significant digits before hashing. Parameters take
+    ``params`` ``(n, slots)`` or the fixed :data:`FINGERPRINT_PARAMS`. Formulas that are
+    non-finite or constant on the inputs are dropped.
+
+    Returns:
+        ``(kept_indices, dropped)`` with ``dropped`` counting ``duplicate``, ``constant`` and
+        ``non_finite`` formulas.
+    """
+    if params is None:
+        slots = max((f.n_params for f in formulas), default=0)
+        params = torch.tensor(FINGERPRINT_PARAMS[:slots], dtype=inputs.dtype,
+                              device=inputs.device).expand(len(formulas), slots)
+    values = evaluate_all(compile_programs(formulas, chunk_size, inputs.device), len(formulas),
+                          inputs, params)
+    finite = torch.isfinite(values).all(dim=1)
+    centred = values - values.mean(dim=1, keepdim=True)
+    scale = centred.pow(2).mean(dim=1).sqrt()
+    magnitude = values.abs().mean(dim=1)
+    constant = ~(scale > 1e-9 * (magnitude + 1e-300))
+    standard = centred / scale.unsqueeze(1)
+    standard = standard * torch.where(standard[:, :1] < 0, -1.0, 1.0)
+    rounded = np.round(standard.cpu().numpy(), digits - 1)
+    kept: list[int] = []
+    seen: set[bytes] = set()
+    dropped = {"duplicate": 0, "constant": 0, "non_finite": 0}
+    for index in range(len(formulas)):
+        if not finite[index]:
+            dropped["non_finite"] += 1
+        elif constant[index]:
+            dropped["constant"] += 1
+        else:
+            key = (rounded[index] + 0.0).tobytes()  # +0.0 folds -0.0 into 0.0
+            if key in seen:
+                dropped["duplicate"] += 1
+            else:
+                seen.add(key)
+                kept.append(index)
+    return kept, dropped
+
+
+def merge_equivalent(formulas: Sequence[Expr], inputs: Tensor, params: Tensor,
+                     tolerance: float = 1e-3, chunk_size: int = 1024) -> list[int]:
+    """Indices of ``formulas`` to keep so that no two kept ones are affinely equivalent.
+
+    For fitted survivors: different parametrisations of one law (``k*p**2 + q**2`` and
+    ``q**2 + p**2/k``) fit to constants a fraction of a percent apart, which hashing rounded
+    values cannot merge reliably. Here formulas ``i < j`` are one law when the correlation of
+    their values at ``inputs`` ``(n_inputs, n_points)`` satisfies ``1 - |corr| < tolerance``;
+    the earlier one (list order: best first) is kept. Pairwise, so meant for hundreds of
+    formulas, not the whole enumeration.
+    """
+    if not formulas:
+        return []
+    values = evaluate_all(compile_programs(formulas, chunk_size, inputs.device), len(formulas),
+                          inputs, params)
+    centred = values - values.mean(dim=1, keepdim=True)
+    standard = centred / centred.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    similar = (1 - (standard @ standard.T).abs()) < tolerance
+    kept: list[int] = []
+    for index in range(len(formulas)):
+        if not any(bool(similar[index, other]) for other in kept):
+            kept.append(index)
+    return kept
+
+
+@dataclass
+class FitData:
+    """The points a fit sees.
+
+    Attributes:
+        true_points: states along the training trajectories, ``(n_inputs, n_true)``.
+        segments: each true point's trajectory index, ``(n_true,)`` int64.
+        random_points: random states from the data's bounding box ``(n_inputs, n_random)``, or
+            None for pooled random sequences (states drawn from all trajectories).
+    """
+
+    true_points: Tensor
+    segments: Tensor
+    random_points: Tensor | None = None
+
+    @classmethod
+    def from_arrays(cls, points: np.ndarray, segments: np.ndarray, *, random: str = "pooled",
+                    n_random: int = 512, rng: np.random.Generator | None = None,
+                    dtype: torch.dtype = torch.float64,
+                    device: torch.device | None = None) -> FitData:
+        """Build from stacked states ``(N, D)`` and trajectory ids ``(N,)``.
+
+        ``random="pooled"`` compares with sequences drawn from all trajectories (needs >= 2
+        trajectories); ``random="box"`` draws ``n_random`` states uniformly from the per-column
+        ``[min, max]`` of ``points`` with ``rng``.
+        """
+        if random not in ("pooled", "box"):
+            raise ValueError(f"random: expected 'pooled' or 'box', got {random!r}")
+        true_points = torch.as_tensor(points.T.copy(), dtype=dtype, device=device)
+        segment_ids = torch.as_tensor(segments, dtype=torch.long, device=device)
+        if random == "pooled":
+            if len(np.unique(segments)) < 2:
+                raise ValueError("random='pooled' needs >= 2 trajectories; use random='box' for a "
+                                 "single trajectory")
+            return cls(true_points, segment_ids)
+        if n_random < 2 or rng is None:
+            raise ValueError(f"random='box': expected n_random >= 2 and an rng, got {n_random} "
+                             f"and {rng!r}")
+        low, high = points.min(axis=0), points.max(axis=0)
+        box = rng.uniform(low, high, size=(n_random, points.shape[1]))
+        return cls(true_points, segment_ids,
+                   torch.as_tensor(box.T.copy(), dtype=dtype, device=device))
+
+    @property
+    def all_points(self) -> Tensor:
+        """The points every formula is evaluated at: true then (box) random states."""
+        if self.random_points is None:
+            return self.true_points
+        return torch.cat([self.true_points, self.random_points], dim=1)
+
+
+def variance_terms(values: Tensor, data: FitData) -> tuple[Tensor, Tensor]:
+    """Pooled within-trajectory variance and random-sequence variance, each ``(n,)``.
+
+    ``values`` is ``(n, n_points)`` as evaluated on :attr:`FitData.all_points`.
+    """
+    n_true = data.true_points.shape[1]
+    true_values = values[:, :n_true]
+    # Centring first keeps float64 cancellation harmless when a formula has a large offset.
+    true_values = true_values - true_values.mean(dim=1, keepdim=True)
+    n_segments = int(data.segments.max()) + 1
+    counts = torch.bincount(data.segments, minlength=n_segments).to(values.dtype)
+    sums = torch.zeros(values.shape[0], n_segments, dtype=values.dtype, device=values.device)
+    sums = sums.index_add(1, data.segments, true_values)
+    means = sums / counts
+    within = (true_values - means[:, data.segments]).pow(2).mean(dim=1)
+    if data.random_points is None:
+        return within, true_values.pow(2).mean(dim=1)
+    return within, values[:, n_true:].var(dim=1)
+
+
+def _random_values(values: Tensor, data: FitData) -> Tensor:
+    return values if data.random_points is None else values[:, data.true_points.shape[1]:]
+
+
+def variance_ratio_loss(values: Tensor, data: FitData) -> Tensor:
+    """The fitting loss ``Var_within / Var_random`` per formula, ``(n,)``.
+
+    A plain ratio rather than its logarithm: the log's gradient explodes next to an exactly
+    conserved optimum and Adam's second-moment estimate then freezes the parameter short of it.
+    """
+    within, random = variance_terms(values, data)
+    # A relative floor keeps the ratio finite for formulas that collapse to a constant.
+    floor = 1e-12 * _random_values(values, data).pow(2).mean(dim=1).detach() + 1e-30
+    return within / (random + floor)
+
+
+@dataclass
+class FitResult:
+    """Fitted parameters and conservation scores of every formula.
+
+    Attributes:
+        params: ``(n_formulas, n_slots)`` fitted parameters (unused slots are meaningless).
+        variance_ratio: ``Var_random / Var_within`` per formula, ``(n_formulas,)`` (0 when not
+            finite or trivial).
+        trivial: formulas constant on random states (or non-finite), ``(n_formulas,)`` bool.
+        losses: mean fitting loss over parametrised formulas after each Adam step.
+    """
+
+    params: Tensor
+    variance_ratio: Tensor
+    trivial: Tensor
+    losses: list[float]
+
+
+def fit_formulas(formulas: Sequence[Expr], data: FitData, *, steps: int = 200, lr: float = 0.1,
+                 init: float = 1.0, chunk_size: int = 1024) -> FitResult:
+    """Fit every formula's parameters to minimise :func:`variance_ratio_loss`, all at once.
+
+    One Adam (cosine-decayed learning rate) optimises the ``(n_formulas, n_slots)`` parameter
+    matrix; each step evaluates every topology program once and back-propagates the summed loss.
+    Formulas without parameters are evaluated once, not optimised.
+    """
+    if steps < 0:
+        raise ValueError(f"steps: expected >= 0, got {steps}")
+    points = data.all_points
+    slots = max((f.n_params for f in formulas), default=0)
+    params = torch.full((len(formulas), max(slots, 1)), float(init), dtype=points.dtype,
+                        device=points.device)
+    with_params = [i for i, f in enumerate(formulas) if f.n_params > 0]
+    losses: list[float] = []
+    if with_params and steps > 0:
+        programs = compile_programs([formulas[i] for i in with_params], chunk_size, points.device)
+        fitted = params[with_params].clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([fitted], lr=lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=lr * 1e-3)
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=False)
+            total = 0.0
+            for program in programs:
+                values = evaluate_program(program, points, fitted[program.rows])
+                loss = variance_ratio_loss(values, data)
+                finite = torch.isfinite(loss)
+                loss = torch.where(finite, loss, torch.zeros_like(loss))
+                loss.sum().backward()
+                total += float(loss.detach().sum())
+            # A formula that hits a pole yields NaN gradients for its own row only; freeze it.
+            fitted.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(total / len(with_params))
+        params[with_params] = fitted.detach()
+    ratio, trivial = score_formulas(formulas, data, params, chunk_size)
+    return FitResult(params, ratio, trivial, losses)
+
+
+@torch.no_grad()
+def score_formulas(formulas: Sequence[Expr], data: FitData, params: Tensor,
+                   chunk_size: int = 1024) -> tuple[Tensor, Tensor]:
+    """``(variance_ratio, trivial)`` per formula at the given parameters ``(n, slots)``."""
+    programs = compile_programs(formulas, chunk_size, params.device)
+    ratio = torch.zeros(len(formulas), dtype=params.dtype, device=params.device)
+    trivial = torch.ones(len(formulas), dtype=torch.bool, device=params.device)
+    points = data.all_points
+    for program in programs:
+        values = evaluate_program(program, points, params[program.rows])
+        within, random = variance_terms(values, data)
+        scale = _random_values(values, data).pow(2).mean(dim=1)
+        is_trivial = ~torch.isfinite(values).all(dim=1) | ~(random > 1e-12 * scale)
+        program_ratio = random / within.clamp_min(1e-300)
+        ratio[program.rows] = torch.where(is_trivial | ~torch.isfinite(program_ratio),
+                                          torch.zeros_like(program_ratio), program_ratio)
+        trivial[program.rows] = is_trivial
+    return ratio, trivial
+
+
+def drift_per_time(values: Sequence[np.ndarray], times: Sequence[np.ndarray]
+                   ) -> tuple[float, float]:
+    """Least-squares slope of a quantity against time, pooled over trajectories.
+
+    Args:
+        values: per trajectory the quantity's values ``(T_i,)``.
+        times: per trajectory the time stamps ``(T_i,)``.
+
+    Returns:
+        ``(slope, significance)``: the slope in quantity units per time unit (fitted with a
+        separate offset per trajectory) and ``|slope| * mean duration / residual std``, which is
+        above about 2 when the drift stands out of the noise.
+    """
+    centred_t = [t - t.mean() for t in times]
+    centred_v = [v - v.mean() for v in values]
+    covariance = sum(float(np.dot(t, v)) for t, v in zip(centred_t, centred_v, strict=True))
+    variance = sum(float(np.dot(t, t)) for t in centred_t)
+    slope = covariance / variance if variance > 0 else 0.0
+    residual = np.concatenate([v - slope * t for t, v in zip(centred_t, centred_v, strict=True)])
+    duration = float(np.mean([t[-1] - t[0] for t in times]))
+    noise = float(residual.std())
+    significance = abs(slope) * duration / noise if noise > 0 else math.inf * abs(slope)
+    return slope, significance

@@ -1,0 +1,238 @@
+"""The tailoring inner loop: per-example gradient steps on a conservation loss.
+
+This is the one inner-loop implementation of the codebase (Noether Networks, Alet et al. 2021,
+Algorithm 1). Discovery uses it to score candidate laws, the video world model to tailor its
+per-example conditional-normalisation parameters.
+
+Per-example parameters are explicit: a dict of tensors whose leading dimension ``B`` indexes the
+examples. The caller's loss maps ``(params, batch)`` to one loss per example, shape ``(B,)``; it
+must keep examples independent (example ``b``'s loss may depend only on ``params[name][b]`` and
+example ``b`` of the batch; no batch statistics). Under that contract the gradient of the summed
+loss with respect to the stacked parameters *is* the per-example gradient, so one
+``torch.autograd.grad`` call tailors every example at once, and tailoring one example never changes
+another's prediction.
+
+Module weights are never modified: the adapted parameters are new tensors. With
+``second_order=True`` (the default) the inner step is built with ``create_graph=True`` so an outer
+loss back-propagates through it into the initial parameters (and into a learnable learning rate).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+Params = dict[str, Tensor]
+"""Per-example parameters: name -> tensor of shape ``(B, *param_shape)``."""
+
+ConservationLoss = Callable[[Params, Any], Tensor]
+"""``loss(params, batch) -> (B,)`` per-example losses, examples independent."""
+
+StepCallback = Callable[[int, Tensor], None]
+"""``callback(step, losses)`` with the detached ``(B,)`` losses before inner step ``step``."""
+
+OPTIMIZERS = ("sgd", "adam", "normalized")
+
+
+@dataclass
+class TailoringConfig:
+    """How the inner loop adapts per-example parameters.
+
+    The defaults follow the paper's video experiment: one SGD step, full second order.
+    """
+
+    steps: int = 1
+    """Number of inner gradient steps K (0 returns the parameters unchanged)."""
+    lr: float = 1e-4
+    """Inner learning rate (its initial value when ``learnable_lr``)."""
+    optimizer: str = "sgd"
+    """Inner optimizer: ``sgd``, ``adam`` (differentiable, bias-corrected) or ``normalized``
+    (each example steps ``lr`` along its unit-norm gradient, so ``lr`` is a step length in
+    parameter space whatever the loss's scale)."""
+    second_order: bool = True
+    """Back-propagate the outer loss through the inner gradient (create_graph); False gives the
+    first-order approximation (inner gradients treated as constants)."""
+    learnable_lr: bool = False
+    """Meta-learn the inner learning rate (as its logarithm, so it stays positive)."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's moment decay rates, used when ``optimizer == 'adam'``."""
+    adam_eps: float = 1e-8
+    """Adam's denominator epsilon."""
+
+    def __post_init__(self) -> None:
+        validate_inner_loop(self.steps, self.lr, self.optimizer)
+
+
+def validate_inner_loop(steps: int, lr: float | Tensor, optimizer: str) -> None:
+    """Raise ``ValueError`` for a negative step count, non-positive lr or unknown optimizer."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"tailoring steps: expected an int >= 0, got {steps!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"tailoring optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
+    if not isinstance(lr, Tensor) and not (isinstance(lr, int | float) and lr > 0):
+        raise ValueError(f"tailoring lr: expected a float > 0 or a tensor, got {lr!r}")
+
+
+class InnerLearningRate(nn.Module):
+    """A meta-learnable inner learning rate, stored as its logarithm so it stays positive."""
+
+    def __init__(self, initial: float) -> None:
+        super().__init__()
+        if not initial > 0:
+            raise ValueError(f"initial inner lr: expected > 0, got {initial!r}")
+        self.log_lr = nn.Parameter(torch.tensor(math.log(initial)))
+
+    def forward(self) -> Tensor:
+        """The learning rate, a 0-d tensor carrying gradient to ``log_lr``."""
+        return self.log_lr.exp()
+
+
+def expand_params(shared: Mapping[str, Tensor], batch_size: int) -> Params:
+    """Give every example its own copy of ``shared`` parameters: ``(*s) -> (B, *s)``.
+
+    The copies are views created with ``expand`` and stay connected to ``shared`` in the autograd
+    graph, so an outer loss on the tailored parameters trains the shared ones.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    return {name: value.unsqueeze(0).expand(batch_size, *value.shape) for name, value in
+            shared.items()}
+
+
+def tailor(
+    params: Mapping[str, Tensor],
+    batch: Any,
+    loss_fn: ConservationLoss,
+    *,
+    steps: int = 1,
+    lr: float | Tensor = 1e-4,
+    optimizer: str = "sgd",
+    second_order: bool = True,
+    adam_betas: tuple[float, float] = (0.9, 0.999),
+    adam_eps: float = 1e-8,
+    callback: StepCallback | None = None,
+) -> Params:
+    """Adapt per-example ``params`` with ``steps`` gradient steps on ``loss_fn(params, batch)``.
+
+    Args:
+        params: name -> ``(B, ...)`` per-example parameters (see :func:`expand_params`), float.
+        batch: anything ``loss_fn`` understands; passed through unchanged.
+        loss_fn: per-example conservation loss, returns shape ``(B,)``; examples independent.
+        steps: number of inner steps K; ``0`` returns ``params`` unchanged.
+        lr: inner learning rate: a float, a 0-d tensor (e.g. learnable) or a ``(B,)`` tensor
+            (one rate per example, e.g. a learning-rate sweep laid out along the batch).
+        optimizer: ``"sgd"``, ``"adam"`` or ``"normalized"`` (per-example unit-norm gradient
+            step of length ``lr``); all differentiable.
+        second_order: keep the graph of the inner gradients so the outer loss sees through them.
+        adam_betas, adam_eps: Adam hyper-parameters.
+        callback: called with ``(step, losses)`` before every inner step.
+
+    Returns:
+        The adapted parameters, new tensors with the same shapes; module weights are untouched.
+    """
+    validate_inner_loop(steps, lr, optimizer)
+    names = list(params)
+    if not names:
+        raise ValueError("params: expected at least one tensor to tailor, got an empty dict")
+    batch_size = next(iter(params.values())).shape[0]
+    for name, value in params.items():
+        if not isinstance(value, Tensor) or value.dim() < 1 or value.shape[0] != batch_size:
+            raise ValueError(
+                f"params[{name!r}]: expected a tensor with leading example dim {batch_size}, "
+                f"got {getattr(value, 'shape', type(value).__name__)}"
+            )
+    current: Params = dict(params)
+    if steps == 0:
+        return current
+    first_moment = {name: torch.zeros_like(value) for name, value in current.items()}
+    second_moment = {name: torch.zeros_like(value) for name, value in current.items()}
+    with torch.enable_grad():
+        # Parameters that arrive without a graph (pure inference) need one for the inner grad.
+        current = {
+            name: value if value.requires_grad else value.detach().requires_grad_(True)
+            for name, value in current.items()
+        }
+        for step in range(steps):
+            losses = loss_fn(current, batch)
+            if losses.shape != (batch_size,):
+                raise ValueError(
+                    f"loss_fn: expected per-example losses of shape ({batch_size},), "
+                    f"got {tuple(losses.shape)}"
+                )
+            if callback is not None:
+                callback(step, losses.detach())
+            grads = torch.autograd.grad(
+                losses.sum(),
+                [current[name] for name in names],
+                create_graph=second_order,
+                allow_unused=True,
+            )
+            grads = tuple(torch.zeros_like(current[name]) if grad is None else grad
+                          for name, grad in zip(names, grads, strict=True))
+            if optimizer == "normalized":
+                squared = sum(grad.reshape(batch_size, -1).pow(2).sum(dim=1) for grad in grads)
+                # eps inside the sqrt keeps the norm differentiable at a zero gradient.
+                norm = torch.sqrt(squared + 1e-24)
+            updated: Params = {}
+            for name, grad in zip(names, grads, strict=True):
+                value = current[name]
+                if not second_order:
+                    grad = grad.detach()
+                if optimizer == "adam":
+                    beta1, beta2 = adam_betas
+                    first_moment[name] = beta1 * first_moment[name] + (1 - beta1) * grad
+                    second_moment[name] = beta2 * second_moment[name] + (1 - beta2) * grad * grad
+                    corrected_first = first_moment[name] / (1 - beta1 ** (step + 1))
+                    corrected_second = second_moment[name] / (1 - beta2 ** (step + 1))
+                    # sqrt has an infinite derivative at 0; eps inside keeps second order finite.
+                    direction = corrected_first / (torch.sqrt(corrected_second + adam_eps**2)
+                                                   + adam_eps)
+                elif optimizer == "normalized":
+                    norm_b = norm.detach() if not second_order else norm
+                    direction = grad / norm_b.reshape(-1, *([1] * (grad.dim() - 1)))
+                else:
+                    direction = grad
+                updated[name] = value - _broadcast_lr(lr, value) * direction
+            current = updated
+    return current
+
+
+def _broadcast_lr(lr: float | Tensor, value: Tensor) -> float | Tensor:
+    """Shape a per-example ``(B,)`` learning rate to broadcast against ``(B, ...)`` parameters."""
+    if isinstance(lr, Tensor) and lr.dim() == 1:
+        if lr.shape[0] != value.shape[0]:
+            raise ValueError(
+                f"lr: expected a scalar or one rate per example ({value.shape[0]},), "
+                f"got {tuple(lr.shape)}"
+            )
+        return lr.reshape(-1, *([1] * (value.dim() - 1)))
+    return lr
+
+
+def tailor_with_config(
+    params: Mapping[str, Tensor],
+    batch: Any,
+    loss_fn: ConservationLoss,
+    config: TailoringConfig,
+    lr: float | Tensor | None = None,
+    callback: StepCallback | None = None,
+) -> Params:
+    """:func:`tailor` with hyper-parameters from ``config``; ``lr`` overrides ``config.lr``
+    (pass an :class:`InnerLearningRate`'s output when ``config.learnable_lr``)."""
+    return tailor(
+        params,
+        batch,
+        loss_fn,
+        steps=config.steps,
+        lr=config.lr if lr is None else lr,
+        optimizer=config.optimizer,
+        second_order=config.second_order,
+        adam_betas=config.adam_betas,
+        adam_eps=config.adam_eps,
+        callback=callback,
+    )

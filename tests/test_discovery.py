@@ -1,0 +1,224 @@
+"""Discovery: units, typed formulas, enumeration and de-duplication, batched fitting, loader."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy
+import torch
+
+from noether_control.discovery.data import generate, load_trajectories
+from noether_control.discovery.expressions import (
+    UnitError,
+    binary,
+    enumerate_formulas,
+    infer_unit,
+    inp,
+    param,
+    param_units,
+    to_sympy,
+    unary,
+)
+from noether_control.discovery.fitting import (
+    FitData,
+    compile_programs,
+    drift_per_time,
+    evaluate_all,
+    fingerprint_duplicates,
+    fit_formulas,
+    merge_equivalent,
+)
+from noether_control.discovery.units import DIMENSIONLESS, RADIAN, parse_unit
+
+Q, P = inp(0), inp(1)
+PENDULUM_UNITS = [parse_unit("rad"), parse_unit("rad/s")]
+
+
+def test_parse_unit_exact_rational_exponents() -> None:
+    energy = parse_unit("kg*m^2/s^2")
+    assert energy == parse_unit("J") == parse_unit("kg m**2 s^-2")
+    assert energy.exponents[:3] == (Fraction(2), Fraction(1), Fraction(-2))
+    assert parse_unit("m^(1/2)") ** 2 == parse_unit("m")
+    assert parse_unit("1") == DIMENSIONLESS
+    assert parse_unit("rad/s") == RADIAN / parse_unit("s")
+    for bad in ("furlong", "m^", "", "m//s"):
+        with pytest.raises(ValueError, match="unit"):
+            parse_unit(bad)
+
+
+def test_unit_checker_rejects_ill_typed_formulas() -> None:
+    units = [parse_unit("m"), parse_unit("kg*m/s")]
+    with pytest.raises(UnitError, match="only equal units add"):
+        infer_unit(binary("add", inp(0), inp(1)), units)  # m + kg*m/s
+    with pytest.raises(UnitError, match="dimensionless or angle"):
+        infer_unit(unary("sin", inp(0)), units)  # sin(metres)
+    with pytest.raises(UnitError):
+        infer_unit(binary("sub", unary("square", inp(1)), unary("cos", Q)), PENDULUM_UNITS)
+    # Well-typed: sin of an angle, q**2 + k*p**2 (k absorbs the unit), p**2 - k*cos(q).
+    assert infer_unit(unary("sin", Q), PENDULUM_UNITS) == DIMENSIONLESS
+    spring = binary("add", unary("square", inp(0)),
+                    binary("mul", param(), unary("square", inp(1))))
+    assert infer_unit(spring, units) == parse_unit("m^2")
+    assert param_units(spring, units) == [parse_unit("m^2") / parse_unit("kg*m/s") ** 2]
+    pendulum = binary("sub", unary("square", P), binary("mul", param(), unary("cos", Q)))
+    assert param_units(pendulum, PENDULUM_UNITS) == [parse_unit("rad^2/s^2")]
+    assert str(to_sympy(pendulum, ["q", "p"])) == "-k0*cos(q) + p**2"
+
+
+def test_enumeration_is_unit_correct_and_contains_the_laws() -> None:
+    enumeration = enumerate_formulas(PENDULUM_UNITS, 7, 2)
+    assert sum(enumeration.per_size.values()) == len(enumeration.formulas)
+    assert enumeration.per_size[7] > 10_000
+    assert enumeration.rejected_units > 0
+    pendulum = binary("sub", unary("square", P), binary("mul", param(), unary("cos", Q)))
+    assert pendulum in enumeration.formulas
+    for formula in enumeration.formulas[::97]:
+        infer_unit(formula, PENDULUM_UNITS)  # raises if ill-typed
+    # q + p (rad + rad/s) must never be enumerated, in either order, nor sin(p) (p in rad/s).
+    forbidden = [binary("add", Q, P), binary("add", P, Q), unary("sin", P)]
+    assert not any(f in enumeration.formulas for f in forbidden)
+
+
+def test_duplicates_removed_commutativity_and_equivalence() -> None:
+    enumeration = enumerate_formulas([DIMENSIONLESS, DIMENSIONLESS], 3, 0)
+    texts = [str(to_sympy(f, ["x", "y"])) for f in enumeration.formulas]
+    assert texts.count("x*y") == 1  # x*y and y*x: one formula
+    # Equivalent up to an affine map: x**2 and x*x, x - y and y - x, (x + y) and -(…)
+    formulas = [binary("mul", Q, Q), unary("square", Q), binary("sub", Q, P),
+                binary("sub", P, Q), binary("mul", Q, P), binary("mul", P, Q),
+                binary("add", Q, P), unary("sin", Q)]
+    probe = torch.as_tensor(np.random.default_rng(0).uniform(-2, 2, (2, 64)))
+    kept, dropped = fingerprint_duplicates(formulas, probe)
+    assert kept == [0, 2, 4, 6, 7]
+    assert dropped["duplicate"] == 3
+    constant = [binary("add", unary("square", unary("sin", Q)),
+                       unary("square", unary("cos", Q)))]
+    assert fingerprint_duplicates(constant, probe)[1]["constant"] == 1
+
+
+def test_batched_evaluation_matches_sympy() -> None:
+    enumeration = enumerate_formulas(PENDULUM_UNITS, 5, 2)
+    formulas = enumeration.formulas
+    rng = np.random.default_rng(1)
+    points = rng.uniform(-2, 2, (2, 16))
+    params = torch.as_tensor(rng.uniform(0.5, 2.0, (len(formulas), 2)))
+    values = evaluate_all(compile_programs(formulas, chunk_size=37), len(formulas),
+                          torch.as_tensor(points), params).numpy()
+    q, p = sympy.symbols("q p")
+    for index in range(0, len(formulas), 13):
+        formula = formulas[index]
+        values_by_name = {f"k{i}": v for i, v in enumerate(params[index].tolist())}
+        expression = to_sympy(formula, ["q", "p"]).subs(values_by_name)
+        expected = sympy.lambdify((q, p), expression, "numpy")(points[0], points[1])
+        np.testing.assert_allclose(values[index], np.broadcast_to(expected, (16,)), rtol=1e-5,
+                                   atol=1e-8, err_msg=str(expression))
+
+
+def test_fitter_recovers_known_constants_on_synthetic_data() -> None:
+    rng = np.random.default_rng(0)
+    # Level sets of 0.5*q**2 + 2.5*p**2 (c = 5) and p**2 - 1.7*cos(q) (k = 1.7), no noise.
+    trajectories = []
+    for energy in rng.uniform(0.5, 2.0, 12):
+        angle = np.linspace(0, 2 * np.pi, 25)
+        trajectories.append(np.stack([np.sqrt(2 * energy) * np.cos(angle),
+                                      np.sqrt(energy / 2.5) * np.sin(angle)], 1))
+    for energy in rng.uniform(-1.5, 1.5, 12):
+        q = np.linspace(-1.0, 1.0, 25)
+        p = np.sqrt(energy + 1.7 * np.cos(q) + 2.0)
+        trajectories.append(np.stack([q, p], 1))
+    points = np.concatenate(trajectories)
+    segments = np.repeat(np.arange(len(trajectories)), 25)
+    spring = binary("add", unary("square", Q), binary("mul", param(), unary("square", P)))
+    pendulum = binary("sub", unary("square", P), binary("mul", param(), unary("cos", Q)))
+    results = []
+    for formula, rows in ((spring, slice(0, 12 * 25)), (pendulum, slice(12 * 25, None))):
+        data = FitData.from_arrays(points[rows], segments[rows] - segments[rows][0])
+        results.append(fit_formulas([formula, unary("square", Q)], data, steps=300, lr=0.1))
+    assert results[0].params[0, 0].item() == pytest.approx(5.0, rel=1e-3)
+    assert results[1].params[0, 0].item() == pytest.approx(1.7, rel=1e-3)
+    for fit in results:
+        assert fit.variance_ratio[0] > 1e6  # exactly conserved
+        assert fit.variance_ratio[1] < 10  # q**2 is not
+
+
+def test_generated_pendulum_energy_is_conserved_up_to_noise() -> None:
+    data = generate("pendulum", 4, 0.0, np.random.default_rng(0))
+    for states in data.states:
+        energy = 3 * (1 - np.cos(states[:, 0])) + states[:, 1] ** 2
+        assert np.ptp(energy) < 1e-6
+    noisy = generate("pendulum", 4, 0.1, np.random.default_rng(0))
+    assert np.std(noisy.states[0] - noisy.clean[0]) == pytest.approx(0.1, rel=0.3)
+
+
+def test_drift_per_time_reports_dissipation() -> None:
+    times = [np.linspace(0, 2, 40)] * 3
+    rng = np.random.default_rng(0)
+    values = [5 - 0.3 * t + rng.normal(0, 0.01, t.shape) for t in times]
+    slope, significance = drift_per_time(values, times)
+    assert slope == pytest.approx(-0.3, rel=0.05)
+    assert significance > 10
+    flat = [5 + rng.normal(0, 0.01, t.shape) for t in times]
+    assert drift_per_time(flat, times)[1] < 3
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    return path
+
+
+def _rows(n: int = 6, trial: int = 0, start: float = 0.0) -> str:
+    return "".join(f"{trial},{start + 0.1 * i:.2f},{np.sin(i):.3f},{np.cos(i):.3f}\n"
+                   for i in range(n))
+
+
+def test_loader_reads_headers_overrides_and_irregular_time(tmp_path: Path) -> None:
+    units = {"q": "rad", "p": "rad/s"}
+    path = _write(tmp_path, "# trial,t,q,p\n" + _rows() + "% a comment\n" + _rows(7, 1))
+    data = load_trajectories(path, units, trajectory="trial")
+    assert data.names == ["q", "p"] and len(data) == 2 and data.states[1].shape == (7, 2)
+    # Wrong header, overridden by columns; whitespace-separated; irregular (dropped) steps.
+    text = "a b c d\n0 0.0 1 2\n0 0.1 1 2\n0 0.35 1 2\n0 0.4 1 2\n0 0.9 1 2\n"
+    path = _write(tmp_path, text)
+    data = load_trajectories(path, units, columns=["trial", "t", "q", "p"], trajectory="trial")
+    np.testing.assert_allclose(data.times[0], [0, 0.1, 0.35, 0.4, 0.9])
+    assert data.units == [parse_unit("rad"), parse_unit("rad/s")]
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs", "message"),
+    [
+        ("trial,t,q\n" + _rows(), {}, r"data.py|expected 3 values"),
+        ("trial,t,q,p\n" + _rows(), {"time": "time"}, r"data.time column 'time' not found"),
+        ("trial,t,q,p\n" + _rows().replace("0.909", "abc"), {}, r":4: column 'q'.*'abc'"),
+        ("trial,t,q,p\n" + _rows(3), {}, r"3 samples; expected at least 5"),
+        ("trial,t,q,p\n" + _rows().replace("0,0.20", "0,0.05"), {}, r":4: time 0.05 does not"),
+        ("trial,t,q,p\n" + _rows().replace("0.540", "nan"), {}, r":3: column 'p' is 'nan'"),
+        ("trial,t,q,x\n" + _rows(), {}, r"no unit for column\(s\) \['x'\]"),
+    ],
+)
+def test_loader_errors_name_the_line_or_column(tmp_path: Path, text: str, kwargs: dict,
+                                               message: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ValueError, match=message):
+        load_trajectories(path, {"q": "rad", "p": "rad/s"}, trajectory="trial", **kwargs)
+
+
+def test_loader_rejects_unknown_units(tmp_path: Path) -> None:
+    path = _write(tmp_path, "trial,t,q,p\n" + _rows())
+    with pytest.raises(ValueError, match=r"data.units\['p'\].*furlong"):
+        load_trajectories(path, {"q": "rad", "p": "furlong/s"}, trajectory="trial")
+
+
+def test_fitted_survivors_of_one_law_merge() -> None:
+    probe = torch.as_tensor(np.random.default_rng(0).uniform(-2, 2, (2, 64)))
+    law_a = binary("add", unary("square", Q), binary("mul", param(), unary("square", P)))
+    law_b = binary("add", unary("square", Q), binary("div", unary("square", P), param()))
+    other = binary("sub", unary("square", P), binary("mul", param(), unary("cos", Q)))
+    params = torch.tensor([[1.031], [1 / 1.0335], [3.0]], dtype=torch.float64)
+    assert merge_equivalent([law_a, law_b, other], probe, params) == [0, 2]
+    params[1, 0] = 1 / 1.5  # a different constant is a different law
+    assert merge_equivalent([law_a, law_b, other], probe, params) == [0, 1, 2]

@@ -1,0 +1,103 @@
+"""The discover command end to end (tiny settings), and the usefulness-scoring models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import noether_control
+from noether_control.discovery.data import generate
+from noether_control.discovery.discover import run
+from noether_control.discovery.scoring import (
+    HNN,
+    MLP,
+    Batch,
+    apply_mlp,
+    conservation_loss,
+    pooled_scale,
+    sympy_quantity,
+)
+from noether_control.noether import expand_params, tailor
+
+TINY = [
+    "experiment=smoke",
+    "search.fit_steps=15",
+    "scoring.hidden=8",
+    "scoring.pretrain_steps=10",
+    "scoring.max_scored=3",
+    "scoring.meta_steps=1",
+    "plot=false",
+]
+
+
+def _compose(overrides: list[str]):
+    config_dir = Path(noether_control.__file__).parent / "conf" / "commands" / "discover"
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose(config_name="discover", overrides=overrides)
+
+
+def test_discover_on_a_measured_file_writes_results(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    data = generate("spring", 8, 0.02, np.random.default_rng(0), points_per_trajectory=20)
+    rows = ["% trial time x y"]  # a wrong header, overridden by data.columns
+    rng = np.random.default_rng(1)
+    for trial, (states, times) in enumerate(zip(data.states, data.times, strict=True)):
+        keep = np.sort(rng.choice(len(times), 16, replace=False))  # dropped samples
+        rows += [f"{trial} {t:.5f} {q:.6f} {p:.6f}" for t, (q, p) in
+                 zip(times[keep], states[keep], strict=True)]
+    path = tmp_path / "spring.txt"
+    path.write_text("\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = _compose([*TINY, f"data.path={path}", "data.columns=[trial,t,q,p]",
+                    "data.trajectory=trial", "data.time=t", "data.units={q: m, p: 'kg*m/s'}",
+                    "data.energy='q**2 + p**2'", "plot=true"])
+    run(cfg)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["n_candidates"] > 100 and results["n_conserved"] >= 1
+    best = results["formulas"][0]
+    assert set(best) >= {"expr", "params", "variance_ratio", "rmse", "param_units"}
+    assert best["expr"] in {"k0*p**2 + q**2", "k0*q**2 + p**2", "-k0*p**2 + q**2",
+                            "-k0*q**2 + p**2", "k0**2*p**2 + q**2", "k0**2*q**2 + p**2"}
+    assert set(results["rmse"]) == {"mlp", "noether", "true_energy", "hnn"}
+    assert all(isinstance(v, float) for v in results["rmse"].values())
+    assert (tmp_path / "quantity.png").stat().st_size > 1000
+
+
+def test_config_rejects_unknown_keys() -> None:
+    with pytest.raises(ValueError, match="DiscoverConfig"):
+        run(_compose(["experiment=smoke", "+search.nonsense=1"]))
+
+
+def test_hnn_vector_field_is_the_symplectic_gradient() -> None:
+    torch.manual_seed(0)
+    model = HNN(2, 8).double()
+    state = torch.randn(5, 2, dtype=torch.float64)
+    field = model(state)
+    energy_gradient = torch.func.vmap(torch.func.grad(
+        lambda x: model.energy(x.unsqueeze(0)).squeeze()))(state)
+    torch.testing.assert_close(field, torch.stack([energy_gradient[:, 1],
+                                                   -energy_gradient[:, 0]], 1))
+    # dH/dt = grad H . F = 0 exactly for the learned H.
+    assert torch.allclose((energy_gradient * field).sum(1), torch.zeros(5, dtype=torch.float64),
+                          atol=1e-12)
+
+
+def test_true_energy_tailoring_lowers_the_conservation_loss() -> None:
+    torch.manual_seed(0)
+    data = generate("pendulum", 4, 0.0, np.random.default_rng(0), points_per_trajectory=12)
+    batch = Batch.from_trajectories(data, None, torch.float32, torch.device("cpu"))
+    mlp = MLP([2, 16, 16, 2])
+    energy = sympy_quantity(data.energy, data.names)
+    loss_fn = conservation_loss(energy, pooled_scale(energy, batch))
+    params = expand_params(dict(mlp.named_parameters()), 4)
+    before = loss_fn(params, batch)
+    after = loss_fn(tailor(params, batch, loss_fn, steps=3, lr=1e-4), batch)
+    assert torch.all(after < before)
+    per_example = {k: v.detach() for k, v in params.items()}
+    torch.testing.assert_close(apply_mlp(per_example, batch.states[:, 0]),
+                               mlp(batch.states[:, 0]))
