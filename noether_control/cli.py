@@ -39,6 +39,10 @@ COMMANDS: dict[str, Command] = {
         "noether_control.evaluation.evaluate",
         "measure a world model checkpoint's predictions per horizon",
     ),
+    "compare": Command(
+        "noether_control.noether.compare",
+        "compare baseline, more-steps control and Noether checkpoints per horizon",
+    ),
     "discover": Command(
         "noether_control.discovery.discover",
         "find conserved quantities (with units) in measured trajectories",

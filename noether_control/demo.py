@@ -12,7 +12,10 @@ Stages now:
 2. ``windows``: opens that dataset as :class:`~noether_control.data.windows.EpisodeWindows`
    (train/val/test) to check it is ready for the world model;
 3. ``gif``: a GIF of a grid of sub-envs (rows: PixelPendulum, PixelPendulumRandom,
-   PixelDoublePendulum; columns: sub-envs) acting under OU noise.
+   PixelDoublePendulum; columns: sub-envs) acting under OU noise;
+4. ``noether``: a small Algorithm 1 on the collected dataset — baseline, more-steps control and
+   Noether trained briefly, then compared side by side on the same test windows
+   (:func:`noether_control.noether.compare.demo_comparison`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from noether_control.agents.policies import OUPolicy
 from noether_control.data.collect import CollectConfig, collect
 from noether_control.data.env_config import EnvConfig, make_vector_env
 from noether_control.data.windows import EpisodeWindows
+from noether_control.noether.compare import DemoComparisonConfig, demo_comparison
 from noether_control.runtime import atomic_path, run_dir, seed_everything, to_dataclass, write_json
 
 
@@ -79,6 +83,7 @@ class DemoConfig:
     collect: CollectConfig = field(default_factory=CollectConfig)
     windows: WindowsCheckConfig = field(default_factory=WindowsCheckConfig)
     gif: GifConfig = field(default_factory=GifConfig)
+    noether: DemoComparisonConfig = field(default_factory=DemoComparisonConfig)
 
 
 StageOutputs = dict[str, Any]
@@ -183,10 +188,21 @@ def gif_stage(config: DemoConfig, outputs: dict[str, StageOutputs], out_dir: Pat
     return {"path": str(path), "frames": len(grid), "size": list(grid.shape[1:3])}
 
 
+def noether_stage(
+    config: DemoConfig, outputs: dict[str, StageOutputs], out_dir: Path
+) -> StageOutputs:
+    """Baseline vs more-steps control vs Noether, trained briefly and compared side by side."""
+    if not config.noether.enabled:
+        return {"skipped": True}
+    return demo_comparison(config.noether, outputs["collect"]["path"], out_dir / "noether",
+                           config.seed)
+
+
 STAGES: list[Stage] = [
     Stage("collect", "collect a small dataset", collect_stage),
     Stage("windows", "check the dataset as train/val/test windows", windows_stage),
     Stage("gif", "render the pixel environments to a GIF", gif_stage),
+    Stage("noether", "train baseline, control and Noether briefly; compare", noether_stage),
 ]
 
 

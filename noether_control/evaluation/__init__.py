@@ -1,0 +1,1 @@
+"""World-model evaluation: per-frame metrics, LPIPS, reference predictors, the evaluate command."""

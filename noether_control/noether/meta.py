@@ -1,0 +1,503 @@
+"""Tailored prediction and meta-training of the SVG world model (Noether Networks, Algorithm 1).
+
+For each example separately, a small set of the world model's parameters is adapted by K
+gradient steps (the one inner loop, :func:`noether_control.noether.tailoring.tailor`) so that
+the learned embedding g_φ is conserved along the model's own closed-loop prediction; the
+prediction is then made with the adapted parameters. Which parameters (``NoetherConfig.tailored``):
+
+``lstm`` (default)
+    the per-example modulation ``(γ, β)`` of the frame predictor's top LSTM activations;
+``norm``
+    the per-example conditional-normalisation ``(γ, β)`` of encoder and decoder (the paper's
+    video setting);
+``all``
+    every model weight, one copy per example (``torch.func.vmap`` over
+    :func:`noether_control.models.svg.functional_call`-style verbs; deterministic models only).
+
+Meta-training back-propagates the training loss of the *tailored* model through the inner
+steps into the model and g_φ (second order by default; ``inner.second_order=false`` gives the
+first-order approximation). :class:`NoetherModule` holds g_φ (and a learnable inner learning
+rate); ``noether-control train`` saves its state in the checkpoint's ``extra["noether"]``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from noether_control.models.checkpoint import load_state_checked, read_checkpoint
+from noether_control.models.svg import (
+    Rollout,
+    SVGConfig,
+    SVGWorldModel,
+    TrainOutput,
+    functional_verb,
+)
+from noether_control.noether.embedding import ConservedEmbedding, EmbeddingConfig
+from noether_control.noether.losses import CONSERVATION_MODES, conservation_loss
+from noether_control.noether.tailoring import (
+    InnerLearningRate,
+    Params,
+    StepCallback,
+    TailoringConfig,
+    expand_params,
+    tailor,
+    validate_inner_loop,
+)
+
+TAILORED = ("lstm", "norm", "all")
+
+
+@dataclass
+class NoetherConfig:
+    """Noether tailoring and meta-training (group ``noether``; ``enabled: false`` = baseline)."""
+
+    enabled: bool = False
+    """Meta-train with tailoring after ``pretrain_steps`` (Algorithm 1); false: plain SVG."""
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    """The conserved embedding g_φ."""
+    tailored: str = "lstm"
+    """Per-example parameters adapted by the inner loop: ``lstm``, ``norm`` or ``all``."""
+    loss: str = "consecutive"
+    """Conservation loss: ``first`` (Eq. 2a), ``consecutive`` (Eq. 2b) or ``both``."""
+    include_context: bool = False
+    """Also conserve g across the true context frames (``frames`` embedding only: the context
+    has no LSTM activations or predicted states of its own)."""
+    inner: TailoringConfig = field(default_factory=lambda: TailoringConfig(steps=1, lr=100.0))
+    """The inner loop at training time (steps K, lr, sgd/adam, second order, learnable lr)."""
+    test_inner_steps: int | None = None
+    """Inner steps at test time; ``None``: the same as ``inner.steps``."""
+    pretrain_steps: int = 0
+    """E₁ in optimiser steps: plain SVG training before meta-training starts."""
+    init_from: str | None = None
+    """A baseline checkpoint to start from (its weights, Adam state and step), instead of
+    pre-training here; so Noether and the more-steps control share the same E₁ model."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid value."""
+        self.embedding.validate()
+        if self.tailored not in TAILORED:
+            raise ValueError(f"noether.tailored: expected one of {TAILORED}, got "
+                             f"{self.tailored!r}")
+        if self.loss not in CONSERVATION_MODES:
+            raise ValueError(f"noether.loss: expected one of {CONSERVATION_MODES}, got "
+                             f"{self.loss!r}")
+        if self.include_context and self.embedding.input != "frames":
+            raise ValueError(
+                "noether.include_context: expected embedding.input=frames (the context has no "
+                f"predicted activations or states), got embedding.input={self.embedding.input!r}"
+            )
+        if self.test_inner_steps is not None and self.test_inner_steps < 0:
+            raise ValueError(f"noether.test_inner_steps: expected >= 0 or null, got "
+                             f"{self.test_inner_steps}")
+        if self.pretrain_steps < 0:
+            raise ValueError(f"noether.pretrain_steps: expected >= 0, got {self.pretrain_steps}")
+        validate_inner_loop(self.inner.steps, self.inner.lr, self.inner.optimizer)
+
+
+class TailoredPrediction(NamedTuple):
+    """Frames predicted after tailoring and the per-example conservation losses.
+
+    ``frames``: ``(B, H, C, S, S)`` in [0, 1]; ``before``/``after``: ``(B,)`` conservation loss of
+    the un-tailored and of the tailored rollout; ``params``: the tailored parameters.
+    """
+
+    frames: Tensor
+    before: Tensor
+    after: Tensor
+    params: Params
+
+
+class NoetherModule(nn.Module):
+    """g_φ and the (optionally learned) inner learning rate for one world model.
+
+    Args:
+        config: the Noether settings.
+        model_config: the world model's architecture (sizes g_φ's input).
+    """
+
+    def __init__(self, config: NoetherConfig, model_config: SVGConfig) -> None:
+        super().__init__()
+        config.validate()
+        if config.tailored == "all" and model_config.stochastic:
+            raise ValueError("noether.tailored=all: expected a deterministic model "
+                             "(model.stochastic=false), got an SVG-LP model")
+        if config.embedding.input == "state" and not model_config.state_head:
+            raise ValueError("noether.embedding.input=state: expected a model with "
+                             "state_head=true, got state_head=false")
+        self.config = config
+        self.embedding = ConservedEmbedding(
+            config.embedding, channels=model_config.channels,
+            image_size=model_config.image_size, hidden_size=model_config.rnn_size,
+            state_dim=model_config.state_dim,
+        )
+        self.inner_lr = InnerLearningRate(config.inner.lr) if config.inner.learnable_lr else None
+
+    def lr(self) -> float | Tensor:
+        """The inner learning rate (a tensor carrying gradient when learnable)."""
+        return self.inner_lr() if self.inner_lr is not None else self.config.inner.lr
+
+    # ------------------------------------------------------------------ tailored parameters
+    def initial_params(self, model: SVGWorldModel, batch: int, like: Tensor) -> Params:
+        """Untailored per-example parameters: identity ``(γ, β)`` or the model's own weights."""
+        if self.config.tailored == "all":
+            return expand_params(dict(model.named_parameters()), batch)
+        identity = model.adapt_init(batch, like.device)
+        lstm = self.config.tailored == "lstm"
+        return {
+            name: value.to(like.dtype) for name, value in identity.items()
+            if name.startswith("lstm.") == lstm
+        }
+
+    def rollout(
+        self,
+        model: SVGWorldModel,
+        params: Params,
+        context: Tensor,
+        actions: Tensor,
+        horizon: int,
+        generator: torch.Generator | None = None,
+    ) -> Rollout:
+        """The model's closed-loop prediction of ``horizon`` frames with tailored ``params``.
+
+        ``context``: ``(B, P, C, S, S)``; ``actions``: ``(B, ≥ P + horizon - 1, A)``, action
+        ``t`` applied to frame ``t``. Returns frames ``(B, horizon, ...)`` (the same as
+        ``model.predict``) and the ``horizon - 1`` LSTM activations / predicted states that
+        produced frames ``2 … horizon``.
+        """
+        n_past = context.shape[1]
+        future = actions[:, n_past : n_past + horizon - 1]
+        if future.shape[1] != horizon - 1:
+            raise ValueError(f"actions: expected at least {n_past + horizon - 1} steps for "
+                             f"{n_past} context frames and horizon {horizon}, got "
+                             f"{actions.shape[1]}")
+        # imagine() decodes one frame per action: a trailing dummy action yields the last frame
+        # (its own step's outputs are dropped), so frames match predict() exactly.
+        future = torch.cat([future, future.new_zeros(future.shape[0], 1, future.shape[2])], 1)
+        if self.config.tailored == "all":
+            out = torch.func.vmap(self._single_rollout(model))(
+                params, context, actions[:, :n_past], future
+            )
+            frames, rewards, hidden = out[:3]
+            states = out[3] if len(out) > 3 else None
+        else:
+            state = model.observe(context, actions[:, :n_past], params, generator=generator)
+            frames, rewards, hidden, states = model.imagine(state, future, params,
+                                                            generator=generator)
+        return Rollout(frames, rewards[:, :-1], hidden[:, :-1],
+                       None if states is None else states[:, :-1])
+
+    @staticmethod
+    def _single_rollout(model: SVGWorldModel) -> Callable[..., tuple[Tensor, ...]]:
+        def single(weights: Params, context: Tensor, past: Tensor, future: Tensor
+                   ) -> tuple[Tensor, ...]:
+            state = functional_verb(model, weights, "observe", context[None], past[None])
+            out = functional_verb(model, weights, "imagine", state, future[None])
+            parts = (out.frames[0], out.rewards[0], out.hidden[0])
+            return parts + ((out.states[0],) if out.states is not None else ())
+
+        return single
+
+    def embed(self, rollout: Rollout, context: Tensor) -> Tensor:
+        """g_φ along a rollout ``(B, T', k)`` (with the true context frames when configured)."""
+        source = self.config.embedding.input
+        if source == "hidden":
+            return self.embedding(rollout.hidden)
+        if source == "state":
+            if rollout.states is None:
+                raise ValueError("state embedding: expected a model with a state head, got none")
+            return self.embedding(rollout.states)
+        frames = rollout.frames
+        if self.config.include_context:
+            frames = torch.cat([context.to(frames.dtype), frames], dim=1)
+        return self.embedding(frames)
+
+    def conservation(self, rollout: Rollout, context: Tensor) -> Tensor:
+        """Per-example conservation loss ``(B,)`` of g_φ along ``rollout``."""
+        return conservation_loss(self.embed(rollout, context), self.config.loss)
+
+    def tailor(
+        self,
+        model: SVGWorldModel,
+        context: Tensor,
+        actions: Tensor,
+        horizon: int,
+        *,
+        steps: int | None = None,
+        second_order: bool | None = None,
+        generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
+        on_rollout: Callable[[int, Rollout], None] | None = None,
+    ) -> Params:
+        """Per-example parameters after ``steps`` (default ``inner.steps``) inner steps.
+
+        Each inner step rolls the model out ``horizon`` frames in closed loop from ``context``
+        ``(B, P, C, S, S)`` under ``actions`` ``(B, ≥ P + horizon - 1, A)`` and descends the
+        conservation loss. A stochastic model replays the same latent draws at every step.
+        ``callback(step, losses)`` and ``on_rollout(step, rollout)`` see the losses ``(B,)`` and
+        the rollout of the parameters after ``step`` inner steps (``step < steps``).
+        """
+        inner = self.config.inner
+        steps = inner.steps if steps is None else steps
+        initial = self.initial_params(model, context.shape[0], context)
+        start = generator.get_state() if generator is not None else None
+
+        calls = [0]
+
+        def loss(params: Params, _: Any) -> Tensor:
+            if generator is not None:
+                generator.set_state(start)
+            rollout = self.rollout(model, params, context, actions, horizon, generator)
+            if on_rollout is not None:
+                on_rollout(calls[0], rollout)
+            calls[0] += 1
+            return self.conservation(rollout, context)
+
+        return tailor(
+            initial, None, loss, steps=steps, lr=self.lr(), optimizer=inner.optimizer,
+            second_order=inner.second_order if second_order is None else second_order,
+            adam_betas=inner.adam_betas, adam_eps=inner.adam_eps, callback=callback,
+        )
+
+    def predict(
+        self,
+        model: SVGWorldModel,
+        context: Tensor,
+        actions: Tensor,
+        horizon: int,
+        *,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> TailoredPrediction:
+        """Tailor with ``steps`` inner steps (default: ``test_inner_steps``), then predict.
+
+        With ``steps=0`` the frames equal ``model.predict(context, actions, horizon)`` exactly.
+        Works under ``torch.no_grad()`` (the inner loop enables gradients for itself); the
+        result carries no graph to the model then.
+        """
+        if steps is None:
+            steps = self.config.test_inner_steps
+            steps = self.config.inner.steps if steps is None else steps
+        first: list[Tensor] = []
+
+        def record(step: int, losses: Tensor) -> None:
+            if step == 0:
+                first.append(losses)
+
+        start = generator.get_state() if generator is not None else None
+        params = self.tailor(model, context, actions, horizon, steps=steps,
+                             second_order=torch.is_grad_enabled(), generator=generator,
+                             callback=record)
+        if generator is not None:
+            generator.set_state(start)  # the tailored rollout replays the inner loop's draws
+        rollout = self.rollout(model, params, context, actions, horizon, generator)
+        after = self.conservation(rollout, context)
+        before = first[0] if first else after
+        return TailoredPrediction(rollout.frames, before.detach(), after.detach(), params)
+
+    # ------------------------------------------------------------------ meta-training
+    def train_forward(
+        self,
+        model: SVGWorldModel,
+        frames: Tensor,
+        actions: Tensor,
+        n_past: int,
+        teacher: Tensor | None = None,
+        noise: Tensor | None = None,
+    ) -> tuple[TrainOutput, dict[str, Tensor]]:
+        """The training unroll of ``model.forward`` with parameters tailored per example.
+
+        ``frames`` ``(B, T, C, S, S)``, ``actions`` ``(B, T, A)``, ``teacher``, ``noise`` as for
+        :meth:`SVGWorldModel.forward`. The inner loop conserves g_φ along the closed-loop
+        prediction of frames ``n_past … T-1`` from the context, exactly as at test time; the
+        returned output is differentiable through it (second order unless
+        ``inner.second_order=false``) into the model, g_φ and a learnable lr. Metrics: the
+        detached mean conservation loss before tailoring (``train/conservation``).
+        """
+        horizon = frames.shape[1] - n_past
+        first: list[Tensor] = []
+
+        def record(step: int, losses: Tensor) -> None:
+            if step == 0:
+                first.append(losses.mean())
+
+        context = frames[:, :n_past]
+        params = self.tailor(model, context, actions, horizon, callback=record)
+        if self.config.tailored == "all":
+            if teacher is not None or noise is not None:
+                raise ValueError("noether.tailored=all trains with train.rollout=teacher on a "
+                                 "deterministic model; got scheduled/closed inputs")
+
+            def single(weights: Params, window: Tensor, acts: Tensor) -> tuple[Tensor, ...]:
+                out = functional_verb(model, weights, "forward", window[None], acts[None], n_past)
+                parts = (out.frames[0], out.rewards[0], out.kl[0])
+                return parts + ((out.states[0],) if out.states is not None else ())
+
+            parts = torch.func.vmap(single)(params, frames, actions)
+            out = TrainOutput(parts[0], parts[1], parts[3] if len(parts) > 3 else None, parts[2])
+        else:
+            out = model(frames, actions, n_past, teacher=teacher, noise=noise, adapt=params)
+        metrics = {"train/conservation": first[0].detach()} if first else {}
+        return out, metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Plain data for a checkpoint's ``extra["noether"]``: config and state dict."""
+        config = asdict(self.config)
+        config["inner"]["adam_betas"] = list(self.config.inner.adam_betas)
+        return {"config": config, "state": self.state_dict()}
+
+
+@dataclass
+class NoetherEvalConfig:
+    """Test-time tailoring of ``noether-control evaluate`` (key ``noether``)."""
+
+    test_inner_steps: int | None = None
+    """Inner steps K before predicting; ``None``: the checkpoint's own setting (0 for a
+    baseline). K > 0 needs a checkpoint trained with Noether (it holds g_φ)."""
+
+
+class TailoredPredictor:
+    """A ``Predictor`` (``predict(frames, actions, n_future)``) that tailors before predicting.
+
+    Keeps every sequence's conservation loss before and after tailoring, so an evaluation can
+    report their means (:meth:`summary`).
+    """
+
+    def __init__(self, model: SVGWorldModel, noether: NoetherModule, steps: int,
+                 generator: torch.Generator | None = None) -> None:
+        if steps < 0:
+            raise ValueError(f"test_inner_steps: expected >= 0, got {steps}")
+        self.model, self.noether, self.steps, self.generator = model, noether, steps, generator
+        self.before: list[Tensor] = []
+        self.after: list[Tensor] = []
+
+    def predict(self, frames: Tensor, actions: Tensor, n_future: int) -> Tensor:
+        """Frames ``(B, n_future, C, S, S)`` predicted after ``steps`` tailoring steps."""
+        out = self.noether.predict(self.model, frames, actions, n_future, steps=self.steps,
+                                   generator=self.generator)
+        self.before.append(out.before.double().cpu())
+        self.after.append(out.after.double().cpu())
+        return out.frames.detach()
+
+    def summary(self) -> dict[str, Any]:
+        """``{"inner_steps": K, "conservation_loss": {"before": x, "after": y}}`` (means)."""
+        if not self.before:
+            raise ValueError("TailoredPredictor.summary: expected predictions first, got none")
+        return {
+            "inner_steps": self.steps,
+            "conservation_loss": {"before": float(torch.cat(self.before).mean()),
+                                  "after": float(torch.cat(self.after).mean())},
+        }
+
+
+def noether_predictor(
+    payload: dict[str, Any], model: SVGWorldModel, steps: int | None,
+    generator: torch.Generator | None = None,
+) -> TailoredPredictor | None:
+    """The tailored predictor of a checkpoint, or ``None`` to predict without tailoring.
+
+    ``steps=None`` takes the checkpoint's test-time K (``None`` for a baseline checkpoint).
+    Raises ``ValueError`` for ``steps > 0`` on a checkpoint without g_φ.
+    """
+    noether = load_noether(payload, model)
+    if noether is None:
+        if steps:
+            raise ValueError(
+                f"noether.test_inner_steps={steps}: expected a checkpoint trained with Noether "
+                "(noether=default), got a baseline checkpoint without a conserved embedding"
+            )
+        return None
+    if steps is None:
+        steps = noether.config.test_inner_steps
+        steps = noether.config.inner.steps if steps is None else steps
+    return TailoredPredictor(model, noether, steps, generator)
+
+
+def noether_config_from(stored: dict[str, Any]) -> NoetherConfig:
+    """Rebuild a :class:`NoetherConfig` from :meth:`NoetherModule.checkpoint_state`'s dict."""
+    values = dict(stored)
+    values["embedding"] = EmbeddingConfig(**values["embedding"])
+    inner = dict(values["inner"])
+    inner["adam_betas"] = tuple(inner["adam_betas"])
+    values["inner"] = TailoringConfig(**inner)
+    return NoetherConfig(**values)
+
+
+def load_noether(payload: dict[str, Any], model: SVGWorldModel) -> NoetherModule | None:
+    """The :class:`NoetherModule` stored in a checkpoint dict, or ``None`` for a baseline.
+
+    ``payload`` is what ``noether_control.models.checkpoint.read_checkpoint`` returns.
+    """
+    stored = (payload.get("extra") or {}).get("noether")
+    if not stored:
+        return None
+    module = NoetherModule(noether_config_from(stored["config"]), model.config)
+    module.load_state_dict(stored["state"])
+    device = next(model.parameters()).device
+    return module.to(device).eval()
+
+
+def extend_optimizer_state(
+    baseline: dict[str, Any], optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """A baseline optimizer state (model parameters only) extended to ``optimizer``'s groups.
+
+    ``optimizer``'s first group must hold the model parameters in the baseline's order, later
+    groups (g_φ, inner lr) start without state. Load the result with ``load_state_dict``.
+    """
+    own = optimizer.state_dict()
+    if len(baseline["param_groups"]) != 1 or len(baseline["param_groups"][0]["params"]) != len(
+        own["param_groups"][0]["params"]
+    ):
+        raise ValueError(
+            "init_from: expected a baseline optimizer with one group of "
+            f"{len(own['param_groups'][0]['params'])} model parameters, got "
+            f"{[len(group['params']) for group in baseline['param_groups']]}"
+        )
+    return {"state": baseline["state"],
+            "param_groups": baseline["param_groups"] + own["param_groups"][1:]}
+
+
+def init_from_baseline(
+    path: str | os.PathLike[str], model: SVGWorldModel, optimizer: torch.optim.Optimizer
+) -> int:
+    """Start a Noether run from a baseline checkpoint: its weights, Adam moments and step.
+
+    ``optimizer``'s first group must hold ``model``'s parameters (later groups: g_φ). Raises
+    ``ValueError`` when the checkpoint's architecture differs from ``model``'s. Returns the
+    checkpoint's step, where meta-training continues.
+    """
+    payload = read_checkpoint(path, "cpu")
+    source = f"noether.init_from {str(path)!r}"
+    if payload["model_config"] != model.config_dict():
+        raise ValueError(f"{source}: expected the architecture of this run "
+                         f"{model.config_dict()}, got {payload['model_config']}")
+    load_state_checked(model, payload["model"], source)
+    if payload.get("optimizer") is not None:
+        optimizer.load_state_dict(extend_optimizer_state(payload["optimizer"], optimizer))
+    return int(payload["step"])
+
+
+def average_gradients(parameters: list[Tensor]) -> None:
+    """All-reduce (mean) the gradients of ``parameters`` over a ``torchrun`` job; no-op alone.
+
+    The Noether phase calls the model's verbs directly rather than through the DDP wrapper
+    (whose hooks only sync its own ``forward``), so the gradients are averaged here.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or int(
+        os.environ.get("WORLD_SIZE", "1")
+    ) < 2:
+        return
+    world = dist.get_world_size()
+    for parameter in parameters:
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+        dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+        parameter.grad /= world

@@ -1,0 +1,1 @@
+"""Training of the world model: ``noether-control train`` (single process or ``torchrun``)."""

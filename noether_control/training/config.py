@@ -1,0 +1,155 @@
+"""Typed configs of ``noether-control train``, one per Hydra group (``data``, ``model``, ``train``).
+
+The ``model`` group is :class:`noether_control.models.SVGConfig` itself; its data-dependent
+fields (image size, channels, action and state dimensions) are taken from the dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from noether_control.models.svg import SVGConfig
+from noether_control.noether.meta import NoetherConfig
+
+ROLLOUT_MODES = ("teacher", "scheduled", "closed")
+
+
+@dataclass
+class DataConfig:
+    """Which windows of which collected dataset the world model sees (group ``data``)."""
+
+    path: str = MISSING
+    """Dataset written by ``noether-control collect`` (the ``path`` of its results.json)."""
+    n_past: int = 2
+    """Context frames the model conditions on."""
+    n_future: int = 10
+    """Frames predicted after the context during training (window = n_past + n_future)."""
+    stride: int = 1
+    """Steps between the starts of consecutive training windows of an episode."""
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """Train/val/test fractions of episodes (evaluation reuses the test split)."""
+    split_seed: int = 0
+    """Seed of the episode shuffle behind the split."""
+    num_workers: int = 0
+    """DataLoader worker processes (0: load in the training process)."""
+
+    @property
+    def window(self) -> int:
+        """Steps per training window, ``n_past + n_future``."""
+        return self.n_past + self.n_future
+
+
+@dataclass
+class OptimConfig:
+    """How the model is trained (group ``train``)."""
+
+    steps: int = 2000
+    """Optimiser steps in total (a resumed run continues up to this many)."""
+    batch_size: int = 16
+    """Global batch of windows per step (split evenly over DDP processes)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping)."""
+    rollout: str = "scheduled"
+    """Inputs after the context: ``teacher`` (true frames), ``closed`` (own predictions) or
+    ``scheduled`` (true frame with a probability falling linearly from 1 to 0)."""
+    schedule_steps: int = 1000
+    """Scheduled sampling: step at which the teacher probability reaches 0 (linear from 1).
+    Counted in absolute steps so that extending ``steps`` on resume keeps the schedule."""
+    reward_weight: float = 0.01
+    """Weight of the reward head's MSE (rewards are O(1–10), pixels O(0.01))."""
+    state_weight: float = 0.1
+    """Weight of the state head's MSE (only with ``model.state_head``)."""
+    kl_weight: float = 1e-4
+    """Weight of SVG-LP's KL term per step (only with ``model.stochastic``)."""
+    amp: bool = True
+    """bfloat16 autocast on CUDA GPUs that support it (ignored on the CPU and older GPUs)."""
+    log_every: int = 10
+    """Steps between metric rows (CSV, TensorBoard, progress bar)."""
+    checkpoint_every: int = 250
+    """Steps between checkpoints (one is always written at the end)."""
+    keep_checkpoints: int = 3
+    """Numbered checkpoints kept besides ``last.pt`` (older ones are deleted)."""
+    image_every: int = 250
+    """Steps between prediction strips (PNG, ground truth over prediction); 0: none."""
+    val_windows: int = 64
+    """Validation windows scored (closed-loop MSE) at each checkpoint; 0: no validation."""
+    tensorboard: bool = True
+    """Also log to TensorBoard (needs the ``tensorboard`` package; CSV is always written)."""
+    progress: bool = True
+    """Show a tqdm progress bar with the loss."""
+
+
+#: Keys of the resolved config that may change when a run is resumed.
+RESUMABLE_CHANGES = {
+    "train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.image_every", "train.val_windows", "train.tensorboard", "train.progress",
+    "data.num_workers", "data.path", "device", "noether.init_from",
+}
+
+
+@dataclass
+class TrainCommandConfig:
+    """The whole ``noether-control train`` config (``conf/commands/train/train.yaml``)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: SVGConfig = field(default_factory=SVGConfig)
+    train: OptimConfig = field(default_factory=OptimConfig)
+    noether: NoetherConfig = field(default_factory=NoetherConfig)
+    """Noether meta-training after ``noether.pretrain_steps`` when ``noether.enabled``."""
+    seed: int = 0
+    """Seeds initialisation, batch order, scheduled sampling and SVG-LP noise."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid value."""
+        d, t = self.data, self.train
+        if d.n_past < 1 or d.n_future < 1:
+            raise ValueError(
+                f"data.n_past and data.n_future: expected ≥ 1, got {d.n_past} and {d.n_future}"
+            )
+        if t.rollout not in ROLLOUT_MODES:
+            raise ValueError(f"train.rollout: expected one of {ROLLOUT_MODES}, got {t.rollout!r}")
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(t, name) < 1:
+                raise ValueError(f"train.{name}: expected ≥ 1, got {getattr(t, name)}")
+        if t.lr <= 0:
+            raise ValueError(f"train.lr: expected > 0, got {t.lr}")
+        if t.schedule_steps < 1:
+            raise ValueError(f"train.schedule_steps: expected ≥ 1, got {t.schedule_steps}")
+        if self.noether.enabled:
+            self.noether.validate()
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (lists and tuples are leaves)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def resume_mismatches(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Settings that differ between a checkpoint's config and this run's, except resumable ones.
+
+    A setting the checkpoint does not have (added to the config after it was written) counts as
+    unchanged while this run keeps its default, so older checkpoints stay resumable.
+    """
+    old, new = flatten(stored), flatten(current)
+    defaults = flatten(asdict(TrainCommandConfig()))
+    return [
+        f"{key}: checkpoint {old.get(key)!r}, now {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if key not in RESUMABLE_CHANGES
+        and old.get(key) != new.get(key)
+        and not (key not in old and key in defaults and new.get(key) == defaults[key])
+    ]

@@ -1,0 +1,524 @@
+"""``noether-control train``: fit the action-conditioned SVG world model to a collected dataset.
+
+Reads top to bottom: config → process group → seeding → data → model → resume → loop → results.
+Every random choice of a step (which windows, scheduled-sampling coins, SVG-LP noise) is drawn
+from a generator seeded by ``(seed, step)``, for the whole global batch, and each process takes
+its slice: a resumed run replays exactly the batches it would have seen, and N processes see the
+same global batch as one. Outputs, in the run directory::
+
+    checkpoints/step_NNNNNNN.pt, checkpoints/last.pt   (see noether_control.models.checkpoint)
+    metrics.csv, tensorboard/                          (train/*, eval/* scalars)
+    predictions/step_NNNNNNN.png                       (ground truth over closed-loop prediction)
+    results.json                                       (final losses, throughput, checkpoint)
+
+A run resumes from ``checkpoints/last.pt`` of its run directory (``hydra.run.dir=...``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from noether_control.models.checkpoint import load_state_checked, read_checkpoint, save_checkpoint
+from noether_control.models.svg import SVGConfig, SVGWorldModel, TrainOutput
+from noether_control.noether.meta import NoetherModule, average_gradients, init_from_baseline
+from noether_control.runtime import (
+    resolve_device,
+    run_dir,
+    seed_everything,
+    to_dataclass,
+    write_json,
+)
+from noether_control.training import distributed
+from noether_control.training.config import (
+    OptimConfig,
+    TrainCommandConfig,
+    resume_mismatches,
+)
+from noether_control.training.logs import MetricLog, save_strip
+
+#: Independent random streams derived from the run seed.
+STREAM_BATCH, STREAM_TEACHER, STREAM_NOISE = 0, 1, 2
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training met a NaN/inf loss or gradient; the last good checkpoint is left intact."""
+
+
+def stream_generator(seed: int, stream: int, index: int) -> torch.Generator:
+    """A CPU generator determined by ``(seed, stream, index)`` alone."""
+    state = np.random.SeedSequence([seed, stream, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def global_batch_indices(n_items: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Window indices ``(batch_size,)`` of global step ``step``: epochs of seeded permutations.
+
+    Step ``s`` takes positions ``s·B … s·B + B - 1`` of the endless sequence formed by
+    concatenating one permutation of ``range(n_items)`` per epoch, so every window is seen once
+    per epoch and the batch depends only on ``(seed, step)``.
+    """
+    positions = torch.arange(step * batch_size, (step + 1) * batch_size)
+    epochs = positions // n_items
+    indices = torch.empty(batch_size, dtype=torch.long)
+    for epoch in torch.unique(epochs).tolist():
+        permutation = torch.randperm(n_items, generator=stream_generator(seed, STREAM_BATCH, epoch))
+        chosen = epochs == epoch
+        indices[chosen] = permutation[positions[chosen] % n_items]
+    return indices
+
+
+class StepBatches(Sampler[list[int]]):
+    """This process's slice of each global batch, for steps ``start … end - 1``."""
+
+    def __init__(
+        self, n_items: int, batch_size: int, seed: int, start: int, end: int,
+        job: distributed.Distributed,
+    ) -> None:
+        self.n_items, self.batch_size, self.seed = n_items, batch_size, seed
+        self.start, self.end, self.job = start, end, job
+        self.local = batch_size // job.world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.end):
+            indices = global_batch_indices(self.n_items, self.batch_size, self.seed, step)
+            yield indices[self.job.rank * self.local : (self.job.rank + 1) * self.local].tolist()
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+def teacher_probability(optim: OptimConfig, step: int) -> float:
+    """Probability of feeding the true frame after the context at ``step`` (0-based)."""
+    if optim.rollout == "teacher":
+        return 1.0
+    if optim.rollout == "closed":
+        return 0.0
+    return max(0.0, 1.0 - step / optim.schedule_steps)
+
+
+def step_randomness(
+    config: TrainCommandConfig, step: int, length: int, job: distributed.Distributed
+) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
+    """This process's teacher mask ``(b, T)`` bool, SVG-LP noise ``(b, T-1, z)``, probability.
+
+    Drawn for the global batch from ``(seed, step)`` and sliced, so they do not depend on the
+    number of processes.
+    """
+    optim, batch = config.train, config.train.batch_size
+    local = slice(job.rank * batch // job.world_size, (job.rank + 1) * batch // job.world_size)
+    probability = teacher_probability(optim, step)
+    mask = None
+    if optim.rollout != "teacher":
+        coins = torch.rand(batch, length, generator=stream_generator(config.seed, STREAM_TEACHER,
+                                                                     step))
+        mask = (coins < probability)[local]
+    noise = None
+    if config.model.stochastic:
+        generator = stream_generator(config.seed, STREAM_NOISE, step)
+        noise = torch.randn(batch, length - 1, config.model.z_dim, generator=generator)[local]
+    return mask, noise, probability
+
+
+def compute_losses(
+    out: TrainOutput, batch: dict[str, torch.Tensor], config: TrainCommandConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss (scalar, mean over the local batch) and detached per-term metrics.
+
+    Frame MSE is over predicted frames ``1 … T-1`` and pixels; the reward loss is on the rewards
+    of actions ``0 … T-2``; the state loss on the states of frames ``1 … T-1``.
+    """
+    optim = config.train
+    frames = batch["frames"]
+    frame_mse = ((out.frames.float() - frames[:, 1:]) ** 2).mean()
+    future_mse = ((out.frames[:, config.data.n_past - 1 :].float()
+                   - frames[:, config.data.n_past :]) ** 2).mean()
+    total = frame_mse
+    metrics = {"train/frame_mse": frame_mse, "train/future_mse": future_mse}
+    if config.model.reward_head:
+        reward_mse = ((out.rewards.float() - batch["rewards"][:, :-1]) ** 2).mean()
+        total = total + optim.reward_weight * reward_mse
+        metrics["train/reward_mse"] = reward_mse
+    if out.states is not None:
+        state_mse = ((out.states.float() - batch["states"][:, 1:]) ** 2).mean()
+        total = total + optim.state_weight * state_mse
+        metrics["train/state_mse"] = state_mse
+    if config.model.stochastic:
+        kl = out.kl.float().mean() / (frames.shape[1] - 1)
+        total = total + optim.kl_weight * kl
+        metrics["train/kl"] = kl
+    metrics["train/loss"] = total
+    return total, {name: value.detach() for name, value in metrics.items()}
+
+
+def rng_state() -> dict[str, Any]:
+    """Global RNG states as plain data (safe for ``torch.load(weights_only=True)``)."""
+    numpy_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    random.setstate(state["python"])
+    numpy_state = state["numpy"]
+    np.random.set_state({
+        "bit_generator": "MT19937",
+        "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+        "has_gauss": numpy_state["has_gauss"],
+        "gauss": numpy_state["gauss"],
+    })
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def open_windows(config: TrainCommandConfig, split: str, stride: int) -> Dataset:
+    """``EpisodeWindows`` of ``config.data`` for ``split``."""
+    from noether_control.data.windows import EpisodeWindows
+
+    data = config.data
+    return EpisodeWindows(
+        data.path, data.window, split, stride=stride,
+        split_fractions=tuple(data.split_fractions), seed=data.split_seed,
+    )
+
+
+def model_config_for(config: TrainCommandConfig, dataset: Any) -> SVGConfig:
+    """The model config with its data-dependent fields taken from ``dataset``."""
+    return replace(
+        config.model,
+        image_size=int(dataset.image_size),
+        channels=int(dataset.channels),
+        action_dim=int(dataset.action_dim),
+        state_dim=int(getattr(dataset, "state_dim", 0)),
+    )
+
+
+def collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack a list of window dicts into a batch dict (leading dimension ``B``)."""
+    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+
+@torch.no_grad()
+def validate(
+    model: SVGWorldModel, windows: list[dict[str, torch.Tensor]], config: TrainCommandConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """Closed-loop MSE per horizon on fixed validation windows: mean and last horizon."""
+    model.eval()
+    n_past, n_future = config.data.n_past, config.data.n_future
+    errors = []
+    for start in range(0, len(windows), config.train.batch_size):
+        batch = collate(windows[start : start + config.train.batch_size])
+        frames = batch["frames"].to(device)
+        predicted = model.predict(frames[:, :n_past], batch["actions"].to(device), n_future)
+        errors.append(((predicted - frames[:, n_past:]) ** 2).mean(dim=(2, 3, 4)))
+    model.train()
+    per_horizon = torch.cat(errors).mean(dim=0)
+    return {"eval/mse": per_horizon.mean().item(), f"eval/mse_h{n_future}": per_horizon[-1].item()}
+
+
+def resolved_config(config: TrainCommandConfig, model_config: SVGConfig) -> dict[str, Any]:
+    """The run's resolved config as a plain dict, with the model's data-derived fields filled."""
+    resolved = asdict(config)
+    resolved["model"] = asdict(model_config)
+    resolved["data"]["split_fractions"] = list(config.data.split_fractions)
+    return resolved
+
+
+def train_world_model(
+    config: TrainCommandConfig,
+    out_dir: Path,
+    *,
+    train_set: Dataset | None = None,
+    val_set: Dataset | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) in ``out_dir``; return the summary also written to ``results.json``.
+
+    ``train_set``/``val_set`` default to ``EpisodeWindows`` of ``config.data`` (train split with
+    ``data.stride``, val split with non-overlapping windows); pass any dataset with the same
+    item layout and ``image_size``/``channels``/``action_dim``/``state_dim`` attributes to
+    train on something else. Raises :class:`NonFiniteLossError` on a NaN/inf loss or gradient.
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    job = distributed.setup(device)
+    try:
+        return _train(config, Path(out_dir), job, train_set, val_set)
+    finally:
+        distributed.teardown(job)
+
+
+def _train(
+    config: TrainCommandConfig,
+    out_dir: Path,
+    job: distributed.Distributed,
+    train_set: Dataset | None,
+    val_set: Dataset | None,
+) -> dict[str, Any]:
+    optim_config, device = config.train, job.device
+    if optim_config.batch_size % job.world_size:
+        raise ValueError(
+            f"train.batch_size: expected a multiple of the {job.world_size} processes, got "
+            f"{optim_config.batch_size}"
+        )
+    out_dir = Path(distributed.broadcast_object(job, str(out_dir)))
+    checkpoints = out_dir / "checkpoints"
+    seed_everything(config.seed)
+
+    if train_set is None:
+        train_set = open_windows(config, "train", config.data.stride)
+    if val_set is None and optim_config.val_windows > 0:
+        try:
+            val_set = open_windows(config, "val", config.data.window)
+        except ValueError as error:  # e.g. too few episodes for a val split
+            if job.is_main:
+                print(f"train: no validation ({error})")
+    if len(train_set) < 1:
+        raise ValueError(f"training set: expected at least one window, got {len(train_set)}")
+    model_config = model_config_for(config, train_set)
+    resolved = resolved_config(config, model_config)
+
+    torch.manual_seed(config.seed)
+    model = SVGWorldModel(model_config).to(device)
+    noether = (NoetherModule(config.noether, model_config).to(device)
+               if config.noether.enabled else None)
+    # g_φ in its own group after the model's, so a baseline's Adam state extends to it.
+    groups = [{"params": list(model.parameters())}]
+    if noether is not None:
+        groups.append({"params": list(noether.parameters())})
+    optimizer = torch.optim.Adam(groups, lr=optim_config.lr)
+    start = 0
+    last = checkpoints / "last.pt"
+    if last.exists():
+        payload = read_checkpoint(last, "cpu")
+        mismatches = resume_mismatches(payload["config"], resolved)
+        if mismatches:
+            raise ValueError(
+                f"cannot resume from {str(last)!r}: its config differs from this run's "
+                f"({'; '.join(mismatches)}); use a new run directory or the same settings"
+            )
+        load_state_checked(model, payload["model"], f"checkpoint {str(last)!r}")
+        if noether is not None:
+            noether.load_state_dict(payload["extra"]["noether"]["state"])
+        optimizer.load_state_dict(payload["optimizer"])
+        start = int(payload["step"])
+        restore_rng(payload["rng"])
+        if job.is_main:
+            print(f"train: resuming from {last} at step {start}")
+    elif noether is not None and config.noether.init_from:
+        start = init_from_baseline(config.noether.init_from, model, optimizer)
+        if job.is_main:
+            print(f"train: meta-training from {config.noether.init_from} at step {start}")
+    ddp_model: torch.nn.Module = model
+    if job.enabled:
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
+
+    total_steps = optim_config.steps
+    loader = DataLoader(
+        train_set,
+        batch_sampler=StepBatches(len(train_set), optim_config.batch_size, config.seed, start,
+                                  total_steps, job),
+        collate_fn=collate,
+        num_workers=config.data.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    fixed_val = (
+        [val_set[i] for i in range(min(len(val_set), optim_config.val_windows))]
+        if val_set is not None and optim_config.val_windows > 0
+        else []
+    )
+    strip_source = val_set if val_set is not None else train_set
+    strip_windows = [strip_source[i] for i in range(min(4, len(strip_source)))]
+    log = MetricLog(out_dir, tensorboard=optim_config.tensorboard, resume_step=start) \
+        if job.is_main else None
+    # bfloat16 needs no loss scaling; GPUs without it (pre-Ampere) train in float32.
+    use_amp = device.type == "cuda" and optim_config.amp and torch.cuda.is_bf16_supported()
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+    )
+    progress = None
+    if job.is_main and optim_config.progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=total_steps, initial=start, desc="train", dynamic_ncols=True)
+
+    length = config.data.window
+    window_sum: dict[str, torch.Tensor] = {}
+    window_steps, window_start = 0, time.perf_counter()
+    summary: dict[str, Any] = {"eval": {}}
+    step = start
+    try:
+        for batch in loader:
+            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+            mask, noise, probability = step_randomness(config, step, length, job)
+            meta = noether is not None and step >= config.noether.pretrain_steps
+            with autocast:
+                inputs = (batch["frames"], batch["actions"], config.data.n_past)
+                teacher = None if mask is None else mask.to(device)
+                noise = None if noise is None else noise.to(device)
+                if meta:
+                    out, noether_metrics = noether.train_forward(model, *inputs, teacher, noise)
+                else:
+                    out, noether_metrics = ddp_model(*inputs, teacher=teacher, noise=noise), {}
+                loss, metrics = compute_losses(out, batch, config)
+                metrics.update(noether_metrics)
+            global_loss = distributed.mean_over_processes(job, loss).item()
+            if not math.isfinite(global_loss):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({global_loss}) at step {step + 1}; training stopped. "
+                    f"The last good checkpoint is {_describe_last(last)}; lower train.lr or "
+                    "check the data for NaNs"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            if meta:
+                average_gradients(parameters)  # the meta step bypasses DDP's gradient hooks
+            max_norm = optim_config.grad_clip if optim_config.grad_clip > 0 else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+            if not torch.isfinite(grad_norm):
+                raise NonFiniteLossError(
+                    f"non-finite gradient norm at step {step + 1}; training stopped. The last "
+                    f"good checkpoint is {_describe_last(last)}; lower train.lr"
+                )
+            optimizer.step()
+            step += 1
+
+            metrics["train/grad_norm"] = grad_norm.detach()
+            for name, value in metrics.items():
+                window_sum[name] = window_sum.get(name, 0.0) + value.float()
+            window_steps += 1
+            if step % optim_config.log_every == 0 or step == total_steps:
+                names = sorted(window_sum)
+                means = distributed.mean_over_processes(
+                    job, torch.stack([window_sum[n] for n in names]) / window_steps
+                )
+                row = {n: v for n, v in zip(names, means.tolist(), strict=True)}
+                elapsed = time.perf_counter() - window_start
+                row["train/sequences_per_s"] = window_steps * optim_config.batch_size / elapsed
+                row["train/teacher_probability"] = probability
+                summary["train"] = row
+                if log is not None:
+                    log.log(step, row)
+                if progress is not None:
+                    progress.set_postfix(loss=f"{row['train/loss']:.3g}")
+                window_sum, window_steps, window_start = {}, 0, time.perf_counter()
+            if progress is not None:
+                progress.update(1)
+            if job.is_main and optim_config.image_every and step % optim_config.image_every == 0:
+                _write_strip(model, strip_windows, config, device,
+                             out_dir / "predictions" / f"step_{step:07d}.png")
+            if step % optim_config.checkpoint_every == 0 or step == total_steps:
+                if job.is_main:
+                    if fixed_val:
+                        summary["eval"] = validate(model, fixed_val, config, device)
+                        if log is not None:
+                            log.log(step, summary["eval"])
+                    _checkpoint(checkpoints, model, optimizer, step, resolved, summary,
+                                optim_config.keep_checkpoints, noether)
+                distributed.barrier(job)
+    finally:
+        if progress is not None:
+            progress.close()
+        if log is not None:
+            log.close()
+
+    if start >= total_steps and job.is_main:
+        print(f"train: {last} is at step {start} ≥ train.steps={total_steps}; nothing to do")
+    results = {
+        "steps": step,
+        "checkpoint": str(last),
+        "train": summary.get("train", {}),
+        "eval": summary.get("eval", {}),
+        "model_parameters": sum(p.numel() for p in model.parameters()),
+        "processes": job.world_size,
+        "device": str(device),
+    }
+    if job.is_main:
+        write_json(out_dir / "results.json", results)
+    return results
+
+
+def _describe_last(last: Path) -> str:
+    return f"{last} (untouched)" if last.exists() else "none (no checkpoint was written yet)"
+
+
+def _write_strip(
+    model: SVGWorldModel, windows: list[dict[str, torch.Tensor]], config: TrainCommandConfig,
+    device: torch.device, path: Path,
+) -> None:
+    if not windows:
+        return
+    batch = collate(windows)
+    frames = batch["frames"].to(device)
+    n_past = config.data.n_past
+    model.eval()
+    with torch.no_grad():
+        predicted = model.predict(frames[:, :n_past], batch["actions"].to(device),
+                                  config.data.n_future)
+    model.train()
+    save_strip(path, frames, predicted, n_past)
+
+
+def _checkpoint(
+    directory: Path, model: SVGWorldModel, optimizer: torch.optim.Optimizer, step: int,
+    resolved: dict[str, Any], summary: dict[str, Any], keep: int,
+    noether: NoetherModule | None = None,
+) -> None:
+    """Write ``step_NNNNNNN.pt`` then ``last.pt`` (both atomic); prune old numbered ones."""
+    rng = rng_state()
+    extra: dict[str, Any] = {
+        "metrics": {k: v for k, v in summary.items() if isinstance(v, dict)}
+    }
+    if noether is not None:
+        extra["noether"] = noether.checkpoint_state()
+    for name in (f"step_{step:07d}.pt", "last.pt"):
+        save_checkpoint(directory / name, model=model, optimizer=optimizer, step=step,
+                        config=resolved, rng=rng, extra=extra)
+    numbered = sorted(directory.glob("step_*.pt"))
+    for old in numbered[:-keep]:
+        old.unlink()
+
+
+def run(cfg: DictConfig) -> None:
+    """Entry point of ``noether-control train``: train, write ``results.json``, print where."""
+    config = to_dataclass(TrainCommandConfig, cfg)
+    out_dir = run_dir()
+    results = train_world_model(config, out_dir)
+    if os.environ.get("RANK", "0") == "0":
+        loss = results["train"].get("train/loss")
+        val = results["eval"].get("eval/mse")
+        print(
+            f"trained {results['steps']} steps: "
+            f"loss {'n/a' if loss is None else f'{loss:.4g}'}, "
+            f"val closed-loop mse {'n/a' if val is None else f'{val:.4g}'}\n"
+            f"checkpoint: {results['checkpoint']}\nresults: {out_dir / 'results.json'}"
+        )

@@ -1,0 +1,215 @@
+"""The SVG world model: shapes, closed-loop consistency, per-example adaptation, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.func import grad, vmap
+
+from noether_control.models import SVGConfig, SVGWorldModel
+from noether_control.models.checkpoint import load_world_model, save_checkpoint
+from noether_control.models.svg import functional_verb
+
+
+def tiny_config(**overrides: object) -> SVGConfig:
+    base = dict(
+        image_size=32, channels=3, action_dim=2, width=8, g_dim=16, rnn_size=32, rnn_layers=2,
+        action_embed_dim=4, z_dim=4, posterior_rnn_size=16,
+    )
+    base.update(overrides)
+    return SVGConfig(**base)  # type: ignore[arg-type]
+
+
+def tiny_model(seed: int = 0, **overrides: object) -> SVGWorldModel:
+    torch.manual_seed(seed)
+    return SVGWorldModel(tiny_config(**overrides))
+
+
+def batch(
+    b: int = 3, t: int = 6, size: int = 32, seed: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.rand(b, t, 3, size, size, generator=generator)
+    actions = torch.randn(b, t, 2, generator=generator)
+    return frames, actions
+
+
+@pytest.mark.parametrize(("encoder", "size"), [("dcgan", 32), ("dcgan", 64), ("vgg", 64),
+                                               ("vgg", 128)])
+def test_verbs_have_documented_shapes(encoder: str, size: int) -> None:
+    model = tiny_model(encoder=encoder, image_size=size, reward_head=True, state_head=True,
+                       state_dim=3)
+    frames, actions = batch(2, 5, size)
+    state = model.observe(frames[:, :2], actions[:, :2])
+    assert state.code.shape == (2, 16)
+    rollout = model.imagine(state, actions[:, 2:])
+    assert rollout.frames.shape == (2, 3, 3, size, size)
+    assert rollout.rewards.shape == (2, 3)
+    assert rollout.hidden.shape == (2, 3, 32)
+    assert rollout.states is not None and rollout.states.shape == (2, 3, 3)
+    predicted = model.predict(frames[:, :2], actions[:, :4], n_future=3)
+    assert predicted.shape == (2, 3, 3, size, size)
+    assert predicted.min() >= 0.0 and predicted.max() <= 1.0
+    # predict is the first frames of the imagined rollout of the same actions
+    torch.testing.assert_close(predicted, rollout.frames)
+
+
+def test_training_unroll_closed_loop_matches_predict() -> None:
+    model = tiny_model()
+    frames, actions = batch(3, 6)
+    n_past = 2
+    closed = model(frames, actions, n_past, teacher=torch.zeros(3, 6, dtype=torch.bool))
+    predicted = model.predict(frames[:, :n_past], actions, n_future=4)
+    torch.testing.assert_close(closed.frames[:, n_past - 1 :], predicted, rtol=1e-5, atol=1e-6)
+    teacher = model(frames, actions, n_past)
+    # up to the first predicted frame the inputs are the same; after it, teacher forcing sees
+    # the true frames and must differ
+    torch.testing.assert_close(teacher.frames[:, :n_past], closed.frames[:, :n_past])
+    assert not torch.allclose(teacher.frames[:, n_past + 1 :], closed.frames[:, n_past + 1 :])
+
+
+def test_prediction_ignores_ground_truth_after_context() -> None:
+    model = tiny_model()
+    frames, actions = batch(2, 6)
+    base = model.predict(frames[:, :2], actions, n_future=4)
+    # actions after the ones used (index ≥ n_past + n_future - 1) do not matter
+    altered = actions.clone()
+    altered[:, 5:] += 5.0
+    torch.testing.assert_close(model.predict(frames[:, :2], altered, n_future=4), base)
+    # but an action inside the horizon does
+    altered[:, 3] += 5.0
+    assert not torch.allclose(model.predict(frames[:, :2], altered, n_future=4), base)
+
+
+def test_bad_inputs_raise_value_errors_naming_the_mismatch() -> None:
+    model = tiny_model()
+    frames, actions = batch(2, 4)
+    with pytest.raises(ValueError, match="32px"):
+        model.predict(torch.rand(2, 2, 3, 64, 64), actions, 2)
+    with pytest.raises(ValueError, match="action_dim 2"):
+        model.predict(frames[:, :2], torch.randn(2, 4, 1), 2)
+    with pytest.raises(ValueError, match="at least 5 steps"):
+        model.predict(frames[:, :2], actions, 4)
+    with pytest.raises(ValueError, match="n_future"):
+        model.predict(frames[:, :2], actions, 0)
+    with pytest.raises(ValueError, match="power of two"):
+        SVGWorldModel(tiny_config(image_size=48))
+    with pytest.raises(ValueError, match="encoder"):
+        SVGWorldModel(tiny_config(encoder="resnet"))
+
+
+def test_per_example_gamma_changes_only_that_example() -> None:
+    model = tiny_model()
+    frames, actions = batch(3, 5)
+    params = dict(model.named_parameters())
+    adapt = model.adapt_init(3)
+    identity = functional_verb(model, params, "predict", frames[:, :2], actions, 3, adapt)
+    torch.testing.assert_close(identity, model.predict(frames[:, :2], actions, 3))
+    for key in ("encoder.0.0.gamma", "decoder.1.0.beta", "encoder.head.gamma", "lstm.gamma"):
+        changed = {k: v.clone() for k, v in adapt.items()}
+        changed[key][0] += 0.5
+        out = functional_verb(model, params, "predict", frames[:, :2], actions, 3, changed)
+        assert not torch.allclose(out[0], identity[0]), key
+        torch.testing.assert_close(out[1:], identity[1:])
+
+
+def test_vmap_per_example_gradients_match_batched_gradients() -> None:
+    model = tiny_model()
+    frames, actions = batch(3, 5)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    adapt = model.adapt_init(3)
+
+    def loss(a: dict[str, torch.Tensor], f: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        # one example: add the batch dimension the model expects
+        single = {k: v[None] for k, v in a.items()}
+        pred = functional_verb(model, params, "predict", f[None, :2], act[None], 3, single)
+        return ((pred - f[None, 2:]) ** 2).mean()
+
+    per_example = vmap(grad(loss))({k: v for k, v in adapt.items()}, frames, actions)
+
+    def batched(a: dict[str, torch.Tensor]) -> torch.Tensor:
+        pred = functional_verb(model, params, "predict", frames[:, :2], actions, 3, a)
+        return ((pred - frames[:, 2:]) ** 2).mean(dim=(1, 2, 3, 4)).sum()
+
+    reference = grad(batched)(adapt)
+    for key in ("encoder.1.0.gamma", "decoder.0.0.beta", "lstm.beta"):
+        assert per_example[key].shape == (3, adapt[key].shape[1])
+        torch.testing.assert_close(per_example[key], reference[key], rtol=1e-4, atol=1e-7)
+        assert per_example[key].abs().sum() > 0
+
+
+def test_second_order_gradient_through_an_inner_step() -> None:
+    model = tiny_model()
+    frames, actions = batch(2, 5)
+    params = dict(model.named_parameters())
+
+    def task_loss(p: dict[str, torch.Tensor], a: dict[str, torch.Tensor]) -> torch.Tensor:
+        pred = functional_verb(model, p, "predict", frames[:, :2], actions, 3, a)
+        return ((pred - frames[:, 2:]) ** 2).mean()
+
+    def meta_gradient(second_order: bool) -> torch.Tensor:
+        adapt = {k: v.requires_grad_() for k, v in model.adapt_init(2).items()}
+        inner = torch.autograd.grad(task_loss(params, adapt), list(adapt.values()),
+                                    create_graph=second_order)
+        adapted = {k: v - 10.0 * g for (k, v), g in zip(adapt.items(), inner, strict=True)}
+        weight = params["predictor.cells.0.weight"]
+        (outer,) = torch.autograd.grad(task_loss(params, adapted), [weight])
+        return outer
+
+    full = meta_gradient(second_order=True)
+    first = meta_gradient(second_order=False)
+    assert torch.isfinite(full).all()
+    # the second-order term is really there: it changes the meta-gradient
+    assert not torch.allclose(full, first)
+
+
+def test_stochastic_svg_lp_kl_and_seeded_sampling() -> None:
+    model = tiny_model(stochastic=True)
+    frames, actions = batch(2, 5)
+    noise = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = model(frames, actions, 2, noise=noise)
+    assert out.kl.shape == (2,) and (out.kl >= 0).all()
+    with pytest.raises(ValueError, match="noise"):
+        model(frames, actions, 2)
+
+    def sample(seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return model.predict(frames[:, :2], actions, 3, generator=generator)
+
+    torch.testing.assert_close(sample(3), sample(3))
+    assert not torch.allclose(sample(3), sample(4))
+
+
+def test_checkpoint_round_trip_and_bad_files(tmp_path: Path) -> None:
+    model = tiny_model(reward_head=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    frames, actions = batch(2, 5)
+    config = {"data": {"path": "somewhere", "n_past": 2, "n_future": 3}}
+    path = save_checkpoint(tmp_path / "ck.pt", model=model, optimizer=optimizer, step=7,
+                           config=config, rng={"torch": torch.get_rng_state()})
+    loaded, loaded_config = load_world_model(path)
+    assert not loaded.training
+    assert loaded_config == config
+    assert (loaded.config.image_size, loaded.config.channels, loaded.config.action_dim) == (
+        32, 3, 2)
+    torch.testing.assert_close(loaded.predict(frames[:, :2], actions, 3),
+                               model.eval().predict(frames[:, :2], actions, 3))
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="corrupt"):
+        load_world_model(corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": model.state_dict()}, foreign)
+    with pytest.raises(ValueError, match="expected format"):
+        load_world_model(foreign)
+    # weights of another architecture under this config: the error names the tensor
+    payload = torch.load(path, weights_only=True)
+    payload["model_config"]["g_dim"] = 24
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"encoder\.head\.conv\.weight"):
+        load_world_model(tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="no such file"):
+        load_world_model(tmp_path / "missing.pt")

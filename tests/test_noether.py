@@ -1,0 +1,291 @@
+"""Noether tailoring of the SVG world model: embedding, losses, tailoring, meta-gradient."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import Tensor
+
+from noether_control.models.svg import SVGConfig, SVGWorldModel
+from noether_control.noether.embedding import ConservedEmbedding, EmbeddingConfig
+from noether_control.noether.losses import conservation_loss
+from noether_control.noether.meta import (
+    NoetherConfig,
+    NoetherModule,
+    extend_optimizer_state,
+    load_noether,
+)
+from noether_control.noether.tailoring import TailoringConfig
+
+N_PAST, HORIZON = 2, 4
+
+
+def tiny_model(dtype: torch.dtype = torch.float32, **changes: object) -> SVGWorldModel:
+    torch.manual_seed(0)
+    config = SVGConfig(image_size=32, channels=1, action_dim=1, width=4, g_dim=16, rnn_size=8,
+                       rnn_layers=1, action_embed_dim=2)
+    return SVGWorldModel(replace(config, **changes)).to(dtype)
+
+
+def noether_for(model: SVGWorldModel, dtype: torch.dtype = torch.float32, *,
+                embedding: str = "hidden", tailored: str = "lstm", steps: int = 1,
+                lr: float = 0.5, optimizer: str = "sgd", learnable_lr: bool = False,
+                **changes: object) -> NoetherModule:
+    torch.manual_seed(1)
+    inner = TailoringConfig(steps=steps, lr=lr, optimizer=optimizer, learnable_lr=learnable_lr)
+    config = NoetherConfig(enabled=True, embedding=EmbeddingConfig(input=embedding, dim=4, width=8),
+                           tailored=tailored, inner=inner, **changes)
+    return NoetherModule(config, model.config).to(dtype)
+
+
+def window(batch: int = 3, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(2)
+    frames = torch.rand(batch, N_PAST + HORIZON, 1, 32, 32, generator=generator, dtype=dtype)
+    actions = torch.rand(batch, N_PAST + HORIZON, 1, generator=generator, dtype=dtype) * 4 - 2
+    return frames, actions
+
+
+# ---------------------------------------------------------------------------- losses
+def test_conservation_losses_on_hand_made_embeddings() -> None:
+    # Example 0 drifts 0 → 1 → 3 along one axis; example 1 is constant.
+    embeddings = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]],
+                               [[2.0, 5.0], [2.0, 5.0], [2.0, 5.0]]])
+    first = conservation_loss(embeddings, "first")            # mean(1², 3²)
+    consecutive = conservation_loss(embeddings, "consecutive")  # mean(1², 2²)
+    both = conservation_loss(embeddings, "both")
+    torch.testing.assert_close(first, torch.tensor([5.0, 0.0]))
+    torch.testing.assert_close(consecutive, torch.tensor([2.5, 0.0]))
+    torch.testing.assert_close(both, first + consecutive)
+    # A 2-d displacement counts with its squared Euclidean norm.
+    diagonal = torch.tensor([[[0.0, 0.0], [3.0, 4.0]]])
+    torch.testing.assert_close(conservation_loss(diagonal, "first"), torch.tensor([25.0]))
+
+
+def test_conservation_loss_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="expected one of"):
+        conservation_loss(torch.zeros(1, 3, 2), "last")
+    with pytest.raises(ValueError, match="T >= 2"):
+        conservation_loss(torch.zeros(1, 1, 2))
+    with pytest.raises(ValueError, match="T >= 2"):
+        conservation_loss(torch.zeros(3, 2))
+
+
+# ---------------------------------------------------------------------------- embedding
+@pytest.mark.parametrize(
+    ("kind", "sequence", "steps"),
+    [("frames", torch.rand(2, 5, 3, 16, 16), 4), ("hidden", torch.rand(2, 5, 8), 5),
+     ("state", torch.rand(2, 5, 3), 5)],
+)
+def test_embedding_inputs_and_shapes(kind: str, sequence: Tensor, steps: int) -> None:
+    embedding = ConservedEmbedding(EmbeddingConfig(input=kind, dim=6, width=8), channels=3,
+                                   image_size=16, hidden_size=8, state_dim=3)
+    out = embedding(sequence)
+    assert out.shape == (2, steps, 6)
+    # Every step is embedded on its own: changing the last step changes only the last output.
+    changed = sequence.clone()
+    changed[:, -1] = changed[:, -1] + 0.5
+    torch.testing.assert_close(embedding(changed)[:, :-1], out[:, :-1])
+    assert not torch.allclose(embedding(changed)[:, -1], out[:, -1])
+
+
+def test_frame_embedding_sees_both_frames_of_a_pair() -> None:
+    embedding = ConservedEmbedding(EmbeddingConfig(input="frames", dim=4, width=4), channels=1,
+                                   image_size=8)
+    frames = torch.rand(1, 2, 1, 8, 8)
+    swapped = frames.flip(1)  # same frames, other order: a velocity-aware g tells them apart
+    assert not torch.allclose(embedding(frames), embedding(swapped))
+
+
+def test_embedding_rejects_wrong_shapes_and_configs() -> None:
+    embedding = ConservedEmbedding(EmbeddingConfig(input="hidden"), hidden_size=8)
+    with pytest.raises(ValueError, match=r"expected \(B, T, 8\)"):
+        embedding(torch.zeros(2, 3, 7))
+    with pytest.raises(TypeError, match="expected a tensor"):
+        embedding([1.0])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="expected one of"):
+        EmbeddingConfig(input="pixels").validate()
+    with pytest.raises(ValueError, match="state_head"):
+        ConservedEmbedding(EmbeddingConfig(input="state"), state_dim=0)
+
+
+def test_noether_config_validation() -> None:
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"noether\.tailored"):
+        NoetherModule(NoetherConfig(tailored="decoder"), model.config)
+    with pytest.raises(ValueError, match="include_context"):
+        NoetherModule(NoetherConfig(include_context=True), model.config)
+    with pytest.raises(ValueError, match="state_head"):
+        NoetherModule(NoetherConfig(embedding=EmbeddingConfig(input="state")), model.config)
+    with pytest.raises(ValueError, match=r"noether\.loss"):
+        NoetherModule(NoetherConfig(loss="sum"), model.config)
+
+
+# ---------------------------------------------------------------------------- tailoring
+@pytest.mark.parametrize(
+    ("embedding", "tailored", "optimizer", "lr", "changes"),
+    [("hidden", "lstm", "adam", 0.02, {}), ("hidden", "lstm", "sgd", 1e3, {"loss": "both"}),
+     ("frames", "norm", "adam", 0.02, {"include_context": True, "loss": "first"}),
+     ("hidden", "all", "adam", 1e-3, {})],
+)
+def test_inner_loop_lowers_the_conservation_loss(
+    embedding: str, tailored: str, optimizer: str, lr: float, changes: dict[str, object]
+) -> None:
+    model = tiny_model()
+    noether = noether_for(model, embedding=embedding, tailored=tailored, lr=lr,
+                          optimizer=optimizer, **changes)
+    frames, actions = window()
+    with torch.no_grad():
+        out = noether.predict(model, frames[:, :N_PAST], actions, HORIZON, steps=5)
+    assert out.frames.shape == (3, HORIZON, 1, 32, 32)
+    assert torch.all(out.after < out.before), (out.before, out.after)
+    # The module's weights were not touched by tailoring.
+    assert torch.equal(tiny_model().encoder.head.conv.weight, model.encoder.head.conv.weight)
+
+
+def test_zero_steps_reproduce_the_baseline_exactly() -> None:
+    model = tiny_model()
+    noether = noether_for(model)
+    frames, actions = window()
+    with torch.no_grad():
+        baseline = model.predict(frames[:, :N_PAST], actions, HORIZON)
+        tailored = noether.predict(model, frames[:, :N_PAST], actions, HORIZON, steps=0)
+    assert torch.equal(tailored.frames, baseline)
+    torch.testing.assert_close(tailored.before, tailored.after)
+    # The training unroll with K = 0 is the plain training unroll.
+    zero = noether_for(model, steps=0)
+    out, _ = zero.train_forward(model, frames, actions, N_PAST)
+    assert torch.equal(out.frames, model(frames, actions, N_PAST).frames)
+
+
+def test_one_example_tailoring_does_not_change_another() -> None:
+    model = tiny_model()
+    noether = noether_for(model, steps=3, lr=0.05, optimizer="adam")
+    frames, actions = window()
+    other_frames, other_actions = frames.clone(), actions.clone()
+    other_frames[1] = torch.rand_like(other_frames[1])
+    other_actions[1] = -other_actions[1]
+    with torch.no_grad():
+        a = noether.predict(model, frames[:, :N_PAST], actions, HORIZON)
+        b = noether.predict(model, other_frames[:, :N_PAST], other_actions, HORIZON)
+    for kept in (0, 2):
+        torch.testing.assert_close(a.frames[kept], b.frames[kept], rtol=0, atol=1e-6)
+        torch.testing.assert_close(a.params["lstm.beta"][kept], b.params["lstm.beta"][kept],
+                                   rtol=0, atol=1e-7)
+    assert not torch.allclose(a.frames[1], b.frames[1])
+    # Example 0 alone gets the same tailored prediction as inside the batch.
+    with torch.no_grad():
+        alone = noether.predict(model, frames[:1, :N_PAST], actions[:1], HORIZON)
+    torch.testing.assert_close(alone.frames[0], a.frames[0], rtol=0, atol=1e-6)
+
+
+def test_tailoring_changes_the_prediction() -> None:
+    model = tiny_model()
+    noether = noether_for(model, steps=2, lr=0.05, optimizer="adam")
+    frames, actions = window()
+    with torch.no_grad():
+        plain = model.predict(frames[:, :N_PAST], actions, HORIZON)
+        tailored = noether.predict(model, frames[:, :N_PAST], actions, HORIZON).frames
+    assert (tailored - plain).abs().max() > 1e-5
+
+
+# ---------------------------------------------------------------------------- meta-gradient
+def _outer_loss(model: SVGWorldModel, noether: NoetherModule, frames: Tensor,
+                actions: Tensor) -> Tensor:
+    out, _ = noether.train_forward(model, frames, actions, N_PAST)
+    return ((out.frames - frames[:, 1:]) ** 2).mean()
+
+
+@pytest.mark.parametrize("tailored", ["lstm", "norm"])
+def test_second_order_meta_gradient_matches_finite_differences(tailored: str) -> None:
+    dtype = torch.float64
+    model = tiny_model(dtype)
+    noether = noether_for(model, dtype, tailored=tailored, steps=2, lr=100.0, learnable_lr=True)
+    frames, actions = window(2, dtype)
+    parameters = list(model.parameters()) + list(noether.parameters())
+    loss = _outer_loss(model, noether, frames, actions)
+    grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+    generator = torch.Generator().manual_seed(3)
+    directions = [torch.randn(p.shape, generator=generator, dtype=dtype) for p in parameters]
+    analytic = sum(float((g * d).sum()) for g, d in zip(grads, directions, strict=True)
+                   if g is not None)
+    # The small conv net with group norms is sharply curved: a larger step's truncation error
+    # exceeds the tolerance even without tailoring.
+    eps = 1e-8
+
+    def shifted(sign: float) -> float:
+        with torch.no_grad():
+            for p, d in zip(parameters, directions, strict=True):
+                p.add_(sign * eps * d)
+        value = float(_outer_loss(model, noether, frames, actions).detach())
+        with torch.no_grad():
+            for p, d in zip(parameters, directions, strict=True):
+                p.sub_(sign * eps * d)
+        return value
+
+    numeric = (shifted(1.0) - shifted(-1.0)) / (2 * eps)
+    assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-10)
+    # g_φ and the learned inner lr get a meta-gradient only through the inner step.
+    meta_grads = grads[len(list(model.parameters())):]
+    assert any(g is not None and g.abs().sum() > 0 for g in meta_grads)
+
+    # The first-order approximation drops the inner gradient's dependence on the weights.
+    first_order = noether_for(model, dtype, tailored=tailored, steps=2, lr=100.0,
+                              learnable_lr=True)
+    first_order.load_state_dict(noether.state_dict())
+    first_order.config.inner.second_order = False
+    approx = torch.autograd.grad(_outer_loss(model, first_order, frames, actions),
+                                 list(model.parameters()), allow_unused=True)
+    approx_dir = sum(float((g * d).sum()) for g, d in zip(approx, directions, strict=False)
+                     if g is not None)
+    assert approx_dir != pytest.approx(numeric, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def test_checkpoint_state_round_trip() -> None:
+    model = tiny_model()
+    noether = noether_for(model, learnable_lr=True, test_inner_steps=7)
+    payload = {"extra": {"noether": noether.checkpoint_state()}}
+    loaded = load_noether(payload, model)
+    assert loaded is not None and loaded.config == noether.config
+    for name, value in noether.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
+    assert load_noether({"extra": {}}, model) is None
+
+
+def test_extend_optimizer_state_keeps_the_baseline_moments() -> None:
+    model = tiny_model()
+    baseline = torch.optim.Adam(model.parameters(), lr=1e-3)
+    frames, actions = window()
+    model(frames, actions, N_PAST).frames.mean().backward()
+    baseline.step()
+    noether = noether_for(model)
+    optimizer = torch.optim.Adam([{"params": list(model.parameters())},
+                                  {"params": list(noether.parameters())}], lr=1e-3)
+    optimizer.load_state_dict(extend_optimizer_state(baseline.state_dict(), optimizer))
+    first = next(model.parameters())
+    assert torch.equal(optimizer.state[first]["exp_avg"], baseline.state[first]["exp_avg"])
+    with pytest.raises(ValueError, match="one group"):
+        extend_optimizer_state({"param_groups": [], "state": {}}, optimizer)
+
+
+def test_inner_step_sweep_matches_separate_tailored_predictions() -> None:
+    from noether_control.noether.compare import inner_step_sweep
+
+    model = tiny_model()
+    noether = noether_for(model, lr=0.02, optimizer="adam")
+    frames, actions = window(4)
+    batches = [{"frames": frames[:2], "actions": actions[:2]},
+               {"frames": frames[2:], "actions": actions[2:]}]
+    sweep = inner_step_sweep(model, noether, batches, n_past=N_PAST, horizon=HORIZON,
+                             steps=[3, 0, 2])
+    assert sweep["steps"] == [0, 2, 3]
+    truth = frames[:, N_PAST:]
+    with torch.no_grad():
+        for k, mse, conservation in zip(sweep["steps"], sweep["mse"], sweep["conservation"],
+                                        strict=True):
+            out = noether.predict(model, frames[:, :N_PAST], actions, HORIZON, steps=k)
+            assert mse == pytest.approx(float(((out.frames - truth) ** 2).mean()), rel=1e-5)
+            assert conservation == pytest.approx(float(out.after.mean()), rel=1e-4)
+    assert sweep["conservation"][2] < sweep["conservation"][0]

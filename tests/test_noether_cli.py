@@ -1,0 +1,189 @@
+"""Noether end to end on a tiny dataset: Algorithm 1 in train, checkpoints, evaluate, compare."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import noether_control as noether_control_package
+from noether_control.evaluation.evaluate import EvaluateConfig, evaluate_checkpoint
+from noether_control.models.checkpoint import load_world_model, read_checkpoint
+from noether_control.noether.compare import CompareConfig, compare
+from noether_control.noether.meta import NoetherEvalConfig, load_noether
+from noether_control.runtime import to_dataclass
+from noether_control.training.config import TrainCommandConfig
+from noether_control.training.train import train_world_model
+
+CONF = Path(noether_control_package.__file__).resolve().parent / "conf/commands"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+#: A tiny model on 32 px frames: seconds per run.
+TINY = ("model.width=4", "model.rnn_size=16", "model.action_embed_dim=2", "train.val_windows=2",
+        "train.image_every=0", "train.tensorboard=false", "device=cpu")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """10 episodes of 24 steps of 32 px pendulum frames (train/val/test 8/1/1)."""
+    root = tmp_path_factory.mktemp("collect")
+    done = subprocess.run(
+        [sys.executable, "-m", "noether_control", "collect", "experiment=smoke", "episodes=10",
+         "num_envs=5", "env.kwargs.image_size=32", f"hydra.run.dir={root}"],
+        cwd=root, env=ENV, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads((root / "results.json").read_text())["path"]
+
+
+def train_config(*overrides: str) -> TrainCommandConfig:
+    with initialize_config_dir(str(CONF / "train"), version_base="1.3"):
+        return to_dataclass(TrainCommandConfig, compose("train", overrides=list(overrides)))
+
+
+@pytest.fixture(scope="module")
+def runs(dataset: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Baseline (6 plain steps) and Noether (3 plain + 3 meta steps), same seed and batches."""
+    root = tmp_path_factory.mktemp("runs")
+    common = (f"data.path={dataset}", *TINY)
+    train_world_model(train_config("experiment=smoke", *common), root / "baseline")
+    train_world_model(train_config("experiment=noether_smoke", *common), root / "noether")
+    return {"baseline": root / "baseline", "noether": root / "noether"}
+
+
+def test_noether_config_composes() -> None:
+    off = train_config("data.path=x")
+    assert not off.noether.enabled and off.noether.inner.steps == 1
+    on = train_config("data.path=x", "experiment=noether_smoke")
+    assert on.noether.enabled and on.noether.pretrain_steps == 3
+    assert on.noether.embedding.input == "hidden" and on.noether.tailored == "lstm"
+    with pytest.raises(ValueError, match="tailored"):
+        train_config("data.path=x", "noether=default", "noether.tailored=encoder").validate()
+
+
+def test_pretraining_matches_the_baseline_then_meta_training_departs(runs: dict[str, Path]
+                                                                     ) -> None:
+    base_e1 = read_checkpoint(runs["baseline"] / "checkpoints" / "step_0000003.pt")
+    noether_e1 = read_checkpoint(runs["noether"] / "checkpoints" / "step_0000003.pt")
+    for name, value in base_e1["model"].items():  # E1: the same plain steps
+        assert torch.equal(noether_e1["model"][name], value), name
+    base = read_checkpoint(runs["baseline"] / "checkpoints" / "last.pt")
+    noether = read_checkpoint(runs["noether"] / "checkpoints" / "last.pt")
+    assert noether["step"] == base["step"] == 6
+    assert any(not torch.equal(noether["model"][k], v) for k, v in base["model"].items())
+    # g_φ and its learned inner lr were trained by the meta steps only.
+    stored = noether["extra"]["noether"]
+    e1_state = noether_e1["extra"]["noether"]["state"]
+    assert any(not torch.equal(stored["state"][k], v) for k, v in e1_state.items())
+    assert "noether" not in base["extra"]
+    metrics = (runs["noether"] / "metrics.csv").read_text()
+    assert "train/conservation" in metrics.splitlines()[0]
+
+
+def test_resume_and_init_from_baseline(runs: dict[str, Path], dataset: str, tmp_path: Path
+                                       ) -> None:
+    common = (f"data.path={dataset}", *TINY)
+    # init_from: meta-train from the baseline's step-3 checkpoint instead of pre-training.
+    start = runs["baseline"] / "checkpoints" / "step_0000003.pt"
+    result = train_world_model(
+        train_config("experiment=noether_smoke", *common, f"noether.init_from={start}"),
+        tmp_path / "from_baseline",
+    )
+    assert result["steps"] == 6
+    here = read_checkpoint(tmp_path / "from_baseline" / "checkpoints" / "last.pt")
+    scratch = read_checkpoint(runs["noether"] / "checkpoints" / "last.pt")
+    for name, value in scratch["model"].items():  # same E1 model, batches and Adam state
+        torch.testing.assert_close(here["model"][name], value, rtol=0, atol=1e-6)
+    # Resume extends the run and restores g_φ.
+    result = train_world_model(
+        train_config("experiment=noether_smoke", *common, f"noether.init_from={start}",
+                     "train.steps=7"),
+        tmp_path / "from_baseline",
+    )
+    assert result["steps"] == 7
+    with pytest.raises(ValueError, match="architecture"):
+        train_world_model(train_config("experiment=noether_smoke", *common, "model.g_dim=8",
+                                       f"noether.init_from={start}"), tmp_path / "other")
+
+
+def test_evaluate_with_test_time_tailoring(runs: dict[str, Path], tmp_path: Path) -> None:
+    options = {"horizon": 4, "lpips": False, "gif_sequences": 0, "device": "cpu",
+               "batch_size": 4}
+    plain = evaluate_checkpoint(EvaluateConfig(checkpoint=str(runs["noether"]), **options,
+                                               noether=NoetherEvalConfig(0)), tmp_path / "k0")
+    tailored = evaluate_checkpoint(EvaluateConfig(checkpoint=str(runs["noether"]), **options,
+                                                  noether=NoetherEvalConfig(3)), tmp_path / "k3")
+    assert plain["inner_steps"] == 0 and tailored["inner_steps"] == 3
+    conservation = tailored["conservation_loss"]
+    assert conservation["after"] < conservation["before"]
+    assert plain["conservation_loss"]["before"] == plain["conservation_loss"]["after"]
+    assert plain["conservation_loss"]["before"] == pytest.approx(conservation["before"])
+    assert tailored["per_horizon"]["mse"] != plain["per_horizon"]["mse"]
+    assert plain["n_sequences"] == tailored["n_sequences"]
+    # K = 0 on the Noether checkpoint predicts exactly what the un-tailored model predicts.
+    model, _ = load_world_model(runs["noether"] / "checkpoints" / "last.pt")
+    assert load_noether(read_checkpoint(runs["noether"] / "checkpoints" / "last.pt"), model)
+    with pytest.raises(ValueError, match="baseline checkpoint"):
+        evaluate_checkpoint(EvaluateConfig(checkpoint=str(runs["baseline"]), **options,
+                                           noether=NoetherEvalConfig(2)), tmp_path / "bad")
+
+
+def test_compare_report(runs: dict[str, Path], tmp_path: Path) -> None:
+    config = CompareConfig(
+        runs={"baseline": str(runs["baseline"]), "noether": str(runs["noether"])},
+        horizon=4, batch_size=4, sweep_steps=[0, 1, 3], sweep_sequences=4, probe_windows=8,
+        max_sequences=3, device="cpu",
+    )
+    document = compare(config, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["reference"] == "noether" and saved["horizons"] == [1, 2, 3, 4]
+    assert saved["n_sequences"] == 3  # max_sequences of the 4 test windows
+    diff = saved["paired"]["mse"]["noether − baseline"]
+    assert len(diff["mean"]) == 4 and all(lo <= m <= hi for lo, m, hi in
+                                          zip(diff["low"], diff["mean"], diff["high"],
+                                              strict=True))
+    baseline, noether = saved["runs"]["baseline"], saved["runs"]["noether"]
+    for h in range(4):
+        assert diff["mean"][h] == pytest.approx(noether["mse"][h] - baseline["mse"][h], abs=1e-9)
+    assert noether["inner_steps"] == 1 and baseline["inner_steps"] == 0
+    sweep = saved["sweep"]
+    assert sweep["steps"] == [0, 1, 3] and sweep["conservation"][2] < sweep["conservation"][0]
+    assert saved["probe"]["n_test"] > 0 and saved["probe"]["input"] == "hidden"
+    assert (tmp_path / "comparison.png").stat().st_size > 0
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+    assert document["targets"] == saved["targets"]
+    with pytest.raises(ValueError, match="reference"):
+        compare(CompareConfig(runs=config.runs, reference="control"), tmp_path / "bad")
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_meta_train_like_one(dataset: str, runs: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    overrides = ("experiment=noether_smoke", f"data.path={dataset}", *TINY)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "noether_control", "train", *overrides, f"hydra.run.dir={tmp_path}"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    e1 = read_checkpoint(runs["noether"] / "checkpoints" / "step_0000003.pt")
+    one = read_checkpoint(runs["noether"] / "checkpoints" / "last.pt")
+    two = read_checkpoint(tmp_path / "checkpoints" / "last.pt")
+
+    def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+        return float(sum(((a[k] - b[k]) ** 2).sum() for k in a) ** 0.5)
+
+    # The meta steps moved the weights; two processes (each half of every global batch, the
+    # gradients averaged) land where one process does, up to float rounding.
+    for key in ("model", "noether"):
+        def state(payload: dict, key: str = key) -> dict[str, torch.Tensor]:
+            return payload[key] if key == "model" else payload["extra"]["noether"]["state"]
+
+        moved = distance(state(one), state(e1))
+        assert moved > 0
+        assert distance(state(two), state(one)) < 1e-2 * moved, key

@@ -1,0 +1,65 @@
+"""The comparison report's statistics: paired-difference intervals and the linear energy probe."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from noether_control.noether.compare import linear_probe_r2, paired_difference, targets
+
+
+def test_paired_difference_interval_on_known_data() -> None:
+    # Horizon 1: differences 1..5: mean 3, s.d. √2.5, s.e. √0.5, t(0.975, 4) = 2.776445.
+    # Horizon 2: every difference is exactly -0.5: a zero-width interval.
+    other = torch.tensor([[10.0, 2.0], [10.0, 4.0], [10.0, 6.0], [10.0, 8.0], [10.0, 10.0]])
+    reference = other + torch.tensor([[1.0, -0.5], [2.0, -0.5], [3.0, -0.5], [4.0, -0.5],
+                                      [5.0, -0.5]])
+    result = paired_difference(reference, other, 0.95)
+    half = 2.776445 * (2.5**0.5) / 5**0.5
+    assert result["mean"] == pytest.approx([3.0, -0.5])
+    assert result["low"] == pytest.approx([3.0 - half, -0.5], rel=1e-6)
+    assert result["high"] == pytest.approx([3.0 + half, -0.5], rel=1e-6)
+    assert result["relative"] == pytest.approx([0.3, -0.5 / 6.0])
+    # A lower confidence level gives a narrower interval around the same mean.
+    narrow = paired_difference(reference, other, 0.5)
+    assert narrow["high"][0] - narrow["low"][0] < result["high"][0] - result["low"][0]
+
+
+def test_paired_difference_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="same shape"):
+        paired_difference(torch.zeros(4, 3), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_difference(torch.zeros(1, 3), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="confidence"):
+        paired_difference(torch.zeros(4, 3), torch.ones(4, 3), 1.5)
+
+
+def test_linear_probe_r2() -> None:
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(200, 3, generator=generator, dtype=torch.float64)
+    target = features @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 4.0
+    assert linear_probe_r2(features[:100], target[:100], features[100:], target[100:]) == \
+        pytest.approx(1.0)
+    noisy = target + torch.randn(200, generator=generator, dtype=torch.float64) * target.std()
+    r2 = linear_probe_r2(features[:100], noisy[:100], features[100:], noisy[100:])
+    assert 0.2 < r2 < 0.8  # about half the variance is noise
+    unrelated = torch.randn(200, generator=generator, dtype=torch.float64)
+    assert linear_probe_r2(features[:100], unrelated[:100], features[100:], unrelated[100:]) < 0.1
+    with pytest.raises(ValueError, match="varies"):
+        linear_probe_r2(features[:100], target[:100], features[100:], torch.ones(100))
+
+
+def test_targets_follow_the_measured_intervals() -> None:
+    def diff(relative: float, high: float) -> dict[str, list[float]]:
+        return {"relative": [relative] * 25, "high": [high] * 25, "low": [high - 1.0] * 25}
+
+    document = {
+        "reference": "noether", "horizon": 25,
+        "paired": {"mse": {"noether − baseline": diff(-0.06, -0.001),
+                           "noether − control": diff(-0.06, 0.002)}},
+        "runs": {"noether": {"conservation_loss": {"before": 1.0, "after": 0.05}}},
+    }
+    checks = targets(document)
+    assert checks["mse_h25_5pct_lower_than_baseline"] is True
+    assert checks["mse_h25_5pct_lower_than_control"] is False  # the interval includes zero
+    assert checks["conservation_cut_10x"] is True

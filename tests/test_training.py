@@ -1,0 +1,187 @@
+"""The training loop: batching, resume equivalence, non-finite losses, logs and config checks."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from noether_control.models.checkpoint import load_world_model, read_checkpoint
+from noether_control.models.svg import SVGConfig
+from noether_control.training import distributed
+from noether_control.training.config import (
+    DataConfig,
+    OptimConfig,
+    TrainCommandConfig,
+    resume_mismatches,
+)
+from noether_control.training.logs import strip_image
+from noether_control.training.train import (
+    NonFiniteLossError,
+    StepBatches,
+    global_batch_indices,
+    train_world_model,
+)
+
+
+class MovingDot(Dataset):
+    """Windows of a dot moving on a 32 px canvas, pushed by the actions (in-memory, exact).
+
+    Same item layout and attributes as ``EpisodeWindows``; ``poison`` puts NaNs in the frames
+    of every window, to provoke a non-finite loss.
+    """
+
+    image_size, channels, action_dim, state_dim = 32, 3, 1, 2
+
+    def __init__(self, n_items: int = 12, window: int = 5, poison: bool = False) -> None:
+        generator = torch.Generator().manual_seed(0)
+        actions = torch.rand(n_items, window, 1, generator=generator) * 2 - 1
+        start = torch.rand(n_items, 2, generator=generator) * 20 + 6
+        velocity = torch.cumsum(actions[..., 0], dim=1)[..., None] * torch.tensor([1.0, 0.5])
+        position = start[:, None] + torch.cat(
+            [torch.zeros(n_items, 1, 2), torch.cumsum(velocity, 1)[:, :-1]], dim=1
+        )
+        grid = torch.arange(32.0)
+        ys = ((grid[None, None, :] - position[..., 0:1]) ** 2)  # (N, T, 32)
+        xs = ((grid[None, None, :] - position[..., 1:2]) ** 2)
+        blob = torch.exp(-(ys[..., :, None] + xs[..., None, :]) / 8.0)  # (N, T, 32, 32)
+        self.frames = torch.stack([blob, 0.5 * blob, 1 - blob], dim=2).clamp(0, 1)
+        if poison:
+            self.frames[:, 1] = math.nan
+        self.actions = actions
+        self.states = position
+        self.rewards = -position.norm(dim=-1) / 10
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {
+            "frames": self.frames[index],
+            "actions": self.actions[index],
+            "states": self.states[index],
+            "rewards": self.rewards[index],
+            "energy": torch.zeros(self.frames.shape[1]),
+        }
+
+
+def tiny_config(steps: int, stochastic: bool = False, **train: object) -> TrainCommandConfig:
+    options = dict(
+        steps=steps, batch_size=4, log_every=2, checkpoint_every=2, image_every=2,
+        val_windows=4, progress=False, tensorboard=False, schedule_steps=5,
+    )
+    options.update(train)
+    return TrainCommandConfig(
+        data=DataConfig(path="in-memory", n_past=2, n_future=3),
+        model=SVGConfig(width=8, g_dim=16, rnn_size=32, rnn_layers=1, action_embed_dim=4,
+                        state_head=True, stochastic=stochastic, z_dim=4, posterior_rnn_size=16),
+        train=OptimConfig(**options),  # type: ignore[arg-type]
+        device="cpu",
+    )
+
+
+def parameters(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["model"]
+
+
+def test_global_batches_cover_each_epoch_and_split_over_processes() -> None:
+    n, batch = 10, 4
+    seen = torch.cat([global_batch_indices(n, batch, seed=3, step=s) for s in range(5)])
+    # 20 positions = two epochs, each a permutation of all 10 windows
+    assert sorted(seen[:10].tolist()) == list(range(10))
+    assert sorted(seen[10:].tolist()) == list(range(10))
+    assert not torch.equal(seen[:10], seen[10:])
+    torch.testing.assert_close(global_batch_indices(n, batch, 3, 2), seen[8:12])
+    cpu = torch.device("cpu")
+    halves = [list(StepBatches(n, batch, 3, 1, 3, distributed.Distributed(r, 2, cpu)))
+              for r in range(2)]
+    for step, (first, second) in enumerate(zip(*halves, strict=True), start=1):
+        assert first + second == global_batch_indices(n, batch, 3, step).tolist()
+
+
+def test_training_writes_checkpoints_logs_strips_and_learns(tmp_path: Path) -> None:
+    data = MovingDot()
+    results = train_world_model(tiny_config(6, lr=3e-3), tmp_path, train_set=data,
+                                val_set=data)
+    assert results["steps"] == 6
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert checkpoints == ["last.pt", "step_0000002.pt", "step_0000004.pt", "step_0000006.pt"]
+    model, config = load_world_model(tmp_path / "checkpoints" / "last.pt")
+    assert config["data"]["n_past"] == 2 and config["data"]["path"] == "in-memory"
+    assert (model.config.image_size, model.config.action_dim, model.config.state_dim) == (32, 1, 2)
+    with (tmp_path / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    losses = [float(r["train/loss"]) for r in rows if r["train/loss"]]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert any(r["eval/mse"] for r in rows)
+    assert len(list((tmp_path / "predictions").glob("*.png"))) == 3
+    assert (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize(("rollout", "stochastic"),
+                         [("scheduled", False), ("closed", False), ("scheduled", True)])
+def test_resumed_run_matches_uninterrupted_run(
+    tmp_path: Path, rollout: str, stochastic: bool
+) -> None:
+    data = MovingDot()
+    straight = tmp_path / "straight"
+    train_world_model(tiny_config(6, stochastic, rollout=rollout), straight, train_set=data,
+                      val_set=data)
+    resumed = tmp_path / "resumed"
+    train_world_model(tiny_config(4, stochastic, rollout=rollout), resumed, train_set=data,
+                      val_set=data)
+    # a checkpoint at step 4, then "crash" and rerun with the full step count
+    train_world_model(tiny_config(6, stochastic, rollout=rollout), resumed, train_set=data,
+                      val_set=data)
+    expected = read_checkpoint(straight / "checkpoints" / "last.pt")
+    got = read_checkpoint(resumed / "checkpoints" / "last.pt")
+    assert got["step"] == 6
+    for name, value in expected["model"].items():
+        assert torch.equal(got["model"][name], value), name  # bit-exact on the CPU
+    with (resumed / "metrics.csv").open() as handle:
+        steps = [int(r["step"]) for r in csv.DictReader(handle) if r["train/loss"]]
+    assert steps == [2, 4, 6]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+    train_world_model(tiny_config(2), tmp_path, train_set=MovingDot(), val_set=MovingDot())
+    last = tmp_path / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at step 3.*untouched"):
+        train_world_model(tiny_config(6), tmp_path, train_set=MovingDot(poison=True),
+                          val_set=MovingDot())
+    assert last.read_bytes() == before
+    assert read_checkpoint(last)["step"] == 2
+
+
+def test_resume_with_other_settings_names_the_mismatch(tmp_path: Path) -> None:
+    train_world_model(tiny_config(2), tmp_path, train_set=MovingDot(), val_set=MovingDot())
+    with pytest.raises(ValueError, match=r"train\.lr: checkpoint 0\.001, now 0\.01"):
+        train_world_model(tiny_config(4, lr=1e-2), tmp_path, train_set=MovingDot(),
+                          val_set=MovingDot())
+    assert resume_mismatches({"train": {"steps": 2}}, {"train": {"steps": 9}}) == []
+    # a setting added after the checkpoint was written: fine at its default, not otherwise
+    assert resume_mismatches({"train": {}}, {"train": {"kl_weight": 1e-4}}) == []
+    assert resume_mismatches({"train": {}}, {"train": {"kl_weight": 0.5}}) == [
+        "train.kl_weight: checkpoint None, now 0.5"]
+
+
+def test_bad_configs_raise_value_errors() -> None:
+    config = tiny_config(2, rollout="sometimes")
+    with pytest.raises(ValueError, match=r"train\.rollout"):
+        config.validate()
+    with pytest.raises(ValueError, match="batch_size"):
+        tiny_config(2, batch_size=0).validate()
+
+
+def test_strip_image_puts_truth_over_prediction() -> None:
+    truth = torch.zeros(2, 5, 3, 8, 8)
+    predicted = torch.ones(2, 3, 3, 8, 8)
+    image = strip_image(truth, predicted, n_past=2)
+    assert image.shape == (2 * (16 + 2), 40, 3) and image.dtype.name == "uint8"
+    assert image[:8].max() == 0  # truth row
+    assert image[8:16, :16].max() == 0 and image[8:16, 16:].min() == 255  # context, prediction
