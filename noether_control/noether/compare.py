@@ -512,8 +512,9 @@ def format_report(document: Mapping[str, Any], horizons: Sequence[int] = (1, 5, 
         lines.append(f"conservation loss of {document['reference']} before/after tailoring: "
                      f"{c['before']:.3e} / {c['after']:.3e}")
     if "probe" in document:
-        lines.append(f"energy probe R² from g: {document['probe']['r2']:.3f} "
-                     f"(raw input: {document['probe']['r2_raw_input']})")
+        probe = document["probe"]
+        raw = "n/a" if probe["r2_raw_input"] is None else f"{probe['r2_raw_input']:.3f}"
+        lines.append(f"energy probe R² from g: {probe['r2']:.3f} (raw input: {raw})")
     return "\n".join(lines)
 
 
