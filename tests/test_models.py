@@ -213,3 +213,29 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path: Path) -> None:
         load_world_model(tmp_path / "other.pt")
     with pytest.raises(ValueError, match="no such file"):
         load_world_model(tmp_path / "missing.pt")
+
+
+def test_reconstructions_come_from_each_frame_s_own_code_only() -> None:
+    model = tiny_model()
+    frames, actions = batch(2, 5)
+    plain = model(frames, actions, n_past=2)
+    assert plain.reconstructions is None
+    out = model(frames, actions, n_past=2, reconstruct=True)
+    assert out.reconstructions is not None and out.reconstructions.shape == frames.shape
+    torch.testing.assert_close(out.frames, plain.frames)
+    expected = model.decode(*_code_without_skips(model, frames[:, 3]))
+    torch.testing.assert_close(out.reconstructions[:, 3], expected)
+    # No skip path: changing the context frame leaves the other frames' reconstructions alone.
+    changed = frames.clone()
+    changed[:, 1] = 1.0 - changed[:, 1]
+    other = model(changed, actions, n_past=2, reconstruct=True).reconstructions
+    assert other is not None
+    torch.testing.assert_close(other[:, 2:], out.reconstructions[:, 2:])
+    assert not torch.allclose(other[:, 1], out.reconstructions[:, 1])
+
+
+def _code_without_skips(
+    model: SVGWorldModel, frame: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    code, skips = model.encode(frame)
+    return code, [torch.zeros_like(s) for s in skips]

@@ -23,6 +23,7 @@ from noether_control.training.logs import strip_image
 from noether_control.training.train import (
     NonFiniteLossError,
     StepBatches,
+    compute_losses,
     global_batch_indices,
     train_world_model,
 )
@@ -185,3 +186,24 @@ def test_strip_image_puts_truth_over_prediction() -> None:
     assert image.shape == (2 * (16 + 2), 40, 3) and image.dtype.name == "uint8"
     assert image[:8].max() == 0  # truth row
     assert image[8:16, :16].max() == 0 and image[8:16, 16:].min() == 255  # context, prediction
+
+
+def test_recon_weight_adds_the_autoencoding_mse_to_the_loss() -> None:
+    from noether_control.models.svg import SVGWorldModel
+
+    data = MovingDot()
+    config = tiny_config(1, recon_weight=0.5)
+    torch.manual_seed(0)
+    model = SVGWorldModel(
+        SVGConfig(image_size=32, channels=3, action_dim=1, state_dim=2, width=8, g_dim=16,
+                  rnn_size=32, rnn_layers=1, action_embed_dim=4, state_head=True)
+    )
+    batch = {key: value[:3] for key, value in vars(data).items()}
+    out = model(batch["frames"], batch["actions"], 2, reconstruct=True)
+    total, metrics = compute_losses(out, batch, config)
+    plain, plain_metrics = compute_losses(out, batch, tiny_config(1))
+    assert out.reconstructions is not None
+    recon = ((out.reconstructions - batch["frames"]) ** 2).mean()
+    torch.testing.assert_close(metrics["train/recon_mse"], recon.detach())
+    torch.testing.assert_close(total, plain + 0.5 * recon)
+    assert "train/recon_mse" not in plain_metrics

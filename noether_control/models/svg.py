@@ -144,13 +144,16 @@ class TrainOutput(NamedTuple):
     ``frames``: ``(B, T-1, C, H, W)`` predictions of frames ``1 … T-1``; ``rewards``:
     ``(B, T-1)`` predicted rewards of actions ``0 … T-2``; ``states``: ``(B, T-1, state_dim)``
     predicted true states of frames ``1 … T-1`` or ``None``; ``kl``: ``(B,)`` SVG-LP KL summed
-    over steps (zeros when deterministic).
+    over steps (zeros when deterministic); ``reconstructions``: ``(B, T, C, H, W)`` every frame
+    of the window decoded from its own code with no skip features, or ``None`` (see
+    ``reconstruct`` in :meth:`SVGWorldModel.forward`).
     """
 
     frames: Tensor
     rewards: Tensor
     states: Tensor | None
     kl: Tensor
+    reconstructions: Tensor | None = None
 
 
 class SVGWorldModel(nn.Module):
@@ -423,6 +426,7 @@ class SVGWorldModel(nn.Module):
         teacher: Tensor | None = None,
         noise: Tensor | None = None,
         adapt: Adapt | None = None,
+        reconstruct: bool = False,
     ) -> TrainOutput:
         """The training unroll over a window: predict frames ``1 … T-1`` from their predecessors.
 
@@ -431,7 +435,9 @@ class SVGWorldModel(nn.Module):
         where ``teacher[:, t]`` (bool ``(B, T)``) is true and the model's own prediction
         otherwise (``None`` = pure teacher forcing, all false = closed loop). Skip features come
         from frame ``min(t, n_past - 1)``. ``noise``: ``(B, T - 1, z_dim)`` standard normal
-        draws for SVG-LP's posterior samples (required when stochastic).
+        draws for SVG-LP's posterior samples (required when stochastic). ``reconstruct``: also
+        decode every frame from its own code with the skip features zeroed, so that an
+        autoencoding loss on them can only be met through the code (``train.recon_weight``).
         """
         self.check_inputs(frames, actions, frames.shape[1])
         batch, length = frames.shape[:2]
@@ -446,6 +452,12 @@ class SVGWorldModel(nn.Module):
         closed_loop = teacher is not None and not bool(teacher[:, n_past : length - 1].all())
         codes, skips = self.encode(frames.flatten(0, 1), adapt)
         codes = codes.unflatten(0, (batch, length))
+        reconstructions = (
+            self.decode(codes.flatten(0, 1), [torch.zeros_like(s) for s in skips], adapt)
+            .unflatten(0, (batch, length))
+            if reconstruct
+            else None
+        )
         skips = [s.unflatten(0, (batch, length)) for s in skips]
         lstm = self.predictor.initial_state(batch, codes)
         if stochastic:
@@ -491,6 +503,7 @@ class SVGWorldModel(nn.Module):
                 else None
             ),
             kl=kl if stochastic else codes.new_zeros(batch),
+            reconstructions=reconstructions,
         )
 
     def config_dict(self) -> dict[str, object]:

@@ -66,6 +66,12 @@ class OptimConfig:
     """Weight of the state head's MSE (only with ``model.state_head``)."""
     kl_weight: float = 1e-4
     """Weight of SVG-LP's KL term per step (only with ``model.stochastic``)."""
+    recon_weight: float = 0.0
+    """Weight of an autoencoding MSE: every window frame decoded from its own code with the
+    skip features zeroed. The prediction loss alone reaches the encoder only through the LSTM
+    and the skips of the context frame let the decoder sit at a blurred mean frame; this term
+    can get the code off that plateau (measured in docs/world_model.md; not a fix at the demo
+    scale yet). Not applied in Noether meta-training steps. 0: off, plain SVG."""
     amp: bool = True
     """bfloat16 autocast on CUDA GPUs that support it (ignored on the CPU and older GPUs)."""
     log_every: int = 10

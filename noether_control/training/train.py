@@ -160,6 +160,10 @@ def compute_losses(
         kl = out.kl.float().mean() / (frames.shape[1] - 1)
         total = total + optim.kl_weight * kl
         metrics["train/kl"] = kl
+    if optim.recon_weight > 0 and out.reconstructions is not None:
+        recon_mse = ((out.reconstructions.float() - frames) ** 2).mean()
+        total = total + optim.recon_weight * recon_mse
+        metrics["train/recon_mse"] = recon_mse
     metrics["train/loss"] = total
     return total, {name: value.detach() for name, value in metrics.items()}
 
@@ -387,7 +391,11 @@ def _train(
                 if meta:
                     out, noether_metrics = noether.train_forward(model, *inputs, teacher, noise)
                 else:
-                    out, noether_metrics = ddp_model(*inputs, teacher=teacher, noise=noise), {}
+                    out = ddp_model(
+                        *inputs, teacher=teacher, noise=noise,
+                        reconstruct=optim_config.recon_weight > 0,
+                    )
+                    noether_metrics = {}
                 loss, metrics = compute_losses(out, batch, config)
                 metrics.update(noether_metrics)
             global_loss = distributed.mean_over_processes(job, loss).item()
