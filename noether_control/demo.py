@@ -3,7 +3,7 @@
 The demo is a sequence of :class:`Stage` s run in order; each stage takes the validated
 :class:`DemoConfig` and the outputs of the stages before it, and returns its own outputs (a
 JSON-able dict) which end up under its name in the run directory's ``results.json``. New
-stages are appended to :data:`STAGES`. The whole demo takes about 4 minutes on a quiet 2-core
+stages are appended to :data:`STAGES`. The whole demo takes about one minute on a quiet 2-core
 CPU, almost all of it in the ``noether`` stage.
 
 Stages now:
