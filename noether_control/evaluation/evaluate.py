@@ -413,7 +413,7 @@ def training_mean_frame(data: DataSettings, num_workers: int = 0) -> torch.Tenso
     )
 
 
-def _spread(dataset: Dataset, count: int | None) -> Dataset:
+def spread_subset(dataset: Dataset, count: int | None) -> Dataset:
     """At most ``count`` items of ``dataset``, evenly spaced so every part of the split is seen."""
     size = len(dataset)  # type: ignore[arg-type]
     if count is None or count >= size:
@@ -515,7 +515,9 @@ def evaluate_checkpoint(config: EvaluateConfig, output: str | Path) -> dict[str,
     evaluation = evaluate_predictors(
         predictors,
         DataLoader(
-            _spread(test, config.max_sequences), batch_size=config.batch_size, **loader_options
+            spread_subset(test, config.max_sequences),
+            batch_size=config.batch_size,
+            **loader_options,
         ),
         n_past=data.n_past,
         horizon=config.horizon,

@@ -33,10 +33,10 @@ from torch.utils.data import DataLoader, Subset
 from noether_control.data.windows import EpisodeWindows
 from noether_control.evaluation.evaluate import (
     WorldModelPredictor,
-    _spread,
     check_compatible,
     evaluate_predictors,
     resolve_checkpoint,
+    spread_subset,
     training_data_settings,
 )
 from noether_control.models.checkpoint import load_world_model, read_checkpoint
@@ -351,7 +351,7 @@ def _windows_loader(data: Any, window: int, split: str, count: int | None,
                     batch_size: int) -> DataLoader:
     windows = EpisodeWindows(data.path, window, split, stride=window,
                              split_fractions=data.split_fractions, seed=data.split_seed)
-    return DataLoader(_spread(windows, count), batch_size=batch_size, shuffle=False)
+    return DataLoader(spread_subset(windows, count), batch_size=batch_size, shuffle=False)
 
 
 def targets(document: Mapping[str, Any]) -> dict[str, Any]:
