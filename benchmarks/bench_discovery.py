@@ -103,8 +103,7 @@ def constant_of(formula: dict[str, Any], system: str) -> float | None:
 def targets(system: str, seed: int, config: DiscoverConfig | None = None) -> dict[str, Any]:
     """Run the full pipeline on one system and check the issue's targets."""
     config = config or DiscoverConfig()
-    config = replace(config, seed=seed, plot=False, system=SystemConfig(name=system),
-                     search=replace(config.search, min_variance_ratio=10.0))
+    config = replace(config, seed=seed, plot=False, system=SystemConfig(name=system))
     with tempfile.TemporaryDirectory() as output:
         start = time.perf_counter()
         results = discover(config, Path(output))

@@ -30,8 +30,11 @@ from noether_control.discovery.fitting import (
     fingerprint_duplicates,
     fit_formulas,
     merge_equivalent,
+    score_formulas,
 )
 from noether_control.discovery.units import DIMENSIONLESS, RADIAN, parse_unit
+from noether_control.noether import tailor
+from noether_control.noether.tailoring import gauss_newton_weights, residual_jacobian
 
 Q, P = inp(0), inp(1)
 PENDULUM_UNITS = [parse_unit("rad"), parse_unit("rad/s")]
@@ -222,3 +225,62 @@ def test_fitted_survivors_of_one_law_merge() -> None:
     assert merge_equivalent([law_a, law_b, other], probe, params) == [0, 2]
     params[1, 0] = 1 / 1.5  # a different constant is a different law
     assert merge_equivalent([law_a, law_b, other], probe, params) == [0, 1, 2]
+
+
+def test_noise_estimate_and_smoothing_gains_match_the_generated_noise() -> None:
+    data = generate("pendulum", 20, 0.1, np.random.default_rng(1))
+    np.testing.assert_allclose(data.noise_std(), [0.1, 0.1], rtol=0.1)
+    gains = np.concatenate(data.smoothing_gains(7))
+    errors = np.concatenate([s - c for s, c in zip(data.smoothed(7).states, data.clean,
+                                                   strict=True)])
+    middle = gains < 0.34  # samples with a centred window: gain 1/3 for a 7-sample cubic
+    assert gains[middle].mean() == pytest.approx(1 / 3)
+    np.testing.assert_allclose((errors[middle] ** 2).mean(0) / 0.01, 1 / 3, rtol=0.25)
+    assert all(np.all(g == 1) for g in data.smoothing_gains(3))  # no smoothing, no gain
+
+
+def test_noise_corrected_ratio_separates_the_law_from_near_misses() -> None:
+    # Noisy circles: q**2 + p**2 is conserved up to noise, q**2 + 0.5*p**2 is not.
+    rng = np.random.default_rng(0)
+    sigma = 0.05
+    angle = np.linspace(0, 2 * np.pi, 40)
+    clean = [r * np.stack([np.cos(angle), np.sin(angle)], 1) for r in rng.uniform(0.5, 1.5, 30)]
+    points = np.concatenate(clean) + rng.normal(0, sigma, (30 * 40, 2))
+    segments = np.repeat(np.arange(30), 40)
+    law = binary("add", unary("square", Q), unary("square", P))
+    near_miss = binary("add", unary("square", Q), binary("mul", param(), unary("square", P)))
+    params = torch.tensor([[0.0], [0.5]], dtype=torch.float64)
+    plain = FitData.from_arrays(points, segments)
+    corrected = FitData.from_arrays(points, segments, noise_var=np.full(points.shape, sigma**2))
+    _, raw, _ = score_formulas([law, near_miss], plain, params)
+    ratio, raw_again, trivial = score_formulas([law, near_miss], corrected, params,
+                                               noise_floor=0.1)
+    torch.testing.assert_close(raw, raw_again)
+    assert not trivial.any()
+    assert float(raw[0]) < 100  # the noise caps the measured ratio of the true law ...
+    assert float(ratio[0]) == pytest.approx(10 * float(raw[0]))  # ... lifted to the floor
+    assert float(raw[1]) < float(ratio[1]) < 1.2 * float(raw[1])  # a real variation stays
+    assert float(ratio[1]) < 100
+
+
+def test_gauss_newton_weights_give_the_levenberg_marquardt_step() -> None:
+    generator = torch.Generator().manual_seed(0)
+    matrix = torch.randn(3, 5, 4, generator=generator, dtype=torch.float64)  # (B, T, P)
+    target = torch.randn(3, 5, generator=generator, dtype=torch.float64)
+    theta = torch.zeros(3, 4, dtype=torch.float64, requires_grad=True)
+
+    def residuals(params: dict[str, torch.Tensor], _: object) -> torch.Tensor:
+        return torch.einsum("btp,bp->bt", matrix, params["theta"]) ** 2 / 2 + \
+            torch.einsum("btp,bp->bt", matrix, params["theta"]) - target
+
+    start = {"theta": theta}
+    at_start = residuals(start, None)
+    jacobian = residual_jacobian(at_start, start)
+    torch.testing.assert_close(jacobian, matrix)  # d r / d theta at theta = 0
+    lr = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
+    weights = gauss_newton_weights(jacobian, at_start.detach(), lr)
+    stepped = tailor(start, None, lambda p, b: (weights * residuals(p, b)).sum(1), lr=1.0)
+    damping = (matrix @ matrix.transpose(1, 2)).diagonal(dim1=1, dim2=2).mean(1) / lr
+    normal = matrix.transpose(1, 2) @ matrix + damping[:, None, None] * torch.eye(4)
+    expected = -torch.linalg.solve(normal, (matrix.transpose(1, 2) @ -target[..., None]))
+    torch.testing.assert_close(stepped["theta"], expected.squeeze(-1))

@@ -17,10 +17,12 @@ from noether_control.discovery.scoring import (
     HNN,
     MLP,
     Batch,
+    ScoringConfig,
     apply_mlp,
     conservation_loss,
     pooled_scale,
     sympy_quantity,
+    tailored_rollout,
 )
 from noether_control.noether import expand_params, tailor
 
@@ -101,3 +103,30 @@ def test_true_energy_tailoring_lowers_the_conservation_loss() -> None:
     per_example = {k: v.detach() for k, v in params.items()}
     torch.testing.assert_close(apply_mlp(per_example, batch.states[:, 0]),
                                mlp(batch.states[:, 0]))
+
+
+def test_gauss_newton_tailoring_step_conserves_the_true_energy_better() -> None:
+    torch.manual_seed(0)
+    data = generate("pendulum", 4, 0.0, np.random.default_rng(0), points_per_trajectory=12)
+    batch = Batch.from_trajectories(data, None, torch.float64, torch.device("cpu"))
+    mlp = MLP([2, 16, 16, 2]).double()
+    energy = sympy_quantity(data.energy, data.names)
+    scale = pooled_scale(energy, batch)
+    tailored = ["layers.2.weight", "layers.2.bias"]
+    losses = []
+    for lr in (1e-3, 1.0, 100.0):
+        predicted = tailored_rollout(mlp, None, energy, scale, batch, lr, tailored,
+                                     optimizer="gauss_newton").detach()
+        values = energy(predicted)
+        losses.append((values - values[:, :1]).pow(2).mean(1) / scale)
+    with torch.no_grad():
+        plain = energy(tailored_rollout(mlp, None, None, None, batch, 0.0, tailored))
+    before = (plain - plain[:, :1]).pow(2).mean(1) / scale
+    assert all(torch.all(loss < before) for loss in losses)
+    # Less damping (a larger rate) moves further towards the Gauss-Newton solution.
+    assert losses[1].mean() < 0.5 * losses[0].mean()
+
+
+def test_scoring_config_rejects_unknown_tailoring_steps() -> None:
+    with pytest.raises(ValueError, match="inner_optimizer"):
+        ScoringConfig(inner_optimizer="newton")

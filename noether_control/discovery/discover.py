@@ -7,7 +7,8 @@ Pipeline (each stage in its own module):
 2. enumeration of unit-correct formulas up to ``search.max_size`` nodes, duplicates removed
    (commutativity, then equivalence on random inputs up to an affine map);
 3. batched fitting of every formula's constants to minimise its scale-free variance along the
-   training trajectories; conserved = variance ratio >= ``search.min_variance_ratio``;
+   training trajectories; conserved = variance ratio (noise-corrected) >=
+   ``search.min_variance_ratio``;
 4. usefulness: tailoring a pretrained MLP with each survivor, the best meta-tailored, the final
    choice by training loss; baselines MLP, true energy, HNN; long-horizon RMSE on test.
 
@@ -58,7 +59,7 @@ from noether_control.discovery.scoring import (
     sweep_learning_rates,
     sympy_quantity,
     tailored_rollout,
-    train_vector_field,
+    train_one_step,
 )
 from noether_control.runtime import (
     resolve_device,
@@ -129,7 +130,15 @@ class SearchConfig:
     n_random: int = 512
     """Random states for ``random=box``."""
     min_variance_ratio: float = 100.0
-    """Conserved when Var_random / Var_within is at least this."""
+    """Conserved when Var_random / Var_within (noise-corrected, see ``noise_correction``) is at
+    least this."""
+    noise_correction: bool = True
+    """Subtract from Var_within what the observation noise (estimated from the data, reduced by
+    the smoothing) explains; without it a law's ratio is capped by the noise level."""
+    noise_floor: float = 0.1
+    """The corrected Var_within is at least this fraction of the measured one (about one
+    standard error of the correction), so a noise-explained law scores 1/noise_floor times its
+    raw ratio."""
     survivor_tolerance: float = 1e-3
     """Fitted survivors whose values correlate to within this of +-1 are one law."""
     drift_significance: float = 2.0
@@ -168,6 +177,7 @@ class Candidate:
     formula: Expr
     params: np.ndarray
     variance_ratio: float
+    raw_ratio: float
     fit_params: np.ndarray | None = None
     sweep_error: float = math.inf
     lr: float = 0.0
@@ -211,6 +221,10 @@ def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
     start = time.perf_counter()
     enumeration = enumerate_formulas(train.units, config.max_size, config.max_params, config.ops)
     seconds["enumerate"] = time.perf_counter() - start
+    noise_var = None
+    if config.noise_correction:
+        gains = np.concatenate(train.smoothing_gains(config.smooth_window))
+        noise_var = gains[:, None] * train.noise_std()[None, :] ** 2
     train = train.smoothed(config.smooth_window)
     points, segments = train.points()
     low, high = points.min(axis=0), points.max(axis=0)
@@ -224,9 +238,10 @@ def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
     seconds["deduplicate"] = time.perf_counter() - start
     start = time.perf_counter()
     data = FitData.from_arrays(points, segments, random=config.random, n_random=config.n_random,
-                               rng=rng, dtype=getattr(torch, config.fit_dtype), device=device)
+                               rng=rng, noise_var=noise_var,
+                               dtype=getattr(torch, config.fit_dtype), device=device)
     fit = fit_formulas(formulas, data, steps=config.fit_steps, lr=config.fit_lr,
-                       chunk_size=config.chunk_size)
+                       chunk_size=config.chunk_size, noise_floor=config.noise_floor)
     conserved = torch.nonzero((fit.variance_ratio >= config.min_variance_ratio)
                               & ~fit.trivial).flatten()
     order = conserved[torch.argsort(fit.variance_ratio[conserved], descending=True)].tolist()
@@ -241,7 +256,8 @@ def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
     for index in unique:
         formula = survivors_formulas[index]
         params = fitted[index, :formula.n_params].cpu().numpy()
-        candidate = Candidate(formula, params, float(fit.variance_ratio[order[index]]))
+        candidate = Candidate(formula, params, float(fit.variance_ratio[order[index]]),
+                              float(fit.raw_ratio[order[index]]))
         quantity = formula_quantity(formula, torch.as_tensor(params))
         values = [quantity(torch.as_tensor(s)).numpy() for s in train.states]
         candidate.drift = drift_per_time(values, train.times)
@@ -271,17 +287,17 @@ def score(train: Trajectories, test: Trajectories, survivors: list[Candidate],
     # Rollouts start from, and are compared with, the smoothed training states: from a noisy
     # first state every model drifts onto another energy level, and the outer loss then teaches
     # it to damp the dynamics.
-    train_batch = Batch.from_trajectories(train.smoothed(config.derivative_window), None, dtype,
-                                          device)
+    smoothed = train.smoothed(config.smooth_window)
+    train_batch = Batch.from_trajectories(smoothed, None, dtype, device)
     test_batch = Batch.from_trajectories(test, test.clean, dtype, device)
     dim = len(train.names)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         mlp = MLP([dim, config.hidden, config.hidden, dim]).to(device)
         hnn = HNN(dim, config.hidden).to(device) if config.hnn and dim % 2 == 0 else None
-    smooth_states, derivatives = (torch.as_tensor(a, dtype=dtype, device=device)
-                                  for a in train.derivatives(config.derivative_window))
-    train_vector_field(mlp, smooth_states, derivatives, config.pretrain_steps, config.pretrain_lr)
+    transitions = [torch.as_tensor(a, dtype=dtype, device=device)
+                   for a in smoothed.transitions()]
+    train_one_step(mlp, *transitions, config.pretrain_steps, config.pretrain_lr)
     for parameter in mlp.parameters():
         parameter.requires_grad_(False)
     rmse_table: dict[str, float | None] = {"mlp": None, "noether": None, "true_energy": None,
@@ -292,8 +308,7 @@ def score(train: Trajectories, test: Trajectories, survivors: list[Candidate],
     rmse_table["mlp"] = rmse(test_batch, plain)
     predictions["mlp"] = plain.cpu().numpy()
     if hnn is not None:
-        train_vector_field(hnn, smooth_states, derivatives, config.pretrain_steps,
-                           config.pretrain_lr)
+        train_one_step(hnn, *transitions, config.pretrain_steps, config.pretrain_lr)
         predicted = rollout(hnn, test_batch.states[:, 0], test_batch.steps).detach()
         rmse_table["hnn"] = rmse(test_batch, predicted)
     scored = survivors[:config.max_scored]
@@ -365,6 +380,7 @@ def formula_record(candidate: Candidate, names: list[str], train: Trajectories,
         "fitted": str(to_sympy(formula, names, candidate.params.tolist())),
         "size": formula.size,
         "variance_ratio": candidate.variance_ratio,
+        "variance_ratio_raw": candidate.raw_ratio,
         "drift_per_time": slope,
         "approximately_conserved": bool(significance > drift_significance),
         "sweep_error": None if math.isinf(candidate.sweep_error) else candidate.sweep_error,

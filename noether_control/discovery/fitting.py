@@ -20,7 +20,9 @@ formulas with a pole or a heavy tail inside the box but away from the data (``q*
 conserved, so ``pooled`` is the default. All parameters live in one
 ``(n_formulas, n_params)`` tensor optimised by one Adam over the sum of the (independent)
 per-formula losses. A formula is *conserved* when ``Var_random / Var_within`` is at least the
-configured ratio (100 by default) and it is not (nearly) constant on the random states.
+configured ratio (100 by default) and it is not (nearly) constant on the random states; given the
+observation noise's variance at each point, the scores first remove from ``Var_within`` the part
+the noise explains (:func:`score_formulas`), without which noise caps every law's ratio.
 """
 
 from __future__ import annotations
@@ -266,18 +268,22 @@ class FitData:
         segments: each true point's trajectory index, ``(n_true,)`` int64.
         random_points: random states from the data's bounding box ``(n_inputs, n_random)``, or
             None for pooled random sequences (states drawn from all trajectories).
+        noise_var: variance of each true point's observation noise ``(n_inputs, n_true)`` (after
+            any smoothing), or None: the scores then take the measured variance at face value.
     """
 
     true_points: Tensor
     segments: Tensor
     random_points: Tensor | None = None
+    noise_var: Tensor | None = None
 
     @classmethod
     def from_arrays(cls, points: np.ndarray, segments: np.ndarray, *, random: str = "pooled",
                     n_random: int = 512, rng: np.random.Generator | None = None,
-                    dtype: torch.dtype = torch.float64,
+                    noise_var: np.ndarray | None = None, dtype: torch.dtype = torch.float64,
                     device: torch.device | None = None) -> FitData:
-        """Build from stacked states ``(N, D)`` and trajectory ids ``(N,)``.
+        """Build from stacked states ``(N, D)``, trajectory ids ``(N,)`` and optionally each
+        state's noise variance ``noise_var`` ``(N, D)``.
 
         ``random="pooled"`` compares with sequences drawn from all trajectories (needs >= 2
         trajectories); ``random="box"`` draws ``n_random`` states uniformly from the per-column
@@ -287,18 +293,23 @@ class FitData:
             raise ValueError(f"random: expected 'pooled' or 'box', got {random!r}")
         true_points = torch.as_tensor(points.T.copy(), dtype=dtype, device=device)
         segment_ids = torch.as_tensor(segments, dtype=torch.long, device=device)
+        noise = None if noise_var is None else torch.as_tensor(noise_var.T.copy(),
+                                                               dtype=torch.float64, device=device)
+        if noise is not None and noise.shape != true_points.shape:
+            raise ValueError(f"noise_var: expected one variance per state {tuple(points.shape)}, "
+                             f"got {tuple(noise_var.shape)}")
         if random == "pooled":
             if len(np.unique(segments)) < 2:
                 raise ValueError("random='pooled' needs >= 2 trajectories; use random='box' for a "
                                  "single trajectory")
-            return cls(true_points, segment_ids)
+            return cls(true_points, segment_ids, None, noise)
         if n_random < 2 or rng is None:
             raise ValueError(f"random='box': expected n_random >= 2 and an rng, got {n_random} "
                              f"and {rng!r}")
         low, high = points.min(axis=0), points.max(axis=0)
         box = rng.uniform(low, high, size=(n_random, points.shape[1]))
         return cls(true_points, segment_ids,
-                   torch.as_tensor(box.T.copy(), dtype=dtype, device=device))
+                   torch.as_tensor(box.T.copy(), dtype=dtype, device=device), noise)
 
     @property
     def all_points(self) -> Tensor:
@@ -351,24 +362,29 @@ class FitResult:
     Attributes:
         params: ``(n_formulas, n_slots)`` fitted parameters (unused slots are meaningless).
         variance_ratio: ``Var_random / Var_within`` per formula, ``(n_formulas,)`` (0 when not
-            finite or trivial).
+            finite or trivial), with ``Var_within`` noise-corrected when the data has
+            ``noise_var`` (see :func:`score_formulas`).
+        raw_ratio: the same with the measured ``Var_within``.
         trivial: formulas constant on random states (or non-finite), ``(n_formulas,)`` bool.
         losses: mean fitting loss over parametrised formulas after each Adam step.
     """
 
     params: Tensor
     variance_ratio: Tensor
+    raw_ratio: Tensor
     trivial: Tensor
     losses: list[float]
 
 
 def fit_formulas(formulas: Sequence[Expr], data: FitData, *, steps: int = 200, lr: float = 0.1,
-                 init: float = 1.0, chunk_size: int = 1024) -> FitResult:
+                 init: float = 1.0, chunk_size: int = 1024, noise_floor: float = 0.1
+                 ) -> FitResult:
     """Fit every formula's parameters to minimise :func:`variance_ratio_loss`, all at once.
 
     One Adam (cosine-decayed learning rate) optimises the ``(n_formulas, n_slots)`` parameter
     matrix; each step evaluates every topology program once and back-propagates the summed loss.
-    Formulas without parameters are evaluated once, not optimised.
+    Formulas without parameters are evaluated once, not optimised. ``noise_floor``: see
+    :func:`score_formulas`.
     """
     if steps < 0:
         raise ValueError(f"steps: expected >= 0, got {steps}")
@@ -399,28 +415,66 @@ def fit_formulas(formulas: Sequence[Expr], data: FitData, *, steps: int = 200, l
             schedule.step()
             losses.append(total / len(with_params))
         params[with_params] = fitted.detach()
-    ratio, trivial = score_formulas(formulas, data, params, chunk_size)
-    return FitResult(params, ratio, trivial, losses)
+    ratio, raw_ratio, trivial = score_formulas(formulas, data, params, chunk_size, noise_floor)
+    return FitResult(params, ratio, raw_ratio, trivial, losses)
 
 
 @torch.no_grad()
 def score_formulas(formulas: Sequence[Expr], data: FitData, params: Tensor,
-                   chunk_size: int = 1024) -> tuple[Tensor, Tensor]:
-    """``(variance_ratio, trivial)`` per formula at the given parameters ``(n, slots)``."""
+                   chunk_size: int = 1024, noise_floor: float = 0.1
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """``(variance_ratio, raw_ratio, trivial)`` per formula at the given parameters ``(n, slots)``.
+
+    ``raw_ratio`` is ``Var_random / Var_within``. With ``data.noise_var`` the measured
+    within-trajectory variance is corrected for what the observation noise alone puts there,
+    ``Var_noise = mean_t sum_i noise_var[i, t] * (df/dx_i)^2`` (first-order propagation,
+    derivatives by central differences), and ``variance_ratio = Var_random / max(Var_within -
+    Var_noise, noise_floor * Var_within)``: a law whose measured variance the noise explains
+    scores ``raw_ratio / noise_floor``, the resolution of the estimate. Without it
+    ``variance_ratio = raw_ratio``.
+    """
     programs = compile_programs(formulas, chunk_size, params.device)
     ratio = torch.zeros(len(formulas), dtype=params.dtype, device=params.device)
+    raw_ratio = torch.zeros_like(ratio)
     trivial = torch.ones(len(formulas), dtype=torch.bool, device=params.device)
     points = data.all_points
     for program in programs:
-        values = evaluate_program(program, points, params[program.rows])
+        rows_params = params[program.rows]
+        values = evaluate_program(program, points, rows_params)
         within, random = variance_terms(values, data)
         scale = _random_values(values, data).pow(2).mean(dim=1)
         is_trivial = ~torch.isfinite(values).all(dim=1) | ~(random > 1e-12 * scale)
-        program_ratio = random / within.clamp_min(1e-300)
-        ratio[program.rows] = torch.where(is_trivial | ~torch.isfinite(program_ratio),
-                                          torch.zeros_like(program_ratio), program_ratio)
+        measured = within.clamp_min(1e-300)
+        program_raw = random / measured
+        if data.noise_var is not None:
+            noise = _noise_variance(program, data, rows_params).to(within.dtype)
+            corrected = torch.maximum(within - noise, noise_floor * within).clamp_min(1e-300)
+            program_ratio = random / torch.where(torch.isfinite(noise), corrected, measured)
+        else:
+            program_ratio = program_raw
+        for target, source in ((ratio, program_ratio), (raw_ratio, program_raw)):
+            target[program.rows] = torch.where(is_trivial | ~torch.isfinite(source),
+                                               torch.zeros_like(source), source)
         trivial[program.rows] = is_trivial
-    return ratio, trivial
+    return ratio, raw_ratio, trivial
+
+
+def _noise_variance(program: Program, data: FitData, params: Tensor) -> Tensor:
+    """``mean_t sum_i noise_var[i, t] * (df/dx_i)^2`` per formula of ``program``, ``(n,)``."""
+    points = data.true_points.to(torch.float64)
+    params = params.to(torch.float64)
+    total = torch.zeros(len(program.rows), points.shape[1], dtype=torch.float64,
+                        device=points.device)
+    for index in range(points.shape[0]):
+        # float64 central differences: relative step 1e-6 balances truncation and rounding.
+        step = 1e-6 * float(points[index].abs().max().clamp_min(1e-12))
+        shifted = [points.clone(), points.clone()]
+        shifted[0][index] += step
+        shifted[1][index] -= step
+        slope = (evaluate_program(program, shifted[0], params)
+                 - evaluate_program(program, shifted[1], params)) / (2 * step)
+        total += data.noise_var[index] * slope.pow(2)
+    return total.mean(dim=1)
 
 
 def drift_per_time(values: Sequence[np.ndarray], times: Sequence[np.ndarray]

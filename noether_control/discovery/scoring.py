@@ -1,18 +1,20 @@
 """Scoring conserved quantities by usefulness: Noether tailoring of a learned dynamics model.
 
 A pretrained MLP vector field ``F_theta(x)`` (HNN settings: 3 tanh layers of 200 units, full-batch
-Adam 1e-3) predicts the next state with one RK4 step of the actual time step. For a candidate law
-``g``, each example (a trajectory, known from its first state) is *tailored*: one inner gradient
-step on its own copy of ``theta`` lowers the conservation loss
+Adam 1e-3) predicts the next state with one RK4 step of the actual time step, and is trained as
+such a next-state predictor on the smoothed training trajectories. For a candidate law ``g``,
+each example (a trajectory, known from its first state) is *tailored*: one inner step on its own
+copy of the tailored parameters lowers the conservation loss
 
-    L_b = mean_t (g(x_hat_t) - g(x_0))^2 / Var_pooled(g)              (Eq. 2(a) of the paper)
+    L_b = mean_t (g(x_hat_t) - g(x_hat_0))^2 / Var_pooled(g)          (Eq. 2(a) of the paper)
 
-along its own predicted rollout, and the tailored model predicts again. Every surviving candidate
-is scored by the prediction error after one step with the inner learning rate swept over
-``1e-3 ... 1e1``; the best few are meta-tailored (the outer prediction loss back-propagated
-through the inner step, second order, training ``theta`` and the formula's constants), and the
-final choice is the lowest meta-training loss. All tailoring goes through
-:func:`noether_control.noether.tailor`.
+along its own predicted rollout, and the tailored model predicts again. The step is by default
+one damped Gauss-Newton step on the residuals of ``L_b`` (a gradient step cannot undo the drift
+of a long rollout). Every surviving candidate is scored by the training prediction error after
+one step with the inner rate swept over ``1e-3 ... 1e1``; the best few are meta-tailored (the
+outer prediction loss back-propagated through the inner step, training ``theta`` and the
+formula's constants), and the final choice is the lowest training loss. All tailoring goes
+through :func:`noether_control.noether.tailor`.
 
 Baselines: the untailored MLP, the MLP meta-tailored with the true energy, and a Hamiltonian Neural
 Network (an MLP scalar ``H`` whose symplectic gradient ``(dH/dp, -dH/dq)`` is the vector field).
@@ -33,6 +35,11 @@ from torch import Tensor, nn
 from noether_control.discovery.data import Trajectories
 from noether_control.discovery.expressions import Expr
 from noether_control.noether import expand_params, tailor
+from noether_control.noether.tailoring import OPTIMIZERS, gauss_newton_weights, residual_jacobian
+
+INNER_OPTIMIZERS = ("gauss_newton", *OPTIMIZERS)
+"""Tailoring steps: a damped Gauss-Newton step, or one of :func:`noether_control.noether.tailor`'s
+optimizers."""
 
 Field = Callable[[Tensor], Tensor]
 Quantity = Callable[[Tensor], Tensor]
@@ -49,19 +56,25 @@ class ScoringConfig:
     """Full-batch Adam steps to pretrain the MLP and the HNN on one-step transitions."""
     pretrain_lr: float = 1e-3
     """Adam learning rate of pretraining."""
-    inner_optimizer: str = "normalized"
-    """Tailoring step: ``normalized`` (each example moves ``lr`` along its unit gradient, so the
-    swept rates are step lengths whatever the formula's scale) or ``sgd``."""
-    derivative_window: int = 7
-    """Samples per local cubic fit estimating the time derivatives the models regress on."""
+    inner_optimizer: str = "gauss_newton"
+    """Tailoring step: ``gauss_newton`` (one damped Gauss-Newton step on the conservation
+    residuals, ``lr`` setting the damping; see :func:`noether_control.noether.tailoring.
+    gauss_newton_weights`), ``normalized`` (each example moves ``lr`` along its unit gradient) or
+    ``sgd``."""
+    smooth_window: int = 7
+    """Samples per local cubic fit denoising the training trajectories the models learn from
+    and are meta-tailored on (< 4: raw states)."""
     lr_sweep: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])
-    """Inner learning rates tried for each candidate's one tailoring step."""
+    """Inner learning rates tried for each candidate's one tailoring step (for ``gauss_newton``
+    they set the damping: 1e-3 is a short gradient step, 10 nearly the full Gauss-Newton step)."""
     max_scored: int = 100
     """Score at most this many surviving candidates (highest variance ratio first)."""
     top_k: int = 3
     """Number of best-scoring candidates to meta-tailor."""
-    meta_steps: int = 100
-    """Outer (meta-tailoring) Adam steps for each of the top candidates and the true energy."""
+    meta_steps: int = 20
+    """Outer (meta-tailoring) Adam steps for each of the top candidates and the true energy (0:
+    rank by the training error after the tailoring step alone). Each step costs about 1.7 s on
+    one CPU thread for the HNN pendulum; see docs/discovery.md for what more steps did."""
     meta_lr: float = 1e-4
     """Outer Adam learning rate for the MLP weights."""
     meta_formula_lr: float = 1e-3
@@ -73,6 +86,11 @@ class ScoringConfig:
     200x200 hidden weights per example costs ~10x more for no measured gain."""
     hnn: bool = True
     """Train the Hamiltonian Neural Network baseline (needs an even number of columns: q then p)."""
+
+    def __post_init__(self) -> None:
+        if self.inner_optimizer not in INNER_OPTIMIZERS:
+            raise ValueError(f"scoring.inner_optimizer: expected one of {INNER_OPTIMIZERS}, got "
+                             f"{self.inner_optimizer!r}")
 
 
 class MLP(nn.Module):
@@ -239,23 +257,36 @@ def sympy_quantity(text: str, names: Sequence[str]) -> Quantity:
     return quantity
 
 
-def conservation_loss(quantity: Quantity, scale: Tensor, shared: Mapping[str, Tensor] | None = None,
-                      ) -> Callable[[dict[str, Tensor], Batch], Tensor]:
-    """Per-example Eq. 2(a) loss of ``quantity`` along each example's own predicted rollout.
+def conservation_residuals(quantity: Quantity, scale: Tensor,
+                           shared: Mapping[str, Tensor] | None = None,
+                           ) -> Callable[[dict[str, Tensor], Batch], Tensor]:
+    """Per-example residuals ``(B, T)`` of Eq. 2(a) along each example's own predicted rollout.
 
-    The returned ``loss(params, batch)`` runs the MLP with the per-example ``params`` on top of
-    the ``shared`` (untailored) parameters.
+    ``r_t = (g(x_hat_t) - g(x_hat_0)) / sqrt(Var_pooled(g) * T_b)`` on existing samples (0 after
+    a trajectory's end), so that ``sum_t r_t^2`` is the conservation loss. The returned
+    ``residuals(params, batch)`` runs the MLP with the per-example ``params`` on top of the
+    ``shared`` (untailored) parameters.
     """
     shared = dict(shared or {})
 
-    def loss(params: dict[str, Tensor], batch: Batch) -> Tensor:
+    def residuals(params: dict[str, Tensor], batch: Batch) -> Tensor:
         merged = {**shared, **params}
         predicted = rollout(lambda x: apply_mlp(merged, x), batch.states[:, 0], batch.steps)
         values = quantity(predicted)
-        deviation = (values - values[:, :1]).pow(2) * batch.mask
-        return deviation.sum(dim=1) / batch.mask.sum(dim=1) / scale
+        weight = batch.mask / (batch.mask.sum(dim=1, keepdim=True) * scale)
+        return (values - values[:, :1]) * weight.sqrt()
 
-    return loss
+    return residuals
+
+
+def conservation_loss(quantity: Quantity, scale: Tensor, shared: Mapping[str, Tensor] | None = None,
+                      ) -> Callable[[dict[str, Tensor], Batch], Tensor]:
+    """Per-example Eq. 2(a) loss ``mean_t (g(x_hat_t) - g(x_hat_0))^2 / Var_pooled(g)``, ``(B,)``.
+
+    See :func:`conservation_residuals`, whose squares it sums.
+    """
+    residuals = conservation_residuals(quantity, scale, shared)
+    return lambda params, batch: residuals(params, batch).pow(2).sum(dim=1)
 
 
 def pooled_scale(quantity: Quantity, batch: Batch) -> Tensor:
@@ -264,18 +295,17 @@ def pooled_scale(quantity: Quantity, batch: Batch) -> Tensor:
     return values.var().detach().clamp_min(1e-12)
 
 
-def train_vector_field(model: nn.Module, states: Tensor, derivatives: Tensor, steps: int,
-                       lr: float) -> list[float]:
-    """Full-batch Adam regressing ``model(states)`` on ``derivatives``, both ``(N, D)``.
-
-    As in HNN, the models learn time derivatives (here estimated by local polynomial fits of the
-    observed trajectories, since measurements come without them); RK4 then integrates them.
+def train_one_step(model: nn.Module, states: Tensor, following: Tensor, steps_dt: Tensor,
+                   steps: int, lr: float) -> list[float]:
+    """Full-batch Adam training ``model`` as a next-state predictor: one RK4 step of the vector
+    field ``model`` over ``steps_dt`` ``(N,)`` from ``states`` ``(N, D)`` should land on
+    ``following`` ``(N, D)``. Returns the loss after each step.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
         optimizer.zero_grad()
-        loss = (model(states) - derivatives).pow(2).mean()
+        loss = (rk4_step(model, states, steps_dt) - following).pow(2).mean()
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
@@ -285,7 +315,7 @@ def train_vector_field(model: nn.Module, states: Tensor, derivatives: Tensor, st
 def tailored_rollout(mlp: MLP, params: Mapping[str, Tensor] | None, quantity: Quantity | None,
                      scale: Tensor | None, batch: Batch, lr: float | Tensor,
                      tailored: Sequence[str], second_order: bool = False,
-                     optimizer: str = "normalized") -> Tensor:
+                     optimizer: str = "gauss_newton") -> Tensor:
     """Predict ``batch`` after one tailoring step per example of the ``tailored`` parameters (no
     tailoring if ``quantity`` is None). ``params`` defaults to the MLP's own weights."""
     everything = dict(mlp.named_parameters()) if params is None else dict(params)
@@ -298,15 +328,29 @@ def tailored_rollout(mlp: MLP, params: Mapping[str, Tensor] | None, quantity: Qu
     shared = {name: value for name, value in everything.items() if name not in tailored}
     per_example = expand_params({name: everything[name] for name in tailored},
                                 batch.states.shape[0])
-    adapted = tailor(per_example, batch, conservation_loss(quantity, scale, shared), steps=1,
-                     lr=lr, optimizer=optimizer, second_order=second_order)
+    if optimizer == "gauss_newton":
+        residuals = conservation_residuals(quantity, scale, shared)
+        with torch.enable_grad():
+            start = {name: value if value.requires_grad else value.detach().requires_grad_(True)
+                     for name, value in per_example.items()}
+            at_start = residuals(start, batch)
+            jacobian = residual_jacobian(at_start, start)
+        weights = gauss_newton_weights(jacobian.detach(), at_start.detach(), lr)
+        # One SGD step of rate 1 on sum_t w_t r_t is the damped Gauss-Newton step on the
+        # conservation loss; the weights are held fixed, as the curvature is in Gauss-Newton.
+        adapted = tailor(per_example, batch,
+                         lambda params, examples: (weights * residuals(params, examples)).sum(1),
+                         steps=1, lr=1.0, optimizer="sgd", second_order=second_order)
+    else:
+        adapted = tailor(per_example, batch, conservation_loss(quantity, scale, shared),
+                         steps=1, lr=lr, optimizer=optimizer, second_order=second_order)
     merged = {**shared, **adapted}
     return rollout(lambda x: apply_mlp(merged, x), batch.states[:, 0], batch.steps)
 
 
 def sweep_learning_rates(mlp: MLP, quantity: Quantity, scale: Tensor, batch: Batch,
                          rates: Sequence[float], tailored: Sequence[str],
-                         optimizer: str = "normalized") -> tuple[float, float]:
+                         optimizer: str = "gauss_newton") -> tuple[float, float]:
     """``(best_error, best_lr)`` of one tailoring step over ``rates``, all rates in one batch."""
     tiled = batch.repeat(len(rates))
     per_example_lr = torch.as_tensor(rates, dtype=batch.states.dtype,

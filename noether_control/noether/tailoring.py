@@ -236,3 +236,54 @@ def tailor_with_config(
         adam_eps=config.adam_eps,
         callback=callback,
     )
+
+
+def residual_jacobian(residuals: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+    """Per-example Jacobian of ``residuals`` ``(B, T)`` with respect to per-example ``params``.
+
+    ``params`` are ``(B, ...)`` tensors in the graph of ``residuals`` and, as for :func:`tailor`,
+    example ``b``'s residuals depend only on example ``b``'s parameters, so one batched backward
+    pass per residual index gives every example's rows at once.
+
+    Returns:
+        ``(B, T, P)`` with ``P`` the number of parameters per example (``params`` in order,
+        flattened); zero columns for parameters the residuals do not use.
+    """
+    batch_size, length = residuals.shape
+    names = list(params)
+    cotangents = torch.eye(length, dtype=residuals.dtype, device=residuals.device)
+    cotangents = cotangents.unsqueeze(1).expand(length, batch_size, length)
+    with torch.enable_grad():
+        grads = torch.autograd.grad(residuals, [params[name] for name in names],
+                                    grad_outputs=cotangents, is_grads_batched=True,
+                                    allow_unused=True, retain_graph=True)
+    columns = [torch.zeros(length, batch_size, params[name][0].numel(), dtype=residuals.dtype,
+                           device=residuals.device) if grad is None
+               else grad.reshape(length, batch_size, -1)
+               for name, grad in zip(names, grads, strict=True)]
+    return torch.cat(columns, dim=2).transpose(0, 1)
+
+
+def gauss_newton_weights(jacobian: Tensor, residuals: Tensor, lr: float | Tensor) -> Tensor:
+    """Residual weights ``w`` ``(B, T)`` that turn :func:`tailor` into a Gauss-Newton step.
+
+    For a per-example loss ``1/2 sum_t r_t(theta)^2`` with Jacobian ``J`` ``(B, T, P)``,
+    ``w = (J J^T + lambda I)^-1 r`` and one ``sgd`` step of rate 1 on the surrogate loss
+    ``sum_t w_t r_t(theta)`` (``w`` held fixed) moves each example by
+    ``-J^T (J J^T + lambda I)^-1 r = -(J^T J + lambda I)^-1 J^T r``: the damped Gauss-Newton
+    (Levenberg-Marquardt) step, which for large ``lr`` zeroes the linearised residuals with the
+    smallest parameter change. The damping is ``lambda = mean diag(J J^T) / lr``, so ``lr`` is
+    scale-free: small rates give a short gradient step, large rates the full Gauss-Newton step.
+
+    Args:
+        jacobian: ``(B, T, P)`` from :func:`residual_jacobian`.
+        residuals: ``(B, T)`` at the same parameters (detached).
+        lr: a float or one rate per example ``(B,)``, > 0.
+    """
+    batch_size, length = residuals.shape
+    gram = jacobian @ jacobian.transpose(1, 2)
+    scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-30)
+    rate = torch.as_tensor(lr, dtype=residuals.dtype, device=residuals.device)
+    damping = (scale / rate.expand(batch_size)).reshape(batch_size, 1, 1)
+    identity = torch.eye(length, dtype=residuals.dtype, device=residuals.device)
+    return torch.linalg.solve(gram + damping * identity, residuals.unsqueeze(-1)).squeeze(-1)
