@@ -28,14 +28,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from omegaconf import DictConfig
 
 from noether_control.agents.policies import OUPolicy
 from noether_control.data.collect import CollectConfig, collect
 from noether_control.data.env_config import EnvConfig, make_vector_env
 from noether_control.data.windows import EpisodeWindows
+from noether_control.evaluation.evaluate import EvaluateConfig, evaluate_checkpoint
+from noether_control.models.svg import SVGConfig
 from noether_control.noether.compare import DemoComparisonConfig, demo_comparison
 from noether_control.runtime import atomic_path, run_dir, seed_everything, to_dataclass, write_json
+from noether_control.training.config import DataConfig, OptimConfig, TrainCommandConfig
+from noether_control.training.train import train_world_model
 
 
 @dataclass
@@ -76,14 +81,38 @@ class GifConfig:
 
 
 @dataclass
+class WorldModelStageConfig:
+    """The ``world_model`` stage: train the default world model, then evaluate it."""
+
+    #: optimiser steps (E₁ of the ``noether`` stage)
+    steps: int = 700
+    #: windows per step
+    batch_size: int = 8
+    #: Adam learning rate
+    lr: float = 2e-3
+    #: frames predicted per training window (after the 2 context frames)
+    n_future: int = 10
+    #: architecture (the default of ``conf/model/dcgan64.yaml``; data fields come from the dataset)
+    model: SVGConfig = field(default_factory=SVGConfig)
+    #: evaluation horizon (the per-horizon table and the reference predictors)
+    horizon: int = 25
+    #: test windows evaluated, evenly spread; null: every non-overlapping one
+    max_sequences: int | None = None
+
+
+@dataclass
 class DemoConfig:
     """Config of ``noether-control demo`` (``conf/commands/demo/demo.yaml``)."""
 
     #: seeds every stage
     seed: int = 0
+    #: torch CPU threads; 1 because on a small machine shared with other jobs, more threads
+    #: than free cores made training several times slower; null: torch's default
+    threads: int | None = 1
     collect: CollectConfig = field(default_factory=CollectConfig)
     windows: WindowsCheckConfig = field(default_factory=WindowsCheckConfig)
     gif: GifConfig = field(default_factory=GifConfig)
+    world_model: WorldModelStageConfig = field(default_factory=WorldModelStageConfig)
     noether: DemoComparisonConfig = field(default_factory=DemoComparisonConfig)
 
 
@@ -189,27 +218,71 @@ def gif_stage(config: DemoConfig, outputs: dict[str, StageOutputs], out_dir: Pat
     return {"path": str(path), "frames": len(grid), "size": list(grid.shape[1:3])}
 
 
+def world_model_config(config: DemoConfig, dataset: str) -> TrainCommandConfig:
+    """The training config of the demo's world model (also the Noether stage's baseline)."""
+    stage = config.world_model
+    optim = OptimConfig(steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr,
+                        schedule_steps=stage.steps, log_every=max(1, stage.steps // 20),
+                        checkpoint_every=stage.steps, image_every=stage.steps,
+                        val_windows=0, tensorboard=False, progress=False)
+    return TrainCommandConfig(data=DataConfig(path=dataset, n_future=stage.n_future),
+                              model=stage.model, train=optim, seed=config.seed, device="auto")
+
+
+def world_model_stage(
+    config: DemoConfig, outputs: dict[str, StageOutputs], out_dir: Path
+) -> StageOutputs:
+    """Train the world model on the collected dataset, then evaluate it on the test episodes."""
+    train_dir = out_dir / "world_model"
+    training = world_model_config(config, outputs["collect"]["path"])
+    train_world_model(training, train_dir)
+    document = evaluate_checkpoint(
+        EvaluateConfig(checkpoint=str(train_dir / "checkpoints" / "last.pt"),
+                       horizon=config.world_model.horizon,
+                       max_sequences=config.world_model.max_sequences, seed=config.seed),
+        train_dir / "evaluate",
+    )
+    model_mse = document["per_horizon"]["mse"]
+    references = {name: ref["mse"] for name, ref in document["references"].items()}
+    shown = sorted({h for h in (1, 5, 10, 25) if h <= len(model_mse)})
+    return {
+        "run_dir": str(train_dir),
+        "results": str(train_dir / "evaluate" / "results.json"),
+        "mse": {f"h{h}": model_mse[h - 1] for h in shown},
+        "references": {name: {f"h{h}": mse[h - 1] for h in shown}
+                       for name, mse in references.items()},
+        "beats_references_at_every_horizon": all(
+            m < min(ref[i] for ref in references.values()) for i, m in enumerate(model_mse)
+        ),
+    }
+
+
 def noether_stage(
     config: DemoConfig, outputs: dict[str, StageOutputs], out_dir: Path
 ) -> StageOutputs:
-    """Baseline vs more-steps control vs Noether, trained briefly and compared side by side."""
+    """More-steps control vs Noether from the trained world model, compared side by side."""
     if not config.noether.enabled:
         return {"skipped": True}
-    return demo_comparison(config.noether, outputs["collect"]["path"], out_dir / "noether",
-                           config.seed)
+    baseline = world_model_config(config, outputs["collect"]["path"])
+    return demo_comparison(config.noether, baseline, out_dir / "world_model", out_dir / "noether")
 
 
 STAGES: list[Stage] = [
     Stage("collect", "collect a small dataset", collect_stage),
     Stage("windows", "check the dataset as train/val/test windows", windows_stage),
     Stage("gif", "render the pixel environments to a GIF", gif_stage),
-    Stage("noether", "train baseline, control and Noether briefly; compare", noether_stage),
+    Stage("world_model", "train the world model; evaluate it", world_model_stage),
+    Stage("noether", "continue it as control and as Noether; compare", noether_stage),
 ]
 
 
 def run(cfg: DictConfig) -> None:
     """Entry point of ``noether-control demo``: run every stage, write ``results.json``."""
     config = to_dataclass(DemoConfig, cfg)
+    if config.threads is not None:
+        if config.threads < 1:
+            raise ValueError(f"threads: expected a positive integer or null, got {config.threads}")
+        torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     out_dir = Path(run_dir())
     outputs: dict[str, StageOutputs] = {}

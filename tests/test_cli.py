@@ -86,8 +86,17 @@ def test_demo_smoke_writes_the_gif(tmp_path: Path) -> None:
     assert frames.std() > 0  # the pendulums are drawn, not a blank canvas
     assert not np.array_equal(frames[0], frames[-1])  # and they move
     results = json.loads((out / "results.json").read_text())
-    assert set(results) >= {"collect", "windows", "gif", "seconds"}
+    assert set(results) >= {"collect", "windows", "gif", "world_model", "noether", "seconds"}
     assert results["windows"]["train"]["frames_shape"] == [6, 3, 64, 64]
+    world_model = results["world_model"]
+    evaluation = json.loads(Path(world_model["results"]).read_text())
+    assert len(evaluation["per_horizon"]["mse"]) == 4 and 1 <= evaluation["n_sequences"] <= 4
+    assert world_model["mse"]["h1"] == evaluation["per_horizon"]["mse"][0]
+    assert set(world_model["references"]) == {"last_frame", "mean_frame"}
+    # the Noether stage continued the trained world model: its baseline is that checkpoint
+    compared = json.loads(Path(results["noether"]["results"]).read_text())
+    assert Path(compared["runs"]["baseline"]["checkpoint"]).resolve() == (
+        Path(world_model["run_dir"]) / "checkpoints" / "last.pt").resolve()
 
 
 def test_demo_frame_grid_puts_each_env_and_sub_env_in_its_cell() -> None:

@@ -24,7 +24,11 @@ def tiny_config(**overrides: object) -> SVGConfig:
 
 def tiny_model(seed: int = 0, **overrides: object) -> SVGWorldModel:
     torch.manual_seed(seed)
-    return SVGWorldModel(tiny_config(**overrides))
+    model = SVGWorldModel(tiny_config(**overrides))
+    # As after training: the change head starts at zero ("no motion"), which would hide any
+    # dependence of the prediction on the LSTM.
+    torch.nn.init.normal_(model.predictor_out.weight, std=0.1)
+    return model
 
 
 def batch(
@@ -56,8 +60,9 @@ def test_verbs_have_documented_shapes(encoder: str, size: int) -> None:
     torch.testing.assert_close(predicted, rollout.frames)
 
 
-def test_training_unroll_closed_loop_matches_predict() -> None:
-    model = tiny_model()
+@pytest.mark.parametrize("feedback", ["latent", "pixels"])
+def test_training_unroll_closed_loop_matches_predict(feedback: str) -> None:
+    model = tiny_model(feedback=feedback)
     frames, actions = batch(3, 6)
     n_past = 2
     closed = model(frames, actions, n_past, teacher=torch.zeros(3, 6, dtype=torch.bool))
@@ -107,7 +112,7 @@ def test_per_example_gamma_changes_only_that_example() -> None:
     adapt = model.adapt_init(3)
     identity = functional_verb(model, params, "predict", frames[:, :2], actions, 3, adapt)
     torch.testing.assert_close(identity, model.predict(frames[:, :2], actions, 3))
-    for key in ("encoder.0.0.gamma", "decoder.1.0.beta", "encoder.head.gamma", "lstm.gamma"):
+    for key in ("encoder.0.0.gamma", "decoder.1.0.beta", "decoder.0.0.gamma", "lstm.gamma"):
         changed = {k: v.clone() for k, v in adapt.items()}
         changed[key][0] += 0.5
         out = functional_verb(model, params, "predict", frames[:, :2], actions, 3, changed)
@@ -134,7 +139,7 @@ def test_vmap_per_example_gradients_match_batched_gradients() -> None:
         return ((pred - frames[:, 2:]) ** 2).mean(dim=(1, 2, 3, 4)).sum()
 
     reference = grad(batched)(adapt)
-    for key in ("encoder.1.0.gamma", "decoder.0.0.beta", "lstm.beta"):
+    for key in ("encoder.0.0.gamma", "decoder.0.0.beta", "lstm.beta"):
         assert per_example[key].shape == (3, adapt[key].shape[1])
         torch.testing.assert_close(per_example[key], reference[key], rtol=1e-4, atol=1e-7)
         assert per_example[key].abs().sum() > 0
@@ -209,7 +214,7 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path: Path) -> None:
     payload = torch.load(path, weights_only=True)
     payload["model_config"]["g_dim"] = 24
     torch.save(payload, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match=r"encoder\.head\.conv\.weight"):
+    with pytest.raises(ValueError, match=r"encoder\.head\.out\.weight"):
         load_world_model(tmp_path / "other.pt")
     with pytest.raises(ValueError, match="no such file"):
         load_world_model(tmp_path / "missing.pt")
@@ -239,3 +244,75 @@ def _code_without_skips(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     code, skips = model.encode(frame)
     return code, [torch.zeros_like(s) for s in skips]
+
+
+def test_keypoint_head_finds_a_bright_spot() -> None:
+    from noether_control.models.layers import KeypointHead
+
+    head = KeypointHead(in_channels=1, keypoints=1, g_dim=4)
+    with torch.no_grad():
+        head.heatmaps.weight.fill_(1.0)
+        head.heatmaps.bias.zero_()
+        head.log_temperature.fill_(4.0)
+    features = torch.zeros(2, 1, 16, 16)
+    features[0, 0, 3, 12] = 5.0  # row 3 (y), column 12 (x)
+    features[1, 0, 15, 0] = 5.0
+    points = head.locate(features)
+    grid = torch.linspace(-1.0, 1.0, 16)
+    torch.testing.assert_close(points[:, 0], torch.stack([
+        torch.stack([grid[12], grid[3]]), torch.stack([grid[0], grid[15]])]), atol=1e-3, rtol=0)
+    assert head(features).shape == (2, 4) and head(features).abs().max() < 1
+
+
+@pytest.mark.parametrize("code_head", ["keypoints", "conv"])
+def test_both_code_heads_build_and_unknown_heads_are_rejected(code_head: str) -> None:
+    model = tiny_model(code_head=code_head)
+    frames, actions = batch(2, 4)
+    assert model.predict(frames[:, :2], actions, 2).shape == (2, 2, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"model\.code_head: expected one of"):
+        tiny_config(code_head="pixels").validate()
+
+
+def test_latent_feedback_reads_the_predicted_code_and_pixel_feedback_the_decoded_frame() -> None:
+    frames, actions = batch(2, 5)
+    latent = tiny_model(feedback="latent")
+    pixels = tiny_model(feedback="pixels")
+    pixels.load_state_dict(latent.state_dict())
+    # Same weights: the first predicted frame is the same, later ones differ with the feedback.
+    a = latent.predict(frames[:, :2], actions, n_future=3)
+    b = pixels.predict(frames[:, :2], actions, n_future=3)
+    torch.testing.assert_close(a[:, 0], b[:, 0])
+    assert not torch.allclose(a[:, 1:], b[:, 1:])
+    # Latent feedback never encodes a predicted frame: the encoder sees the context only.
+    calls = []
+    latent.encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    latent.predict(frames[:, :2], actions, n_future=3)
+    assert calls == [(4, 3, 32, 32)]
+    with pytest.raises(ValueError, match=r"model\.feedback: expected one of"):
+        tiny_config(feedback="frames").validate()
+
+
+def test_without_skips_a_prediction_is_the_decoding_of_its_code_alone() -> None:
+    model = tiny_model(skips=False)
+    frames, actions = batch(2, 4)
+    state = model.observe(frames[:, :2], actions[:, :2])
+    other = model.observe(frames[:, 2:], actions[:, :2])
+    # The context frame's skip features are ignored: only the code matters.
+    torch.testing.assert_close(model.decode(state.code, state.skips),
+                               model.decode(state.code, other.skips))
+    with_skips = tiny_model(skips=True)
+    state = with_skips.observe(frames[:, :2], actions[:, :2])
+    other = with_skips.observe(frames[:, 2:], actions[:, :2])
+    assert not torch.allclose(with_skips.decode(state.code, state.skips),
+                              with_skips.decode(state.code, other.skips))
+
+
+def test_an_untrained_change_predictor_predicts_no_motion() -> None:
+    torch.manual_seed(0)
+    model = SVGWorldModel(tiny_config())
+    frames, actions = batch(2, 4)
+    state = model.observe(frames[:, :2], actions[:, :2])
+    last_code, _ = model.encode(frames[:, 1])
+    torch.testing.assert_close(state.code, last_code)
+    rollout = model.imagine(state, actions[:, 2:])
+    torch.testing.assert_close(rollout.frames[:, 1], rollout.frames[:, 0])

@@ -26,7 +26,11 @@ def tiny_model(dtype: torch.dtype = torch.float32, **changes: object) -> SVGWorl
     torch.manual_seed(0)
     config = SVGConfig(image_size=32, channels=1, action_dim=1, width=4, g_dim=16, rnn_size=8,
                        rnn_layers=1, action_embed_dim=2)
-    return SVGWorldModel(replace(config, **changes)).to(dtype)
+    model = SVGWorldModel(replace(config, **changes))
+    # As after training: the change head starts at zero, which would make the LSTM (and so the
+    # default tailored LSTM modulation) invisible in the prediction.
+    torch.nn.init.normal_(model.predictor_out.weight, std=0.1)
+    return model.to(dtype)
 
 
 def noether_for(model: SVGWorldModel, dtype: torch.dtype = torch.float32, *,
@@ -141,7 +145,7 @@ def test_inner_loop_lowers_the_conservation_loss(
     assert out.frames.shape == (3, HORIZON, 1, 32, 32)
     assert torch.all(out.after < out.before), (out.before, out.after)
     # The module's weights were not touched by tailoring.
-    assert torch.equal(tiny_model().encoder.head.conv.weight, model.encoder.head.conv.weight)
+    assert torch.equal(tiny_model().encoder.head.out.weight, model.encoder.head.out.weight)
 
 
 def test_zero_steps_reproduce_the_baseline_exactly() -> None:
@@ -177,7 +181,8 @@ def test_one_example_tailoring_does_not_change_another() -> None:
     # Example 0 alone gets the same tailored prediction as inside the batch.
     with torch.no_grad():
         alone = noether.predict(model, frames[:1, :N_PAST], actions[:1], HORIZON)
-    torch.testing.assert_close(alone.frames[0], a.frames[0], rtol=0, atol=1e-6)
+    # float32 convolutions round differently with the batch size (B·H frames decoded at once)
+    torch.testing.assert_close(alone.frames[0], a.frames[0], rtol=0, atol=1e-5)
 
 
 def test_tailoring_changes_the_prediction() -> None:
@@ -239,7 +244,8 @@ def test_second_order_meta_gradient_matches_finite_differences(tailored: str) ->
                                  list(model.parameters()), allow_unused=True)
     approx_dir = sum(float((g * d).sum()) for g, d in zip(approx, directions, strict=False)
                      if g is not None)
-    assert approx_dir != pytest.approx(numeric, rel=1e-5)
+    # (compared with the exact float64 gradient: the dropped term can be small)
+    assert approx_dir != pytest.approx(analytic, rel=1e-9)
 
 
 # ---------------------------------------------------------------------------- checkpoints

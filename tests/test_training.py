@@ -192,7 +192,7 @@ def test_recon_weight_adds_the_autoencoding_mse_to_the_loss() -> None:
     from noether_control.models.svg import SVGWorldModel
 
     data = MovingDot()
-    config = tiny_config(1, recon_weight=0.5)
+    config = tiny_config(1, recon_weight=0.5, latent_weight=0.0)
     torch.manual_seed(0)
     model = SVGWorldModel(
         SVGConfig(image_size=32, channels=3, action_dim=1, state_dim=2, width=8, g_dim=16,
@@ -201,9 +201,43 @@ def test_recon_weight_adds_the_autoencoding_mse_to_the_loss() -> None:
     batch = {key: value[:3] for key, value in vars(data).items()}
     out = model(batch["frames"], batch["actions"], 2, reconstruct=True)
     total, metrics = compute_losses(out, batch, config)
-    plain, plain_metrics = compute_losses(out, batch, tiny_config(1))
+    plain, plain_metrics = compute_losses(out, batch,
+                                          tiny_config(1, recon_weight=0.0, latent_weight=0.0))
     assert out.reconstructions is not None
     recon = ((out.reconstructions - batch["frames"]) ** 2).mean()
     torch.testing.assert_close(metrics["train/recon_mse"], recon.detach())
     torch.testing.assert_close(total, plain + 0.5 * recon)
     assert "train/recon_mse" not in plain_metrics
+
+
+def test_latent_weight_adds_code_consistency_with_a_stop_gradient_target() -> None:
+    from noether_control.models.svg import SVGWorldModel
+
+    data = MovingDot()
+    torch.manual_seed(0)
+    model = SVGWorldModel(
+        SVGConfig(image_size=32, channels=3, action_dim=1, state_dim=2, width=8, g_dim=16,
+                  rnn_size=32, rnn_layers=1, action_embed_dim=4, state_head=True)
+    )
+    batch = {key: value[:3] for key, value in vars(data).items()}
+    out = model(batch["frames"], batch["actions"], 2)
+    assert out.codes is not None and out.predicted_codes is not None
+    assert out.codes.shape == (3, batch["frames"].shape[1], 16)
+    assert out.predicted_codes.shape == (3, batch["frames"].shape[1] - 1, 16)
+    total, metrics = compute_losses(out, batch, tiny_config(1, recon_weight=0.0,
+                                                            latent_weight=2.0))
+    plain, _ = compute_losses(out, batch, tiny_config(1, recon_weight=0.0, latent_weight=0.0))
+    latent = ((out.predicted_codes - out.codes[:, 1:]) ** 2).mean()
+    torch.testing.assert_close(metrics["train/latent_mse"], latent.detach())
+    torch.testing.assert_close(total, plain + 2.0 * latent)
+    # The target codes are a stop-gradient: the encoder gets the term's gradient only through
+    # the predictor's inputs, as if the targets were constants.
+    weight = model.encoder.head.out.weight
+    through_loss = torch.autograd.grad(total - plain, weight, retain_graph=True)[0]
+    constant_targets = 2.0 * ((out.predicted_codes - out.codes[:, 1:].detach()) ** 2).mean()
+    torch.testing.assert_close(through_loss, torch.autograd.grad(constant_targets, weight)[0])
+
+
+def test_negative_loss_weights_are_rejected() -> None:
+    with pytest.raises(ValueError, match=r"train\.latent_weight: expected ≥ 0, got -1"):
+        tiny_config(1, latent_weight=-1.0).validate()

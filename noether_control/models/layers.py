@@ -139,19 +139,81 @@ class LSTMStack(nn.Module):
         return inp, (torch.stack(hs), torch.stack(cs))
 
 
+CODE_HEADS = ("keypoints", "conv")
+
+
+class KeypointHead(nn.Module):
+    """Spatial soft-argmax keypoints (Levine et al. 2016) mapped to a frame code.
+
+    A 1×1 convolution makes ``keypoints`` heat maps; each is a softmax over positions (learned
+    temperature) whose expected ``(x, y)`` in ``[-1, 1]`` is one keypoint; a linear layer and
+    ``tanh`` map the ``2·keypoints`` coordinates to the code. Why: with a global convolutional
+    head the code starts blind to where the rod is, the decoder settles on the mean frame and the
+    pair can sit on that plateau for hundreds of steps; even random filters respond to the rod, so
+    a soft-argmax code locates it from the first step and the autoencoder leaves the plateau in
+    tens of steps (docs/world_model.md has the measurements).
+    """
+
+    def __init__(self, in_channels: int, keypoints: int, g_dim: int) -> None:
+        super().__init__()
+        self.heatmaps = nn.Conv2d(in_channels, keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.out = nn.Linear(2 * keypoints, g_dim)
+
+    def locate(self, features: Tensor) -> Tensor:
+        """``features``: ``(B, C, H, W)`` → keypoints ``(B, keypoints, 2)``, ``(x, y)`` in [-1, 1].
+
+        ``x`` runs along the width (left to right), ``y`` along the height (top to bottom).
+        """
+        heat = self.heatmaps(features)
+        height, width = heat.shape[-2:]
+        weights = torch.softmax(heat.flatten(2) * self.log_temperature.exp(), dim=-1)
+        weights = weights.unflatten(-1, (height, width))
+        ys = torch.linspace(-1.0, 1.0, height, device=heat.device, dtype=heat.dtype)
+        xs = torch.linspace(-1.0, 1.0, width, device=heat.device, dtype=heat.dtype)
+        expected_x = (weights.sum(-2) * xs).sum(-1)
+        expected_y = (weights.sum(-1) * ys).sum(-1)
+        return torch.stack([expected_x, expected_y], dim=-1)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``features``: ``(B, C, H, W)`` → code ``(B, g_dim)`` in ``(-1, 1)``."""
+        return torch.tanh(self.out(self.locate(features).flatten(1)))
+
+
 class FrameEncoder(nn.Module):
     """Convolutional frame encoder (DCGAN or VGG style) returning the code and skip features.
 
     ``image_size`` must be a power of two ≥ 32; the number of stride-2 stages is
-    ``log2(image_size) - 2`` (4 at 64 px, 5 at 128 px), ending at 4×4 before a final 4×4
-    convolution to a ``g_dim`` vector squashed by ``tanh``.
+    ``log2(image_size) - 2`` (4 at 64 px, 5 at 128 px), ending at 4×4 (the keypoint head
+    without ``skips`` stops at the 16×16 stage it reads). The code (``g_dim``, in
+    ``(-1, 1)``) comes from ``code_head``: ``"keypoints"`` (default) reads ``keypoints``
+    soft-argmax keypoints off the 16×16 stage (:class:`KeypointHead`); ``"conv"`` is SVG's
+    final 4×4 convolution of the 4×4 stage, squashed by ``tanh``.
     """
 
-    def __init__(self, kind: str, channels: int, image_size: int, width: int, g_dim: int) -> None:
+    def __init__(
+        self,
+        kind: str,
+        channels: int,
+        image_size: int,
+        width: int,
+        g_dim: int,
+        code_head: str = "keypoints",
+        keypoints: int = 16,
+        skips: bool = True,
+    ) -> None:
         super().__init__()
+        if code_head not in CODE_HEADS:
+            raise ValueError(f"code_head: expected one of {CODE_HEADS}, got {code_head!r}")
+        # DCGAN stage i outputs image_size / 2^(i+1) pixels, a VGG stage (before pooling) / 2^i.
+        self.keypoint_stage = int(math.log2(image_size)) - (5 if kind == "dcgan" else 4)
         stages = int(math.log2(image_size)) - 2
+        if code_head == "keypoints" and not skips:
+            # Nothing reads the coarser stages: neither the code nor (absent) skip connections.
+            stages = self.keypoint_stage + 1
         widths = [min(width * 2**i, 8 * width) for i in range(stages)]
         self.kind = kind
+        self.code_head = code_head
         self.stages = nn.ModuleList()
         in_ch = channels
         for index, out_ch in enumerate(widths):
@@ -171,9 +233,13 @@ class FrameEncoder(nn.Module):
             self.stages.append(stage)
             in_ch = out_ch
         self.widths = widths
-        self.head = ConvBlock(
-            in_ch, g_dim, "encoder.head", kernel=4, stride=1, padding=0, activation="tanh"
-        )
+        self.head: nn.Module
+        if code_head == "keypoints":
+            self.head = KeypointHead(widths[self.keypoint_stage], keypoints, g_dim)
+        else:
+            self.head = ConvBlock(
+                in_ch, g_dim, "encoder.head", kernel=4, stride=1, padding=0, activation="tanh"
+            )
 
     def forward(self, x: Tensor, adapt: Adapt | None = None) -> tuple[Tensor, list[Tensor]]:
         """``x``: ``(B, C, H, W)`` in ``[0, 1]`` → code ``(B, g_dim)``, skips (fine to coarse)."""
@@ -185,15 +251,21 @@ class FrameEncoder(nn.Module):
             skips.append(h)
             if self.kind == "vgg":
                 h = F.max_pool2d(h, 2)
-        code = self.head(h, adapt)
-        return code.flatten(1), skips
+        if self.code_head == "keypoints":
+            return self.head(skips[self.keypoint_stage]), skips
+        return self.head(h, adapt).flatten(1), skips
 
 
 class FrameDecoder(nn.Module):
-    """Mirror of :class:`FrameEncoder`; every stage concatenates the matching skip feature."""
+    """Mirror of :class:`FrameEncoder`; with ``skips`` every stage concatenates the matching
+    skip feature, without them the frame is decoded from the code alone (the skip list is then
+    ignored)."""
 
-    def __init__(self, kind: str, channels: int, image_size: int, width: int, g_dim: int) -> None:
+    def __init__(
+        self, kind: str, channels: int, image_size: int, width: int, g_dim: int, skips: bool = True
+    ) -> None:
         super().__init__()
+        self.skips = skips
         stages = int(math.log2(image_size)) - 2
         widths = [min(width * 2**i, 8 * width) for i in range(stages)]
         self.kind = kind
@@ -204,7 +276,7 @@ class FrameDecoder(nn.Module):
         self.stages = nn.ModuleList()
         # Stage i (coarse to fine) takes [previous, skip_i] and outputs the next finer width.
         for rank, index in enumerate(reversed(range(stages))):
-            in_ch = 2 * widths[index]
+            in_ch = (2 if skips else 1) * widths[index]
             last = index == 0
             out_ch = widths[index - 1] if not last else width
             key = f"decoder.{rank}"
@@ -238,11 +310,12 @@ class FrameDecoder(nn.Module):
     def forward(self, code: Tensor, skips: list[Tensor], adapt: Adapt | None = None) -> Tensor:
         """``code``: ``(B, g_dim)``, encoder ``skips`` → frame ``(B, C, H, W)`` in [0, 1]."""
         h = self.head(code[:, :, None, None], adapt)
-        for stage, skip in zip(self.stages, reversed(skips), strict=True):
+        for rank, stage in enumerate(self.stages):
             if self.kind == "vgg":
                 # VGG skips are taken before pooling, so upsample first to their resolution.
                 h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-            h = torch.cat([h, skip], dim=1)
+            if self.skips:
+                h = torch.cat([h, skips[len(self.stages) - 1 - rank]], dim=1)
             for block in stage:
                 h = block(h, adapt) if isinstance(block, ConvBlock) else block(h)
         return torch.sigmoid(h)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from noether_control.models.layers import (
+    CODE_HEADS,
     Adapt,
     FrameDecoder,
     FrameEncoder,
@@ -37,6 +38,7 @@ from noether_control.models.layers import (
 )
 
 ENCODER_KINDS = ("dcgan", "vgg")
+FEEDBACKS = ("latent", "pixels")
 
 
 @dataclass
@@ -61,6 +63,27 @@ class SVGConfig:
     """Channels of the first encoder stage; doubles per stage up to 8×."""
     g_dim: int = 64
     """Frame code size (encoder output, LSTM output)."""
+    code_head: str = "keypoints"
+    """How the encoder makes the code: ``"keypoints"`` (spatial soft-argmax on the 16×16 stage,
+    learns in far fewer steps) or ``"conv"`` (SVG's 4×4 convolution of the last stage)."""
+    keypoints: int = 16
+    """Soft-argmax keypoints of the ``"keypoints"`` code head."""
+    predict_change: bool = True
+    """The predictor outputs the change of the code, ``ĝ_{t+1} = g_t + W h_t`` with ``W``
+    starting at zero, so an untrained model already predicts "no motion"; SVG's
+    ``ĝ_{t+1} = tanh(W h_t)`` (``false``) must first learn to copy the code, which the demo-scale
+    run had not managed after 700 steps (its one-step latent error was 4× that of copying)."""
+    skips: bool = False
+    """SVG's skip connections: the decoder also reads the encoder features of the last context
+    frame (a static background then costs nothing). Off by default: on the pendulums' plain
+    background they only let the decoder start from the context frame, and the demo-scale model
+    was worse with them (MSE at horizon 10: 9.20e-3 with, 8.64e-3 without; docs/world_model.md).
+    Off, every frame is decoded from its code alone, as the reconstruction loss trains it."""
+    feedback: str = "latent"
+    """What the predictor reads after the context, in closed loop: ``"latent"`` its own predicted
+    code (trained towards the encoder's code by ``train.latent_weight``; no decode/re-encode
+    round trip, so errors do not pass through pixels) or ``"pixels"`` (SVG's: the code of the
+    decoded prediction)."""
     rnn_size: int = 128
     """LSTM hidden units per layer."""
     rnn_layers: int = 2
@@ -89,8 +112,16 @@ class SVGConfig:
             raise ValueError(
                 f"model.encoder: expected one of {ENCODER_KINDS}, got {self.encoder!r}"
             )
+        if self.feedback not in FEEDBACKS:
+            raise ValueError(
+                f"model.feedback: expected one of {FEEDBACKS}, got {self.feedback!r}"
+            )
+        if self.code_head not in CODE_HEADS:
+            raise ValueError(
+                f"model.code_head: expected one of {CODE_HEADS}, got {self.code_head!r}"
+            )
         for name in ("channels", "action_dim", "width", "g_dim", "rnn_size", "rnn_layers",
-                     "action_embed_dim", "z_dim", "posterior_rnn_size"):
+                     "action_embed_dim", "z_dim", "posterior_rnn_size", "keypoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name}: expected a positive integer, got "
                                  f"{getattr(self, name)}")
@@ -146,7 +177,9 @@ class TrainOutput(NamedTuple):
     predicted true states of frames ``1 … T-1`` or ``None``; ``kl``: ``(B,)`` SVG-LP KL summed
     over steps (zeros when deterministic); ``reconstructions``: ``(B, T, C, H, W)`` every frame
     of the window decoded from its own code with no skip features, or ``None`` (see
-    ``reconstruct`` in :meth:`SVGWorldModel.forward`).
+    ``reconstruct`` in :meth:`SVGWorldModel.forward`); ``codes``: ``(B, T, g_dim)`` the
+    encoder's code of every true frame; ``predicted_codes``: ``(B, T-1, g_dim)`` the
+    predictor's codes of frames ``1 … T-1`` (what ``frames`` were decoded from).
     """
 
     frames: Tensor
@@ -154,6 +187,8 @@ class TrainOutput(NamedTuple):
     states: Tensor | None
     kl: Tensor
     reconstructions: Tensor | None = None
+    codes: Tensor | None = None
+    predicted_codes: Tensor | None = None
 
 
 class SVGWorldModel(nn.Module):
@@ -164,12 +199,20 @@ class SVGWorldModel(nn.Module):
         config.validate()
         self.config = config
         c = config
-        self.encoder = FrameEncoder(c.encoder, c.channels, c.image_size, c.width, c.g_dim)
-        self.decoder = FrameDecoder(c.encoder, c.channels, c.image_size, c.width, c.g_dim)
+        self.encoder = FrameEncoder(
+            c.encoder, c.channels, c.image_size, c.width, c.g_dim, c.code_head, c.keypoints,
+            c.skips,
+        )
+        self.decoder = FrameDecoder(
+            c.encoder, c.channels, c.image_size, c.width, c.g_dim, c.skips
+        )
         self.action_embed = nn.Linear(c.action_dim, c.action_embed_dim)
         predictor_in = c.g_dim + c.action_embed_dim + (c.z_dim if c.stochastic else 0)
         self.predictor = LSTMStack(predictor_in, c.rnn_size, c.rnn_layers)
         self.predictor_out = nn.Linear(c.rnn_size, c.g_dim)
+        if c.predict_change:
+            nn.init.zeros_(self.predictor_out.weight)
+            nn.init.zeros_(self.predictor_out.bias)
         if c.stochastic:
             # Posterior q(z_t | x_{t+1}) and prior p(z_t | x_t), each a 1-layer LSTM + Gaussian.
             self.posterior = LSTMStack(c.g_dim, c.posterior_rnn_size, 1)
@@ -272,7 +315,11 @@ class SVGWorldModel(nn.Module):
                 hidden = hidden * gamma
             if beta is not None:
                 hidden = hidden + beta
-        next_code = torch.tanh(self.predictor_out(hidden))
+        next_code = (
+            code + self.predictor_out(hidden)
+            if self.config.predict_change
+            else torch.tanh(self.predictor_out(hidden))
+        )
         reward = (
             self.reward_net(hidden).squeeze(-1)
             if self.config.reward_head
@@ -372,21 +419,30 @@ class SVGWorldModel(nn.Module):
     ) -> Rollout:
         """Decode ``n_frames`` frames, stepping with the first ``len(actions)`` actions between."""
         lstm, code, prior = state.lstm, state.code, state.prior
-        frames, rewards, hiddens, states = [], [], [], []
-        for k in range(n_frames):
-            frame = self.decode(code, state.skips, adapt)
-            frames.append(frame)
-            if k >= actions.shape[1]:
-                break
-            frame_code, _ = self.encode(frame, adapt)
-            z, prior = self._prior_sample(frame_code, prior, generator)
-            out, lstm = self.step(frame_code, actions[:, k], lstm, z, adapt)
+        pixel_feedback = self.config.feedback == "pixels"
+        n_steps = min(n_frames, actions.shape[1])
+        n_frames = min(n_frames, n_steps + 1)
+        codes, frames, rewards, hiddens, states = [code], [], [], [], []
+        for k in range(n_steps):
+            if pixel_feedback:
+                frame = self.decode(code, state.skips, adapt)
+                frames.append(frame)
+                code, _ = self.encode(frame, adapt)
+            z, prior = self._prior_sample(code, prior, generator)
+            out, lstm = self.step(code, actions[:, k], lstm, z, adapt)
             code = out.code
+            codes.append(code)
             rewards.append(out.reward)
             hiddens.append(out.hidden)
             if out.state_pred is not None:
                 states.append(out.state_pred)
-        stacked = torch.stack(frames, dim=1)
+        if pixel_feedback:
+            if n_frames > n_steps:
+                frames.append(self.decode(code, state.skips, adapt))
+            stacked = torch.stack(frames, dim=1)
+        else:
+            # Nothing is fed back through pixels: decode every step in one batch.
+            stacked = self._decode_steps(torch.stack(codes[:n_frames], dim=1), state.skips, adapt)
         if hiddens:
             hidden = torch.stack(hiddens, dim=1)
             reward = torch.stack(rewards, dim=1)
@@ -394,6 +450,16 @@ class SVGWorldModel(nn.Module):
             hidden = stacked.new_zeros(stacked.shape[0], 0, self.config.rnn_size)
             reward = stacked.new_zeros(stacked.shape[0], 0)
         return Rollout(stacked, reward, hidden, torch.stack(states, dim=1) if states else None)
+
+    def _decode_steps(self, codes: Tensor, skips: list[Tensor], adapt: Adapt | None) -> Tensor:
+        """Decode codes ``(B, H, g_dim)`` with one context frame's ``skips`` → ``(B, H, C, S, S)``.
+
+        Per-example ``adapt`` entries are repeated over the ``H`` steps, which the conditional
+        norms read as ``H`` rows per example.
+        """
+        steps = codes.shape[1]
+        step_skips = [s.repeat_interleave(steps, dim=0) for s in skips]
+        return self.decode(codes.flatten(0, 1), step_skips, adapt).unflatten(0, codes.shape[:2])
 
     def predict(
         self,
@@ -450,6 +516,7 @@ class SVGWorldModel(nn.Module):
                 f"{None if noise is None else tuple(noise.shape)}"
             )
         closed_loop = teacher is not None and not bool(teacher[:, n_past : length - 1].all())
+        pixel_feedback = closed_loop and self.config.feedback == "pixels"
         codes, skips = self.encode(frames.flatten(0, 1), adapt)
         codes = codes.unflatten(0, (batch, length))
         reconstructions = (
@@ -469,7 +536,9 @@ class SVGWorldModel(nn.Module):
         for t in range(length - 1):
             code_in = codes[:, t]
             if closed_loop and t >= n_past:
-                predicted_code, _ = self.encode(decoded[-1], adapt)
+                predicted_code = (
+                    self.encode(decoded[-1], adapt)[0] if pixel_feedback else outputs[-1].code
+                )
                 code_in = torch.where(teacher[:, t, None], code_in, predicted_code)
             z = None
             if stochastic:
@@ -483,17 +552,19 @@ class SVGWorldModel(nn.Module):
                 ).sum(-1)
             out, lstm = self.step(code_in, actions[:, t], lstm, z, adapt)
             outputs.append(out)
-            if closed_loop:
+            if pixel_feedback:
                 skip_t = [s[:, min(t, n_past - 1)] for s in skips]
                 decoded.append(self.decode(out.code, skip_t, adapt))
-        if closed_loop:
+        predicted_codes = torch.stack([o.code for o in outputs], dim=1)
+        if pixel_feedback:
             predicted = torch.stack(decoded, dim=1)
         else:
-            # Teacher forcing needs no frame to feed back: decode all steps in one batch.
+            # No frame is fed back through pixels: decode all steps in one batch.
             source = torch.arange(length - 1, device=frames.device).clamp(max=n_past - 1)
-            step_codes = torch.stack([o.code for o in outputs], dim=1).flatten(0, 1)
             step_skips = [s[:, source].flatten(0, 1) for s in skips]
-            predicted = self.decode(step_codes, step_skips, adapt).unflatten(0, (batch, length - 1))
+            predicted = self.decode(predicted_codes.flatten(0, 1), step_skips, adapt).unflatten(
+                0, (batch, length - 1)
+            )
         return TrainOutput(
             frames=predicted,
             rewards=torch.stack([o.reward for o in outputs], dim=1),
@@ -504,6 +575,8 @@ class SVGWorldModel(nn.Module):
             ),
             kl=kl if stochastic else codes.new_zeros(batch),
             reconstructions=reconstructions,
+            codes=codes,
+            predicted_codes=predicted_codes,
         )
 
     def config_dict(self) -> dict[str, object]:

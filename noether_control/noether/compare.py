@@ -18,6 +18,7 @@ Three parts, written to the run directory:
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -40,7 +41,7 @@ from noether_control.evaluation.evaluate import (
     training_data_settings,
 )
 from noether_control.models.checkpoint import load_world_model, read_checkpoint
-from noether_control.models.svg import SVGConfig, SVGWorldModel
+from noether_control.models.svg import SVGWorldModel
 from noether_control.noether.meta import (
     NoetherConfig,
     NoetherModule,
@@ -48,13 +49,14 @@ from noether_control.noether.meta import (
     load_noether,
 )
 from noether_control.runtime import (
+    atomic_path,
     resolve_device,
     run_dir,
     seed_everything,
     to_dataclass,
     write_json,
 )
-from noether_control.training.config import DataConfig, OptimConfig, TrainCommandConfig
+from noether_control.training.config import TrainCommandConfig
 from noether_control.training.train import train_world_model
 
 #: Metrics compared per horizon (LPIPS is left to ``noether-control evaluate``).
@@ -528,21 +530,17 @@ def run(cfg: DictConfig) -> None:
 # ---------------------------------------------------------------------------- demo
 @dataclass
 class DemoComparisonConfig:
-    """The ``noether`` stage of ``noether-control demo``: a small Algorithm 1, side by side."""
+    """The ``noether`` stage of ``noether-control demo``: a small Algorithm 1, side by side.
+
+    E₁ is the world model the demo has just trained (the baseline); E₂ continues it for
+    ``meta_steps`` plain steps (the more-steps control) and, from the same checkpoint,
+    meta-trained through tailoring (Noether).
+    """
 
     enabled: bool = True
     """Run the stage."""
-    pretrain_steps: int = 150
-    """E₁: plain steps shared by every run (the baseline)."""
     meta_steps: int = 50
     """E₂: further steps, plain (more-steps control) or meta-trained (Noether)."""
-    batch_size: int = 8
-    """Windows per step."""
-    n_future: int = 10
-    """Frames predicted per training window."""
-    model: SVGConfig = field(default_factory=lambda: SVGConfig(
-        width=8, g_dim=32, rnn_size=64, rnn_layers=1, action_embed_dim=8))
-    """A small world model (data-dependent fields come from the dataset)."""
     noether: NoetherConfig = field(default_factory=lambda: NoetherConfig(enabled=True))
     """Noether settings of the meta-trained run (``enabled`` is forced on)."""
     horizon: int = 10
@@ -553,41 +551,38 @@ class DemoComparisonConfig:
     """Test-time inner steps of the sweep."""
 
 
-def demo_comparison(config: DemoComparisonConfig, dataset: str, out_dir: Path,
-                    seed: int = 0) -> dict[str, Any]:
-    """Train baseline, more-steps control and Noether on ``dataset``, then :func:`compare`.
+def demo_comparison(config: DemoComparisonConfig, baseline: TrainCommandConfig,
+                    baseline_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Continue the baseline trained in ``baseline_dir`` (with ``baseline``) and :func:`compare`.
 
+    The baseline's ``checkpoints/last.pt`` (step E₁ = ``baseline.train.steps``) is copied as
+    the control's starting point and resumed for ``meta_steps`` plain steps; Noether starts
+    from the same checkpoint (weights, Adam state, step) and is meta-trained for as many steps.
     Returns a summary (MSE at the last horizon per run, the paired differences of Noether and
     the conservation loss before/after tailoring) and prints the report side by side.
     """
-    if config.pretrain_steps < 1 or config.meta_steps < 1:
-        raise ValueError(f"expected pretrain_steps and meta_steps >= 1, got "
-                         f"{config.pretrain_steps} and {config.meta_steps}")
-    total = config.pretrain_steps + config.meta_steps
-    optim = OptimConfig(steps=config.pretrain_steps, batch_size=config.batch_size, lr=2e-3,
-                        schedule_steps=max(1, config.pretrain_steps // 2),
-                        log_every=max(1, total // 10), checkpoint_every=config.pretrain_steps,
-                        keep_checkpoints=5, image_every=0, val_windows=0, tensorboard=False,
-                        progress=False)
-    base = TrainCommandConfig(data=DataConfig(path=dataset, n_future=config.n_future),
-                              model=config.model, train=optim, seed=seed, device="auto")
-    plain_dir, noether_dir = out_dir / "baseline", out_dir / "noether"
-    train_world_model(base, plain_dir)
-    e1 = out_dir / "baseline_e1.pt"
-    e1.write_bytes((plain_dir / "checkpoints" / f"step_{config.pretrain_steps:07d}.pt")
-                   .read_bytes())
-    longer = replace(base, train=replace(optim, steps=total))
-    train_world_model(longer, plain_dir)  # resumes: the more-steps control
-    meta = replace(config.noether, enabled=True, pretrain_steps=config.pretrain_steps,
+    if config.meta_steps < 1:
+        raise ValueError(f"meta_steps: expected >= 1, got {config.meta_steps}")
+    e1 = Path(baseline_dir) / "checkpoints" / "last.pt"
+    if not e1.is_file():
+        raise ValueError(f"{str(e1)!r}: expected the trained baseline's checkpoint, found none")
+    total = baseline.train.steps + config.meta_steps
+    longer = replace(baseline, train=replace(baseline.train, steps=total))
+    control_dir, noether_dir = out_dir / "control", out_dir / "noether"
+    with atomic_path(control_dir / "checkpoints" / "last.pt") as temporary:
+        shutil.copyfile(e1, temporary)
+    train_world_model(longer, control_dir)  # resumes the copy: the more-steps control
+    meta = replace(config.noether, enabled=True, pretrain_steps=baseline.train.steps,
                    init_from=str(e1))
     train_world_model(replace(longer, noether=meta), noether_dir)
     document = compare(
-        CompareConfig(runs={"baseline": str(e1), "control": str(plain_dir),
+        CompareConfig(runs={"baseline": str(e1), "control": str(control_dir),
                             "noether": str(noether_dir)},
                       horizon=config.horizon, max_sequences=config.max_sequences,
-                      batch_size=config.batch_size, sweep_steps=config.sweep_steps,
+                      batch_size=baseline.train.batch_size, sweep_steps=config.sweep_steps,
                       sweep_sequences=min(16, config.max_sequences),
-                      probe_windows=config.max_sequences, seed=seed),
+                      probe_windows=config.max_sequences, seed=baseline.seed,
+                      device=baseline.device),
         out_dir / "compare",
     )
     last = config.horizon - 1

@@ -66,12 +66,16 @@ class OptimConfig:
     """Weight of the state head's MSE (only with ``model.state_head``)."""
     kl_weight: float = 1e-4
     """Weight of SVG-LP's KL term per step (only with ``model.stochastic``)."""
-    recon_weight: float = 0.0
+    recon_weight: float = 1.0
     """Weight of an autoencoding MSE: every window frame decoded from its own code with the
-    skip features zeroed. The prediction loss alone reaches the encoder only through the LSTM
-    and the skips of the context frame let the decoder sit at a blurred mean frame; this term
-    can get the code off that plateau (measured in docs/world_model.md; not a fix at the demo
-    scale yet). Not applied in Noether meta-training steps. 0: off, plain SVG."""
+    skip features zeroed. The prediction loss alone reaches the encoder only through the LSTM,
+    and the skips of the context frame let the decoder sit near a copy of it; this term makes
+    the code describe the frame on its own (docs/world_model.md has the measurements). Not
+    applied in Noether meta-training steps. 0: off, plain SVG."""
+    latent_weight: float = 1.0
+    """Weight of a latent consistency MSE between the predictor's code of frame ``t + 1`` and
+    the encoder's code of the true frame ``t + 1`` (a stop-gradient target): a direct signal
+    for the LSTM that does not have to pass through the decoder. 0: off, plain SVG."""
     amp: bool = True
     """bfloat16 autocast on CUDA GPUs that support it (ignored on the CPU and older GPUs)."""
     log_every: int = 10
@@ -126,6 +130,9 @@ class TrainCommandConfig:
                 raise ValueError(f"train.{name}: expected ≥ 1, got {getattr(t, name)}")
         if t.lr <= 0:
             raise ValueError(f"train.lr: expected > 0, got {t.lr}")
+        for name in ("reward_weight", "state_weight", "kl_weight", "recon_weight", "latent_weight"):
+            if getattr(t, name) < 0:
+                raise ValueError(f"train.{name}: expected ≥ 0, got {getattr(t, name)}")
         if t.schedule_steps < 1:
             raise ValueError(f"train.schedule_steps: expected ≥ 1, got {t.schedule_steps}")
         if self.noether.enabled:

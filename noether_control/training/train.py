@@ -164,6 +164,10 @@ def compute_losses(
         recon_mse = ((out.reconstructions.float() - frames) ** 2).mean()
         total = total + optim.recon_weight * recon_mse
         metrics["train/recon_mse"] = recon_mse
+    if optim.latent_weight > 0 and out.codes is not None and out.predicted_codes is not None:
+        latent_mse = ((out.predicted_codes.float() - out.codes[:, 1:].detach().float()) ** 2).mean()
+        total = total + optim.latent_weight * latent_mse
+        metrics["train/latent_mse"] = latent_mse
     metrics["train/loss"] = total
     return total, {name: value.detach() for name, value in metrics.items()}
 
