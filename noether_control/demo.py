@@ -3,8 +3,8 @@
 The demo is a sequence of :class:`Stage` s run in order; each stage takes the validated
 :class:`DemoConfig` and the outputs of the stages before it, and returns its own outputs (a
 JSON-able dict) which end up under its name in the run directory's ``results.json``. New
-stages are appended to :data:`STAGES`. The whole demo takes about one minute on a quiet 2-core
-CPU, almost all of it in the ``noether`` stage.
+stages are appended to :data:`STAGES`. Most of the demo's few minutes go to the ``world_model``
+and ``noether`` stages.
 
 Stages now:
 
@@ -14,8 +14,10 @@ Stages now:
    (train/val/test) to check it is ready for the world model;
 3. ``gif``: a GIF of a grid of sub-envs (rows: PixelPendulum, PixelPendulumRandom,
    PixelDoublePendulum; columns: sub-envs) acting under OU noise;
-4. ``noether``: a small Algorithm 1 on the collected dataset — baseline, more-steps control and
-   Noether trained briefly, then compared side by side on the same test windows
+4. ``world_model``: trains the default world model on the dataset and evaluates it on the test
+   episodes against the last-frame and mean-frame predictors (``world_model/evaluate/``);
+5. ``noether``: a small Algorithm 1 from that model (the baseline, E₁): a more-steps control and
+   Noether meta-trained for a few more steps, compared side by side on the same test windows
    (:func:`noether_control.noether.compare.demo_comparison`).
 """
 
@@ -224,7 +226,7 @@ def world_model_config(config: DemoConfig, dataset: str) -> TrainCommandConfig:
     optim = OptimConfig(steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr,
                         schedule_steps=stage.steps, log_every=max(1, stage.steps // 20),
                         checkpoint_every=stage.steps, image_every=stage.steps,
-                        val_windows=0, tensorboard=False, progress=False)
+                        val_windows=0, tensorboard=False, progress=True)
     return TrainCommandConfig(data=DataConfig(path=dataset, n_future=stage.n_future),
                               model=stage.model, train=optim, seed=config.seed, device="auto")
 
