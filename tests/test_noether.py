@@ -164,9 +164,11 @@ def test_zero_steps_reproduce_the_baseline_exactly() -> None:
 
 
 def test_one_example_tailoring_does_not_change_another() -> None:
-    model = tiny_model()
-    noether = noether_for(model, steps=3, lr=0.05, optimizer="adam")
-    frames, actions = window()
+    # float64: in float32 the convolutions round differently with the batch size (a rollout's
+    # frames are decoded in one batch), which would blur the 1e-6 comparisons below.
+    model = tiny_model(torch.float64)
+    noether = noether_for(model, torch.float64, steps=3, lr=0.05, optimizer="adam")
+    frames, actions = window(dtype=torch.float64)
     other_frames, other_actions = frames.clone(), actions.clone()
     other_frames[1] = torch.rand_like(other_frames[1])
     other_actions[1] = -other_actions[1]
@@ -181,8 +183,7 @@ def test_one_example_tailoring_does_not_change_another() -> None:
     # Example 0 alone gets the same tailored prediction as inside the batch.
     with torch.no_grad():
         alone = noether.predict(model, frames[:1, :N_PAST], actions[:1], HORIZON)
-    # float32 convolutions round differently with the batch size (B·H frames decoded at once)
-    torch.testing.assert_close(alone.frames[0], a.frames[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(alone.frames[0], a.frames[0], rtol=0, atol=1e-6)
 
 
 def test_tailoring_changes_the_prediction() -> None:
@@ -205,7 +206,9 @@ def _outer_loss(model: SVGWorldModel, noether: NoetherModule, frames: Tensor,
 @pytest.mark.parametrize("tailored", ["lstm", "norm"])
 def test_second_order_meta_gradient_matches_finite_differences(tailored: str) -> None:
     dtype = torch.float64
-    model = tiny_model(dtype)
+    # With skips the decoder's norms see the context frame's features too, which makes the
+    # second-order term (what the first-order approximation drops) large enough to tell apart.
+    model = tiny_model(dtype, skips=True)
     noether = noether_for(model, dtype, tailored=tailored, steps=2, lr=100.0, learnable_lr=True)
     frames, actions = window(2, dtype)
     parameters = list(model.parameters()) + list(noether.parameters())
@@ -244,8 +247,7 @@ def test_second_order_meta_gradient_matches_finite_differences(tailored: str) ->
                                  list(model.parameters()), allow_unused=True)
     approx_dir = sum(float((g * d).sum()) for g, d in zip(approx, directions, strict=False)
                      if g is not None)
-    # (compared with the exact float64 gradient: the dropped term can be small)
-    assert approx_dir != pytest.approx(analytic, rel=1e-9)
+    assert approx_dir != pytest.approx(numeric, rel=1e-5)
 
 
 # ---------------------------------------------------------------------------- checkpoints

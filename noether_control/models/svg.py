@@ -458,7 +458,7 @@ class SVGWorldModel(nn.Module):
         norms read as ``H`` rows per example.
         """
         steps = codes.shape[1]
-        step_skips = [s.repeat_interleave(steps, dim=0) for s in skips]
+        step_skips = [s.repeat_interleave(steps, dim=0) for s in skips] if self.config.skips else []
         return self.decode(codes.flatten(0, 1), step_skips, adapt).unflatten(0, codes.shape[:2])
 
     def predict(
@@ -561,7 +561,7 @@ class SVGWorldModel(nn.Module):
         else:
             # No frame is fed back through pixels: decode all steps in one batch.
             source = torch.arange(length - 1, device=frames.device).clamp(max=n_past - 1)
-            step_skips = [s[:, source].flatten(0, 1) for s in skips]
+            step_skips = [s[:, source].flatten(0, 1) for s in skips] if self.config.skips else []
             predicted = self.decode(predicted_codes.flatten(0, 1), step_skips, adapt).unflatten(
                 0, (batch, length - 1)
             )
