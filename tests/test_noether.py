@@ -297,3 +297,16 @@ def test_inner_step_sweep_matches_separate_tailored_predictions() -> None:
             assert mse == pytest.approx(float(((out.frames - truth) ** 2).mean()), rel=1e-5)
             assert conservation == pytest.approx(float(out.after.mean()), rel=1e-4)
     assert sweep["conservation"][2] < sweep["conservation"][0]
+
+
+def test_meta_training_unroll_can_reconstruct_with_the_tailored_norms() -> None:
+    model = tiny_model()
+    noether = noether_for(model, tailored="norm", steps=2, lr=0.05, optimizer="adam")
+    frames, actions = window()
+    out, _ = noether.train_forward(model, frames, actions, N_PAST, reconstruct=True)
+    assert out.reconstructions is not None and out.reconstructions.shape == frames.shape
+    plain, _ = noether.train_forward(model, frames, actions, N_PAST)
+    assert plain.reconstructions is None
+    # The reconstructions use the tailored (per-example) norms, not the plain model's.
+    untailored = model(frames, actions, N_PAST, reconstruct=True).reconstructions
+    assert not torch.allclose(out.reconstructions, untailored)

@@ -310,15 +310,18 @@ class NoetherModule(nn.Module):
         n_past: int,
         teacher: Tensor | None = None,
         noise: Tensor | None = None,
+        reconstruct: bool = False,
     ) -> tuple[TrainOutput, dict[str, Tensor]]:
         """The training unroll of ``model.forward`` with parameters tailored per example.
 
-        ``frames`` ``(B, T, C, S, S)``, ``actions`` ``(B, T, A)``, ``teacher``, ``noise`` as for
-        :meth:`SVGWorldModel.forward`. The inner loop conserves g_φ along the closed-loop
-        prediction of frames ``n_past … T-1`` from the context, exactly as at test time; the
-        returned output is differentiable through it (second order unless
-        ``inner.second_order=false``) into the model, g_φ and a learnable lr. Metrics: the
-        detached mean conservation loss before tailoring (``train/conservation``).
+        ``frames`` ``(B, T, C, S, S)``, ``actions`` ``(B, T, A)``, ``teacher``, ``noise`` and
+        ``reconstruct`` as for :meth:`SVGWorldModel.forward` (``reconstruct`` is ignored with
+        ``tailored=all``, whose per-example weights are vmapped over the plain unroll). The
+        inner loop conserves g_φ along the closed-loop prediction of frames ``n_past … T-1``
+        from the context, exactly as at test time; the returned output is differentiable
+        through it (second order unless ``inner.second_order=false``) into the model, g_φ and a
+        learnable lr. Metrics: the detached mean conservation loss before tailoring
+        (``train/conservation``).
         """
         horizon = frames.shape[1] - n_past
         first: list[Tensor] = []
@@ -342,7 +345,8 @@ class NoetherModule(nn.Module):
             parts = torch.func.vmap(single)(params, frames, actions)
             out = TrainOutput(parts[0], parts[1], parts[3] if len(parts) > 3 else None, parts[2])
         else:
-            out = model(frames, actions, n_past, teacher=teacher, noise=noise, adapt=params)
+            out = model(frames, actions, n_past, teacher=teacher, noise=noise, adapt=params,
+                        reconstruct=reconstruct)
         metrics = {"train/conservation": first[0].detach()} if first else {}
         return out, metrics
 

@@ -70,8 +70,9 @@ class OptimConfig:
     """Weight of an autoencoding MSE: every window frame decoded from its own code with the
     skip features zeroed. The prediction loss alone reaches the encoder only through the LSTM,
     and the skips of the context frame let the decoder sit near a copy of it; this term makes
-    the code describe the frame on its own (docs/world_model.md has the measurements). Not
-    applied in Noether meta-training steps. 0: off, plain SVG."""
+    the code describe the frame on its own (docs/world_model.md has the measurements). Applied
+    in Noether meta-training steps too (not with ``noether.tailored=all``), so that Noether and
+    the more-steps control optimise the same terms. 0: off, plain SVG."""
     latent_weight: float = 1.0
     """Weight of a latent consistency MSE between the predictor's code of frame ``t + 1`` and
     the encoder's code of the true frame ``t + 1`` (a stop-gradient target): a direct signal

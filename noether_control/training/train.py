@@ -393,7 +393,10 @@ def _train(
                 teacher = None if mask is None else mask.to(device)
                 noise = None if noise is None else noise.to(device)
                 if meta:
-                    out, noether_metrics = noether.train_forward(model, *inputs, teacher, noise)
+                    out, noether_metrics = noether.train_forward(
+                        model, *inputs, teacher, noise,
+                        reconstruct=optim_config.recon_weight > 0,
+                    )
                 else:
                     out = ddp_model(
                         *inputs, teacher=teacher, noise=noise,
