@@ -4,9 +4,9 @@
 #   bash benchmarks/noether_cpu.sh [OUT_DIR]        (default: runs/noether_cpu)
 #
 # 1. collect 120 OU-policy episodes of 32 px frames (seconds);
-# 2. train the baseline for E1 = 1200 steps (experiment=noether_cpu, Noether off);
-# 3. in parallel, one thread each: resume the baseline for E2 = 400 more plain steps (the
-#    more-steps control) and meta-train Noether for the same 400 steps from the baseline's
+# 2. train the baseline for E1 = 9000 steps (experiment=noether_cpu, Noether off);
+# 3. in parallel, one thread each: resume the baseline for E2 = 3000 more plain steps (the
+#    more-steps control) and meta-train Noether for the same 3000 steps from the baseline's
 #    step-E1 checkpoint (same batches, same Adam state);
 # 4. `noether-control compare` the three on the same test windows (horizon 25), with the
 #    inner-step sweep and the energy probe; the report is OUT_DIR/compare/results.json.
