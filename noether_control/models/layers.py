@@ -214,6 +214,7 @@ class FrameEncoder(nn.Module):
         widths = [min(width * 2**i, 8 * width) for i in range(stages)]
         self.kind = kind
         self.code_head = code_head
+        self.skips = skips
         self.stages = nn.ModuleList()
         in_ch = channels
         for index, out_ch in enumerate(widths):
@@ -242,7 +243,8 @@ class FrameEncoder(nn.Module):
             )
 
     def forward(self, x: Tensor, adapt: Adapt | None = None) -> tuple[Tensor, list[Tensor]]:
-        """``x``: ``(B, C, H, W)`` in ``[0, 1]`` → code ``(B, g_dim)``, skips (fine to coarse)."""
+        """``x``: ``(B, C, H, W)`` in ``[0, 1]`` → code ``(B, g_dim)``, skips (fine to coarse;
+        an empty list without ``skips``, so that nothing downstream carries them)."""
         skips = []
         h = x
         for stage in self.stages:
@@ -251,9 +253,12 @@ class FrameEncoder(nn.Module):
             skips.append(h)
             if self.kind == "vgg":
                 h = F.max_pool2d(h, 2)
-        if self.code_head == "keypoints":
-            return self.head(skips[self.keypoint_stage]), skips
-        return self.head(h, adapt).flatten(1), skips
+        code = (
+            self.head(skips[self.keypoint_stage])
+            if self.code_head == "keypoints"
+            else self.head(h, adapt).flatten(1)
+        )
+        return code, skips if self.skips else []
 
 
 class FrameDecoder(nn.Module):

@@ -458,7 +458,7 @@ class SVGWorldModel(nn.Module):
         norms read as ``H`` rows per example.
         """
         steps = codes.shape[1]
-        step_skips = [s.repeat_interleave(steps, dim=0) for s in skips] if self.config.skips else []
+        step_skips = [s.repeat_interleave(steps, dim=0) for s in skips]
         return self.decode(codes.flatten(0, 1), step_skips, adapt).unflatten(0, codes.shape[:2])
 
     def predict(
@@ -520,7 +520,8 @@ class SVGWorldModel(nn.Module):
         codes, skips = self.encode(frames.flatten(0, 1), adapt)
         codes = codes.unflatten(0, (batch, length))
         reconstructions = (
-            self.decode(codes.flatten(0, 1), [torch.zeros_like(s) for s in skips], adapt)
+            self.decode(codes.flatten(0, 1),
+                        [torch.zeros_like(s) for s in skips], adapt)
             .unflatten(0, (batch, length))
             if reconstruct
             else None
@@ -561,7 +562,7 @@ class SVGWorldModel(nn.Module):
         else:
             # No frame is fed back through pixels: decode all steps in one batch.
             source = torch.arange(length - 1, device=frames.device).clamp(max=n_past - 1)
-            step_skips = [s[:, source].flatten(0, 1) for s in skips] if self.config.skips else []
+            step_skips = [s[:, source].flatten(0, 1) for s in skips]
             predicted = self.decode(predicted_codes.flatten(0, 1), step_skips, adapt).unflatten(
                 0, (batch, length - 1)
             )
