@@ -32,6 +32,7 @@ from noether_control.discovery.fitting import (
     merge_equivalent,
     score_formulas,
 )
+from noether_control.discovery.scoring import formula_quantity
 from noether_control.discovery.units import DIMENSIONLESS, RADIAN, parse_unit
 from noether_control.noether import tailor
 from noether_control.noether.tailoring import gauss_newton_weights, residual_jacobian
@@ -118,6 +119,19 @@ def test_batched_evaluation_matches_sympy() -> None:
         expected = sympy.lambdify((q, p), expression, "numpy")(points[0], points[1])
         np.testing.assert_allclose(values[index], np.broadcast_to(expected, (16,)), rtol=1e-5,
                                    atol=1e-8, err_msg=str(expression))
+
+
+def test_formula_quantity_follows_the_states_device_and_dtype() -> None:
+    # q**2 + k*p**2 with k fitted in float64 (on the fitting device), evaluated on float32 states.
+    k_p_squared = binary("mul", param(), unary("square", inp(1)))
+    formula = binary("add", unary("square", inp(0)), k_p_squared)
+    quantity = formula_quantity(formula, torch.tensor([2.5], dtype=torch.float64))
+    devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+    for device in devices:
+        states = torch.tensor([[1.0, 2.0], [0.5, -1.0]], device=device)
+        values = quantity(states)
+        assert values.dtype == torch.float32 and values.device == states.device
+        torch.testing.assert_close(values.cpu(), torch.tensor([11.0, 2.75]))
 
 
 def test_fitter_recovers_known_constants_on_synthetic_data() -> None:

@@ -211,13 +211,17 @@ def rmse(batch: Batch, predicted: Tensor) -> float:
 
 
 def formula_quantity(formula: Expr, params: Tensor) -> Quantity:
-    """``formula`` with constants ``params`` ``(P,)`` as a function of states ``(..., D)``."""
+    """``formula`` with constants ``params`` ``(P,)`` as a function of states ``(..., D)``.
+
+    The constants follow the states' device and dtype, so a quantity fitted on a GPU evaluates
+    CPU states (plots, reports) as well.
+    """
 
     def evaluate(node: Expr, state: Tensor, slot: list[int]) -> Tensor:
         if node.op == "input":
             return state[..., node.index]
         if node.op == "param":
-            value = params[slot[0]]
+            value = params[slot[0]].to(device=state.device, dtype=state.dtype)
             slot[0] += 1
             return value.expand(state.shape[:-1])
         args = [evaluate(child, state, slot) for child in node.children]
