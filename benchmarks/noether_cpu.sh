@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Baseline vs more-steps control vs Noether on PixelPendulumRandom-v0, on 2 CPU cores.
+# Baseline vs more-steps control vs Noether on PixelPendulumRandom-v0 (or NOETHER_ENV), 2 CPU cores.
 #
 #   bash benchmarks/noether_cpu.sh [OUT_DIR]        (default: runs/noether_cpu)
+#   NOETHER_ENV=pendulum bash benchmarks/noether_cpu.sh runs/noether_cpu_fixed
+#
+# NOETHER_ENV picks the env config (default pendulum_random: PixelPendulumRandom-v0; pendulum:
+# PixelPendulum-v0, fixed physics).
 #
 # 1. collect 120 OU-policy episodes of 32 px frames (seconds);
 # 2. train the baseline for E1 = 9000 steps (experiment=noether_cpu, Noether off);
@@ -21,7 +25,7 @@ start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
 
 stamp "collect"
-$CLI collect env=pendulum_random policy=ou episodes=120 num_envs=40 env.kwargs.image_size=32 \
+$CLI collect env="${NOETHER_ENV:-pendulum_random}" policy=ou episodes=120 num_envs=40 env.kwargs.image_size=32 \
   progress=false dataset.root="$OUT/datasets" dataset.overwrite=true hydra.run.dir="$OUT/collect"
 DATA=$(${PYTHON:-python3} -c "import json,sys; print(json.load(open(sys.argv[1]))['path'])" \
   "$OUT/collect/results.json")

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Demo-scale world-model variants side by side: one dataset (the demo's: 40 OU-policy pendulum
+# episodes, seed 0), each variant trained like `make demo`'s world_model stage (700 steps,
+# batch 8, lr 2e-3, scheduled sampling over the run) with its own overrides, then evaluated at
+# horizons 1..25; prints per variant the MSE at h1/h5/h10/h25 and both reference predictors.
+#
+#   bash benchmarks/sweep_world_model.sh [OUT_DIR]       (default: runs/sweep_world_model)
+#
+# Environment: JOBS (variants trained at once, default 2), STEPS (default 700), DEVICE (default
+# auto; on a GPU the runs keep float32, like the CPU), VARIANTS_FILE (one variant per line: a
+# name, then Hydra overrides; default: the list below). Each job uses one torch thread.
+set -euo pipefail
+OUT=$(realpath -m "${1:-runs/sweep_world_model}")
+CLI=${NOETHER_CONTROL:-noether-control}
+PY=${PYTHON:-python3}
+JOBS=${JOBS:-2}
+STEPS=${STEPS:-700}
+DEVICE=${DEVICE:-auto}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+mkdir -p "$OUT"
+DEFAULT_VARIANTS="default
+lr_4e-3 train.lr=4.0e-3
+latent_10 train.latent_weight=10
+n_past_3 data.n_past=3
+keypoints_32 model.keypoints=32
+teacher train.rollout=teacher
+closed train.rollout=closed
+seed_1 seed=1"
+VARIANTS=$(if [[ -n "${VARIANTS_FILE:-}" ]]; then cat "$VARIANTS_FILE"; else echo "$DEFAULT_VARIANTS"; fi)
+
+$CLI collect env=pendulum policy=ou episodes=40 num_envs=16 seed=0 progress=false \
+  dataset.root="$OUT/datasets" dataset.overwrite=true hydra.run.dir="$OUT/collect" > /dev/null
+DATA=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['path'])" \
+  "$OUT/collect/results.json")
+
+run_variant() {
+  local name=$1; shift
+  local dir="$OUT/$name"
+  $CLI train data.path="$DATA" train.steps="$STEPS" train.batch_size=8 train.lr=2.0e-3 \
+    train.schedule_steps="$STEPS" train.log_every=35 train.checkpoint_every="$STEPS" \
+    train.image_every=0 train.val_windows=0 train.tensorboard=false train.progress=false \
+    train.amp=false device="$DEVICE" "$@" hydra.run.dir="$dir/train" > "$dir.log" 2>&1 &&
+  $CLI evaluate checkpoint="$dir/train/checkpoints/last.pt" horizon=25 lpips=false \
+    gif_sequences=0 device="$DEVICE" hydra.run.dir="$dir/evaluate" >> "$dir.log" 2>&1 ||
+  echo "variant $name failed: see $dir.log"
+}
+
+while read -r name overrides; do
+  [[ -z "$name" ]] && continue
+  # shellcheck disable=SC2086  # the overrides are meant to split into Hydra arguments
+  run_variant "$name" $overrides &
+  while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n; done
+done <<< "$VARIANTS"
+wait
+
+$PY - "$OUT" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+print(f"{'variant':14s} {'h1':>9s} {'h5':>9s} {'h10':>9s} {'h25':>9s}  h10 vs best reference")
+shown = None
+for results in sorted(out.glob("*/evaluate/results.json")):
+    doc = json.loads(results.read_text())
+    mse = doc["per_horizon"]["mse"]
+    refs = {k: v["mse"] for k, v in doc["references"].items()}
+    shown = refs
+    best = min(r[9] for r in refs.values())
+    print(f"{results.parent.parent.name:14s} " + " ".join(f"{mse[h - 1]:.3e}" for h in (1, 5, 10, 25))
+          + f"  {best / mse[9]:.2f}x")
+for name, ref in (shown or {}).items():
+    print(f"{name:14s} " + " ".join(f"{ref[h - 1]:.3e}" for h in (1, 5, 10, 25)))
+PY
