@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 from stable_baselines3 import PPO
 
 import noether_control.envs as envs
 
 
-def test_ppo_cnn_policy_learns_on_pixel_observations() -> None:
+def test_ppo_cnn_policy_learns_on_pixel_observations(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # SB3's learn() makes a log folder, by default a new one under the system temp directory.
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path))
     env = gym.make(envs.PENDULUM_ID)
     model = PPO(
         "CnnPolicy",
