@@ -17,6 +17,7 @@ from noether_control.training.config import (
     DataConfig,
     OptimConfig,
     TrainCommandConfig,
+    learning_rate,
     resume_mismatches,
 )
 from noether_control.training.logs import strip_image
@@ -177,6 +178,25 @@ def test_bad_configs_raise_value_errors() -> None:
         config.validate()
     with pytest.raises(ValueError, match="batch_size"):
         tiny_config(2, batch_size=0).validate()
+    for decay in (-1, 3):
+        with pytest.raises(ValueError, match=r"train\.lr_decay_steps: expected 0 ≤ .* got"):
+            tiny_config(2, lr_decay_steps=decay).validate()
+
+
+def test_learning_rate_decays_linearly_over_the_last_steps() -> None:
+    decayed = OptimConfig(steps=10, lr=2.0, lr_decay_steps=4)
+    assert [learning_rate(decayed, s) for s in range(10)] == [2.0] * 6 + [2.0, 1.5, 1.0, 0.5]
+    assert {learning_rate(OptimConfig(steps=10, lr=2.0), s) for s in range(10)} == {2.0}
+
+
+def test_training_applies_the_decayed_learning_rate(tmp_path: Path) -> None:
+    train_world_model(tiny_config(4, lr=1e-3, lr_decay_steps=4), tmp_path, train_set=MovingDot(),
+                      val_set=MovingDot())
+    with (tmp_path / "metrics.csv").open() as handle:
+        logged = [float(r["train/lr"]) for r in csv.DictReader(handle) if r["train/loss"]]
+    assert logged == pytest.approx([0.875e-3, 0.375e-3])  # means over steps (1, .75), (.5, .25)
+    optimizer = read_checkpoint(tmp_path / "checkpoints" / "last.pt")["optimizer"]
+    assert all(g["lr"] == pytest.approx(0.25e-3) for g in optimizer["param_groups"])
 
 
 def test_strip_image_puts_truth_over_prediction() -> None:

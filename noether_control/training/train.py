@@ -46,6 +46,7 @@ from noether_control.training import distributed
 from noether_control.training.config import (
     OptimConfig,
     TrainCommandConfig,
+    learning_rate,
     resume_mismatches,
 )
 from noether_control.training.logs import MetricLog, save_strip
@@ -424,10 +425,14 @@ def _train(
                     f"non-finite gradient norm at step {step + 1}; training stopped. The last "
                     f"good checkpoint is {_describe_last(last)}; lower train.lr"
                 )
+            lr = learning_rate(optim_config, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             optimizer.step()
             step += 1
 
             metrics["train/grad_norm"] = grad_norm.detach()
+            metrics["train/lr"] = grad_norm.new_tensor(lr)
             for name, value in metrics.items():
                 window_sum[name] = window_sum.get(name, 0.0) + value.float()
             window_steps += 1
