@@ -69,7 +69,7 @@ class OptimConfig:
     lr_decay_steps: int = 0
     """Decay the learning rate linearly towards 0 over the last this many steps of ``steps``
     (0: constant). With a constant rate a small-batch run's weights keep wandering: validation
-    MSE moved by ±25% between consecutive checkpoints 1000 steps apart, which buries differences
+    MSE went from 3.89e-3 to 2.30e-3 between checkpoints 1000 steps apart, which buries differences
     of a few percent between runs (docs/noether.md). Computed from the step alone, so a resumed
     run follows the same schedule; may change on resume, like ``steps``."""
     recon_weight: float = 1.0
