@@ -92,6 +92,8 @@ class WorldModelStageConfig:
     batch_size: int = 8
     #: Adam learning rate
     lr: float = 2e-3
+    #: decay the lr linearly towards 0 over the whole run (``train.lr_decay_steps = steps``)
+    lr_decay: bool = True
     #: frames predicted per training window (after the 2 context frames)
     n_future: int = 10
     #: architecture (the default of ``conf/model/dcgan64.yaml``; data fields come from the dataset)
@@ -224,6 +226,7 @@ def world_model_config(config: DemoConfig, dataset: str) -> TrainCommandConfig:
     """The training config of the demo's world model (also the Noether stage's baseline)."""
     stage = config.world_model
     optim = OptimConfig(steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr,
+                        lr_decay_steps=stage.steps if stage.lr_decay else 0,
                         schedule_steps=stage.steps, log_every=max(1, stage.steps // 20),
                         checkpoint_every=stage.steps, image_every=stage.steps,
                         val_windows=0, tensorboard=False, progress=True)

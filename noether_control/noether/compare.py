@@ -567,7 +567,10 @@ def demo_comparison(config: DemoComparisonConfig, baseline: TrainCommandConfig,
     if not e1.is_file():
         raise ValueError(f"{str(e1)!r}: expected the trained baseline's checkpoint, found none")
     total = baseline.train.steps + config.meta_steps
-    longer = replace(baseline, train=replace(baseline.train, steps=total))
+    # After a decaying baseline the lr restarts and decays over the E₂ steps, so control and
+    # Noether are compared at the bottom of a decay too.
+    decay = config.meta_steps if baseline.train.lr_decay_steps else 0
+    longer = replace(baseline, train=replace(baseline.train, steps=total, lr_decay_steps=decay))
     control_dir, noether_dir = out_dir / "control", out_dir / "noether"
     with atomic_path(control_dir / "checkpoints" / "last.pt") as temporary:
         shutil.copyfile(e1, temporary)
