@@ -69,7 +69,8 @@ class NoetherConfig:
     include_context: bool = False
     """Also conserve g across the true context frames (``frames`` embedding only: the context
     has no LSTM activations or predicted states of its own)."""
-    inner: TailoringConfig = field(default_factory=lambda: TailoringConfig(steps=1, lr=100.0))
+    inner: TailoringConfig = field(
+        default_factory=lambda: TailoringConfig(steps=1, lr=100.0, learnable_lr=True))
     """The inner loop at training time (steps K, lr, sgd/adam, second order, learnable lr)."""
     test_inner_steps: int | None = None
     """Inner steps at test time; ``None``: the same as ``inner.steps``."""

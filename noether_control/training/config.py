@@ -60,7 +60,7 @@ class OptimConfig:
     schedule_steps: int = 1000
     """Scheduled sampling: step at which the teacher probability reaches 0 (linear from 1).
     Counted in absolute steps so that extending ``steps`` on resume keeps the schedule."""
-    reward_weight: float = 0.01
+    reward_weight: float = 0.001
     """Weight of the reward head's MSE (rewards are O(1–10), pixels O(0.01))."""
     state_weight: float = 0.1
     """Weight of the state head's MSE (only with ``model.state_head``)."""
