@@ -520,8 +520,7 @@ class SVGWorldModel(nn.Module):
         codes, skips = self.encode(frames.flatten(0, 1), adapt)
         codes = codes.unflatten(0, (batch, length))
         reconstructions = (
-            self.decode(codes.flatten(0, 1),
-                        [torch.zeros_like(s) for s in skips], adapt)
+            self.decode(codes.flatten(0, 1), [torch.zeros_like(s) for s in skips], adapt)
             .unflatten(0, (batch, length))
             if reconstruct
             else None

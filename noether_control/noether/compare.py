@@ -571,8 +571,8 @@ def demo_comparison(config: DemoComparisonConfig, baseline: TrainCommandConfig,
     # A decaying baseline's decay is stretched over E₂ too, so control and Noether continue at a
     # small lr and end at the bottom of a decay; restarting at train.lr for a few dozen steps
     # threw the demo's converged model off (control h1 5.2e-3 vs the baseline's 3.3e-3).
-    decay = baseline.train.lr_decay_steps + config.meta_steps if baseline.train.lr_decay_steps \
-        else 0
+    decay = (baseline.train.lr_decay_steps + config.meta_steps
+             if baseline.train.lr_decay_steps else 0)
     longer = replace(baseline, train=replace(baseline.train, steps=total, lr_decay_steps=decay))
     control_dir, noether_dir = out_dir / "control", out_dir / "noether"
     with atomic_path(control_dir / "checkpoints" / "last.pt") as temporary:
