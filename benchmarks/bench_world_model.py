@@ -5,7 +5,9 @@
 Absolute numbers depend on the machine (and on what else runs on it), so each is also given as
 a ratio to a reference measured in the same run: the model's own encoder + decoder
 auto-encoding frames (forward only for prediction, forward + backward for training), i.e. how
-much the recurrent closed loop costs over the per-frame convolutions it cannot avoid.
+much the recurrent closed loop costs over the per-frame convolutions it cannot avoid. The
+dynamics phase (``train.dynamics_steps``) skips those convolutions: its row compares its windows
+of ``n_past + dynamics_horizon`` codes per second with auto-encoding as many frames.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from noether_control.models import SVGConfig, SVGWorldModel
 from noether_control.runtime import resolve_device
 from noether_control.training.config import DataConfig, OptimConfig
+from noether_control.training.dynamics import dynamics_losses, predictor_parameters
 
 
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -76,6 +79,26 @@ def main() -> None:
          batch / timed(lambda: train_step(closed), args.repeats, device),
          reference_train / window),
     ]
+    dynamics_length = data.n_past + optim.dynamics_horizon
+    dynamics_batch = optim.dynamics_batch_size
+    codes = torch.rand(dynamics_batch, dynamics_length, config.g_dim, device=device)
+    code_window = {"codes": codes * 2 - 1,
+                   "actions": torch.randn(dynamics_batch, dynamics_length, config.action_dim,
+                                          device=device),
+                   "rewards": torch.randn(dynamics_batch, dynamics_length, device=device),
+                   "states": torch.zeros(dynamics_batch, dynamics_length, 0, device=device)}
+    dynamics_optimizer = torch.optim.Adam(predictor_parameters(model), lr=optim.dynamics_lr)
+
+    def dynamics_step() -> None:
+        dynamics_optimizer.zero_grad(set_to_none=True)
+        loss, _ = dynamics_losses(model, code_window, data.n_past, optim.reward_weight,
+                                  optim.state_weight)
+        loss.backward()
+        dynamics_optimizer.step()
+
+    rows.append((f"train, dynamics phase, {dynamics_length} codes", "sequences/s",
+                 dynamics_batch / timed(dynamics_step, args.repeats, device),
+                 reference_train / dynamics_length))
     horizon, predict_batch = 25, args.predict_batch
     context = torch.rand(predict_batch, data.n_past, config.channels, config.image_size,
                          config.image_size, device=device)
@@ -98,9 +121,9 @@ def main() -> None:
     print(f"SVG world model, default config ({parameters / 1e6:.2f}M parameters), "
           f"device {device}, {args.threads} thread(s), batch {batch}, window {window}")
     print(f"  model: {asdict(config)}")
-    print(f"{'measurement':<28} {'throughput':>12} {'unit':<12} {'vs autoencoder':>15}")
+    print(f"{'measurement':<34} {'throughput':>12} {'unit':<12} {'vs autoencoder':>15}")
     for name, unit, value, reference in rows:
-        print(f"{name:<28} {value:>12.1f} {unit:<12} {value / reference:>14.2f}x")
+        print(f"{name:<34} {value:>12.1f} {unit:<12} {value / reference:>14.2f}x")
     print("reference: encoder+decoder on the same frames, measured in this run "
           f"({reference_train:.1f} frames/s training, {reference_predict:.1f} frames/s forward)")
 

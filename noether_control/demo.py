@@ -49,8 +49,8 @@ from noether_control.training.train import train_world_model
 class WindowsCheckConfig:
     """How the ``windows`` stage opens the collected dataset."""
 
-    #: steps per window (the world model's context + horizon)
-    window: int = 12
+    #: steps per window (the world model's context + training horizon)
+    window: int = 14
     #: train/val/test fractions of episodes
     split_fractions: list[float] = field(default_factory=lambda: [0.75, 0.125, 0.125])
 
@@ -94,8 +94,15 @@ class WorldModelStageConfig:
     lr: float = 2e-3
     #: decay the lr linearly towards 0 over the whole run (``train.lr_decay_steps = steps``)
     lr_decay: bool = True
-    #: frames predicted per training window (after the 2 context frames)
+    #: context frames: 4 pin down the rod's angular velocity far better than 2, and the
+    #: velocity is what places the rod 10 frames ahead (docs/world_model.md)
+    n_past: int = 4
+    #: frames predicted per training window (after the context frames)
     n_future: int = 10
+    #: steps of the dynamics phase after the joint ones (``train.dynamics_steps``)
+    dynamics_steps: int = 3000
+    #: closed-loop steps per dynamics window after the context (``train.dynamics_horizon``)
+    dynamics_horizon: int = 25
     #: architecture (the default of ``conf/model/dcgan64.yaml``; data fields come from the dataset)
     model: SVGConfig = field(default_factory=SVGConfig)
     #: evaluation horizon (the per-horizon table and the reference predictors)
@@ -229,8 +236,11 @@ def world_model_config(config: DemoConfig, dataset: str) -> TrainCommandConfig:
                         lr_decay_steps=stage.steps if stage.lr_decay else 0,
                         schedule_steps=stage.steps, log_every=max(1, stage.steps // 20),
                         checkpoint_every=stage.steps, image_every=stage.steps,
+                        dynamics_steps=stage.dynamics_steps,
+                        dynamics_horizon=stage.dynamics_horizon,
                         val_windows=0, tensorboard=False, progress=True)
-    return TrainCommandConfig(data=DataConfig(path=dataset, n_future=stage.n_future),
+    data = DataConfig(path=dataset, n_past=stage.n_past, n_future=stage.n_future)
+    return TrainCommandConfig(data=data,
                               model=stage.model, train=optim, seed=config.seed, device="auto")
 
 

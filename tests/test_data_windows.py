@@ -142,6 +142,26 @@ def test_window_items_match_the_episode_arrays(dataset: Path) -> None:
     assert windows.window_index(last_of_episode_0 + 1) == (1, 0)
 
 
+def test_episode_returns_every_step_of_one_split_episode(dataset: Path) -> None:
+    windows = EpisodeWindows(dataset, 5, "train", split_fractions=(0.6, 0.2, 0.2), seed=1)
+    lengths = [12, 9, 15, 10, 11, 13, 9, 20, 10, 14]
+    episode_id = int(windows.episode_ids[-1])
+    item = windows.episode(episode_id)
+    steps = lengths[episode_id]
+    assert item["frames"].shape == (steps, 3, IMAGE, IMAGE) and item["actions"].shape == (steps, 1)
+    expected = synthetic_episode(episode_id, steps)
+    torch.testing.assert_close(
+        item["frames"],
+        torch.from_numpy(expected.observations["pixels"][:steps]).permute(0, 3, 1, 2) / 255.0)
+    codes = torch.arange(steps, dtype=torch.float32) + episode_id * 1000
+    torch.testing.assert_close(item["rewards"], codes * 0.25)
+    first_window = next(i for i in range(len(windows)) if windows.window_index(i)[0] == episode_id)
+    torch.testing.assert_close(windows[first_window]["frames"], item["frames"][:5])
+    other = next(i for i in range(10) if i not in windows.episode_ids)
+    with pytest.raises(ValueError, match=r"episode_id: expected one of this 'train' split"):
+        windows.episode(other)
+
+
 def test_split_is_deterministic_disjoint_and_complete() -> None:
     first = split_episodes(50, (0.6, 0.2, 0.2), seed=4)
     again = split_episodes(50, (0.6, 0.2, 0.2), seed=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,11 @@ from noether_control.training.config import (
     DataConfig,
     OptimConfig,
     TrainCommandConfig,
+    dynamics_learning_rate,
     learning_rate,
     resume_mismatches,
 )
+from noether_control.training.dynamics import dynamics_losses, encode_episodes
 from noether_control.training.logs import strip_image
 from noether_control.training.train import (
     NonFiniteLossError,
@@ -57,6 +60,14 @@ class MovingDot(Dataset):
         self.actions = actions
         self.states = position
         self.rewards = -position.norm(dim=-1) / 10
+
+    @property
+    def episode_ids(self) -> list[int]:
+        """Each window doubles as an episode, for the dynamics phase."""
+        return list(range(len(self.frames)))
+
+    def episode(self, episode_id: int) -> dict[str, torch.Tensor]:
+        return self[episode_id]
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -261,3 +272,94 @@ def test_latent_weight_adds_code_consistency_with_a_stop_gradient_target() -> No
 def test_negative_loss_weights_are_rejected() -> None:
     with pytest.raises(ValueError, match=r"train\.latent_weight: expected ≥ 0, got -1"):
         tiny_config(1, latent_weight=-1.0).validate()
+
+
+DYNAMICS = dict(dynamics_horizon=3, dynamics_batch_size=8, dynamics_lr=3e-4)
+
+
+def test_dynamics_phase_trains_only_the_predictor_and_lowers_its_closed_loop_loss(
+    tmp_path: Path,
+) -> None:
+    data = MovingDot()
+    train_world_model(tiny_config(4, dynamics_steps=6, **DYNAMICS), tmp_path, train_set=data,
+                      val_set=data)
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("step_*.pt")) == [
+        "step_0000004_dynamics_0000002.pt", "step_0000004_dynamics_0000004.pt",
+        "step_0000004_dynamics_0000006.pt"]
+    last = read_checkpoint(checkpoints / "last.pt")
+    assert last["step"] == 4 and last["extra"]["dynamics_step"] == 6
+    # the joint phase's end, rebuilt by training the same 4 joint steps alone
+    joint_dir = tmp_path / "joint"
+    train_world_model(tiny_config(4), joint_dir, train_set=data, val_set=data)
+    joint = read_checkpoint(joint_dir / "checkpoints" / "last.pt")["model"]
+    for name, value in last["model"].items():
+        frozen = name.startswith(("encoder.", "decoder."))
+        assert torch.equal(value, joint[name]) == frozen, name
+
+    def code_loss(path: Path) -> float:
+        model, _ = load_world_model(path)
+        episodes = encode_episodes(model, data, 5, torch.device("cpu"))
+        with torch.no_grad():
+            loss, _ = dynamics_losses(model, episodes.windows(torch.arange(len(episodes.starts))),
+                                      2, reward_weight=0.001, state_weight=0.1)
+        return float(loss)
+
+    assert code_loss(checkpoints / "last.pt") < code_loss(joint_dir / "checkpoints" / "last.pt")
+    with (tmp_path / "metrics.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["train/loss"]]
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8, 10]
+    assert all(r["train/dynamics_code_mse"] for r in rows[2:])
+    assert [float(r["train/lr"]) for r in rows[2:]] == pytest.approx(
+        [3e-4 * (6 + 5) / 12, 3e-4 * (4 + 3) / 12, 3e-4 * (2 + 1) / 12])
+
+
+def test_dynamics_phase_resumes_exactly_and_is_not_redone_by_more_joint_steps(
+    tmp_path: Path,
+) -> None:
+    data = MovingDot()
+    straight = tmp_path / "straight"
+    train_world_model(tiny_config(4, dynamics_steps=4, **DYNAMICS), straight, train_set=data,
+                      val_set=data)
+    # "crash" after dynamics step 2: its checkpoint is all the resumed run has
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copyfile(straight / "checkpoints" / "step_0000004_dynamics_0000002.pt",
+                    resumed / "checkpoints" / "last.pt")
+    train_world_model(tiny_config(4, dynamics_steps=4, **DYNAMICS), resumed, train_set=data,
+                      val_set=data)
+    expected = read_checkpoint(straight / "checkpoints" / "last.pt")
+    got = read_checkpoint(resumed / "checkpoints" / "last.pt")
+    assert got["extra"]["dynamics_step"] == 4
+    for name, value in expected["model"].items():
+        assert torch.equal(got["model"][name], value), name
+    # more joint steps afterwards (the demo's more-steps control): no second dynamics phase
+    results = train_world_model(tiny_config(6, dynamics_steps=0, **DYNAMICS), resumed,
+                                train_set=data, val_set=data)
+    after = read_checkpoint(resumed / "checkpoints" / "last.pt")
+    assert (results["steps"], after["step"], after["extra"]["dynamics_step"]) == (6, 6, 4)
+    assert (resumed / "checkpoints" / "step_0000006_dynamics_0000004.pt").exists()
+
+
+def test_dynamics_phase_bad_settings_raise_value_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"train\.dynamics_steps: .* model\.stochastic=True"):
+        tiny_config(2, stochastic=True, dynamics_steps=2).validate()
+    with pytest.raises(ValueError, match=r"train\.dynamics_horizon: expected ≥ 1, got 0"):
+        tiny_config(2, dynamics_steps=2, dynamics_horizon=0).validate()
+    with pytest.raises(ValueError, match=r"train\.dynamics_steps and train\.dynamics_lr"):
+        tiny_config(2, dynamics_steps=-1).validate()
+    data = MovingDot()
+    with pytest.raises(ValueError, match=r"n_past \+ dynamics_horizon = 6 steps .* longest has 5"):
+        train_world_model(tiny_config(2, dynamics_steps=2, dynamics_horizon=4), tmp_path / "a",
+                          train_set=data, val_set=data)
+    windows_only = torch.utils.data.Subset(data, range(len(data)))
+    windows_only.image_size, windows_only.channels = 32, 3  # type: ignore[attr-defined]
+    windows_only.action_dim, windows_only.state_dim = 1, 2  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"episode_ids and episode\(\) .* got Subset"):
+        train_world_model(tiny_config(2, dynamics_steps=2, **DYNAMICS), tmp_path / "b",
+                          train_set=windows_only, val_set=data)
+
+
+def test_dynamics_learning_rate_decays_linearly_to_zero() -> None:
+    optim = OptimConfig(dynamics_steps=4, dynamics_lr=2.0)
+    assert [dynamics_learning_rate(optim, d) for d in range(4)] == [2.0, 1.5, 1.0, 0.5]

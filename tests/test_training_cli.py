@@ -75,7 +75,9 @@ def test_run_trains_and_resumes_in_its_run_directory(
 
 
 def test_torchrun_two_processes_match_one_process(dataset: str, tmp_path: Path) -> None:
-    overrides = ("experiment=smoke", f"data.path={dataset}", "device=cpu")
+    overrides = ("experiment=smoke", f"data.path={dataset}", "device=cpu",
+                 "train.dynamics_steps=4", "train.dynamics_horizon=6",
+                 "train.dynamics_batch_size=8")
     single = tmp_path / "single"
     config = composed(*overrides)
     train_world_model(config, single)
@@ -89,6 +91,7 @@ def test_torchrun_two_processes_match_one_process(dataset: str, tmp_path: Path) 
     one = read_checkpoint(single / "checkpoints" / "last.pt")
     two = read_checkpoint(ddp / "checkpoints" / "last.pt")
     assert one["step"] == two["step"] == 6
+    assert one["extra"]["dynamics_step"] == two["extra"]["dynamics_step"] == 4
     torch.manual_seed(config.seed)  # the initial parameters, as the training run builds them
     initial = SVGWorldModel(model_config_from(one["model_config"])).state_dict()
     moved = sum(((one["model"][k] - initial[k]) ** 2).sum() for k in initial) ** 0.5

@@ -209,6 +209,20 @@ class EpisodeWindows(Dataset[dict[str, torch.Tensor]]):
             self._episodes[episode_id] = cached
         return cached
 
+    def episode(self, episode_id: int) -> dict[str, torch.Tensor]:
+        """All steps of one episode of this split, as one window of its full length ``T``
+        (same layout as an item; ``episode_id`` from :attr:`episode_ids`)."""
+        if episode_id not in self.episode_ids:
+            raise ValueError(
+                f"episode_id: expected one of this {self.split!r} split's episode_ids, "
+                f"got {episode_id}"
+            )
+        pixels, columns = self._episode(int(episode_id))
+        steps = slice(0, len(columns["actions"]))
+        frames = torch.from_numpy(pixels[steps]).permute(0, 3, 1, 2).float().div_(255.0)
+        return {"frames": frames} | {key: torch.from_numpy(value.copy())
+                                     for key, value in columns.items()}
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         episode_id, start = self.window_index(index)
         pixels, columns = self._episode(episode_id)

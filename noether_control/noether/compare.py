@@ -573,7 +573,9 @@ def demo_comparison(config: DemoComparisonConfig, baseline: TrainCommandConfig,
     # threw the demo's converged model off (control h1 5.2e-3 vs the baseline's 3.3e-3).
     decay = (baseline.train.lr_decay_steps + config.meta_steps
              if baseline.train.lr_decay_steps else 0)
-    longer = replace(baseline, train=replace(baseline.train, steps=total, lr_decay_steps=decay))
+    # Both continue with joint steps; a dynamics phase of the baseline is not redone.
+    longer = replace(baseline, train=replace(baseline.train, steps=total, lr_decay_steps=decay,
+                                             dynamics_steps=0))
     control_dir, noether_dir = out_dir / "control", out_dir / "noether"
     with atomic_path(control_dir / "checkpoints" / "last.pt") as temporary:
         shutil.copyfile(e1, temporary)

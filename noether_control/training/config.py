@@ -83,6 +83,21 @@ class OptimConfig:
     """Weight of a latent consistency MSE between the predictor's code of frame ``t + 1`` and
     the encoder's code of the true frame ``t + 1`` (a stop-gradient target): a direct signal
     for the LSTM that does not have to pass through the decoder. 0: off, plain SVG."""
+    dynamics_steps: int = 0
+    """Steps of a dynamics phase after the ``steps`` joint ones: the encoder and decoder are
+    frozen, every training episode is encoded once, and the frame predictor alone (LSTM, action
+    embedding, code-change, reward and state heads) learns the closed-loop dynamics of those
+    codes (``training/dynamics.py``). With no frame encoded or decoded per step, a step costs a
+    few percent of a joint one. A resumed run does the joint steps it has left, then the
+    dynamics steps it has left; one resumed with more ``steps`` after its dynamics phase does
+    not redo it. Deterministic models with ``model.feedback=latent`` only. 0: off."""
+    dynamics_batch_size: int = 64
+    """Global batch of code windows per dynamics step."""
+    dynamics_horizon: int = 25
+    """Closed-loop steps after the ``data.n_past`` context codes in each dynamics window (the
+    evaluation horizon, where ``data.n_future`` is what a joint step can afford to decode)."""
+    dynamics_lr: float = 2e-3
+    """Adam learning rate of the dynamics phase, decayed linearly to 0 over its steps."""
     amp: bool = True
     """bfloat16 autocast on CUDA GPUs that support it (ignored on the CPU and older GPUs)."""
     log_every: int = 10
@@ -103,9 +118,9 @@ class OptimConfig:
 
 #: Keys of the resolved config that may change when a run is resumed.
 RESUMABLE_CHANGES = {
-    "train.steps", "train.lr_decay_steps", "train.log_every", "train.checkpoint_every",
-    "train.keep_checkpoints", "train.image_every", "train.val_windows", "train.tensorboard",
-    "train.progress",
+    "train.steps", "train.lr_decay_steps", "train.dynamics_steps", "train.log_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.image_every", "train.val_windows",
+    "train.tensorboard", "train.progress",
     "data.num_workers", "data.path", "device", "noether.init_from",
 }
 
@@ -145,6 +160,22 @@ class TrainCommandConfig:
             raise ValueError(
                 f"train.lr_decay_steps: expected 0 ≤ lr_decay_steps ≤ train.steps ({t.steps}), "
                 f"got {t.lr_decay_steps}"
+            )
+        for name in ("dynamics_batch_size", "dynamics_horizon"):
+            if getattr(t, name) < 1:
+                raise ValueError(f"train.{name}: expected ≥ 1, got {getattr(t, name)}")
+        if t.dynamics_steps < 0 or t.dynamics_lr <= 0:
+            raise ValueError(f"train.dynamics_steps and train.dynamics_lr: expected ≥ 0 and > 0, "
+                             f"got {t.dynamics_steps} and {t.dynamics_lr}")
+        if t.dynamics_steps and (self.model.stochastic or self.model.feedback != "latent"
+                                 or self.noether.enabled):
+            raise ValueError(
+                "train.dynamics_steps: the dynamics phase trains the predictor of a "
+                "deterministic model with latent feedback, before any Noether meta-training; "
+                f"expected 0 with model.stochastic={self.model.stochastic}, "
+                f"model.feedback={self.model.feedback!r}, noether.enabled={self.noether.enabled}, "
+                f"got {t.dynamics_steps} (Noether meta-training from a baseline that had a "
+                "dynamics phase: pass train.dynamics_steps=0)"
             )
         if t.schedule_steps < 1:
             raise ValueError(f"train.schedule_steps: expected ≥ 1, got {t.schedule_steps}")
@@ -187,3 +218,9 @@ def learning_rate(train: OptimConfig, step: int) -> float:
     if train.lr_decay_steps == 0:
         return train.lr
     return train.lr * min(1.0, (train.steps - step) / train.lr_decay_steps)
+
+
+def dynamics_learning_rate(train: OptimConfig, dynamics_step: int) -> float:
+    """The learning rate of dynamics update ``dynamics_step`` (0-based): ``train.dynamics_lr``
+    decayed linearly, ``(dynamics_steps - dynamics_step) / dynamics_steps`` (the last is > 0)."""
+    return train.dynamics_lr * (train.dynamics_steps - dynamics_step) / train.dynamics_steps

@@ -46,13 +46,19 @@ from noether_control.training import distributed
 from noether_control.training.config import (
     OptimConfig,
     TrainCommandConfig,
+    dynamics_learning_rate,
     learning_rate,
     resume_mismatches,
+)
+from noether_control.training.dynamics import (
+    dynamics_losses,
+    encode_episodes,
+    predictor_parameters,
 )
 from noether_control.training.logs import MetricLog, save_strip
 
 #: Independent random streams derived from the run seed.
-STREAM_BATCH, STREAM_TEACHER, STREAM_NOISE = 0, 1, 2
+STREAM_BATCH, STREAM_TEACHER, STREAM_NOISE, STREAM_DYNAMICS = 0, 1, 2, 3
 
 
 class NonFiniteLossError(RuntimeError):
@@ -65,7 +71,8 @@ def stream_generator(seed: int, stream: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def global_batch_indices(n_items: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+def global_batch_indices(n_items: int, batch_size: int, seed: int, step: int,
+                         stream: int = STREAM_BATCH) -> torch.Tensor:
     """Window indices ``(batch_size,)`` of global step ``step``: epochs of seeded permutations.
 
     Step ``s`` takes positions ``s·B … s·B + B - 1`` of the endless sequence formed by
@@ -76,7 +83,7 @@ def global_batch_indices(n_items: int, batch_size: int, seed: int, step: int) ->
     epochs = positions // n_items
     indices = torch.empty(batch_size, dtype=torch.long)
     for epoch in torch.unique(epochs).tolist():
-        permutation = torch.randperm(n_items, generator=stream_generator(seed, STREAM_BATCH, epoch))
+        permutation = torch.randperm(n_items, generator=stream_generator(seed, stream, epoch))
         chosen = epochs == epoch
         indices[chosen] = permutation[positions[chosen] % n_items]
     return indices
@@ -322,7 +329,7 @@ def _train(
     if noether is not None:
         groups.append({"params": list(noether.parameters())})
     optimizer = torch.optim.Adam(groups, lr=optim_config.lr)
-    start = 0
+    start = dynamics_start = 0
     last = checkpoints / "last.pt"
     if last.exists():
         payload = read_checkpoint(last, "cpu")
@@ -337,9 +344,11 @@ def _train(
             noether.load_state_dict(payload["extra"]["noether"]["state"])
         optimizer.load_state_dict(payload["optimizer"])
         start = int(payload["step"])
+        dynamics_start = int(payload["extra"].get("dynamics_step", 0))
         restore_rng(payload["rng"])
         if job.is_main:
-            print(f"train: resuming from {last} at step {start}")
+            print(f"train: resuming from {last} at step {start}"
+                  + (f", dynamics step {dynamics_start}" if dynamics_start else ""))
     elif noether is not None and config.noether.init_from:
         start = init_from_baseline(config.noether.init_from, model, optimizer)
         if job.is_main:
@@ -364,25 +373,27 @@ def _train(
         if val_set is not None and optim_config.val_windows > 0
         else []
     )
+    if optim_config.dynamics_steps > dynamics_start and not hasattr(train_set, "episode"):
+        raise ValueError(
+            "train.dynamics_steps: the dynamics phase encodes whole training episodes; expected "
+            f"a training set with episode_ids and episode() (EpisodeWindows), got "
+            f"{type(train_set).__name__}"
+        )
     strip_source = val_set if val_set is not None else train_set
-    strip_windows = [strip_source[i] for i in range(min(4, len(strip_source)))]
-    log = MetricLog(out_dir, tensorboard=optim_config.tensorboard, resume_step=start) \
-        if job.is_main else None
+    # The dynamics phase counts its own steps; logs and the progress bar count all updates.
+    dynamics_end = max(optim_config.dynamics_steps, dynamics_start)
+    book = _Bookkeeping(
+        config, job, out_dir, model, optimizer, resolved, noether,
+        strip_windows=[strip_source[i] for i in range(min(4, len(strip_source)))],
+        fixed_val=fixed_val, first_update=start + dynamics_start,
+        last_update=max(total_steps, start) + dynamics_end,
+    )
     # bfloat16 needs no loss scaling; GPUs without it (pre-Ampere) train in float32.
     use_amp = device.type == "cuda" and optim_config.amp and torch.cuda.is_bf16_supported()
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
     )
-    progress = None
-    if job.is_main and optim_config.progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=total_steps, initial=start, desc="train", dynamic_ncols=True)
-
     length = config.data.window
-    window_sum: dict[str, torch.Tensor] = {}
-    window_steps, window_start = 0, time.perf_counter()
-    summary: dict[str, Any] = {"eval": {}}
     step = start
     try:
         for batch in loader:
@@ -406,78 +417,29 @@ def _train(
                     noether_metrics = {}
                 loss, metrics = compute_losses(out, batch, config)
                 metrics.update(noether_metrics)
-            global_loss = distributed.mean_over_processes(job, loss).item()
-            if not math.isfinite(global_loss):
-                raise NonFiniteLossError(
-                    f"non-finite loss ({global_loss}) at step {step + 1}; training stopped. "
-                    f"The last good checkpoint is {_describe_last(last)}; lower train.lr or "
-                    "check the data for NaNs"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             parameters = [p for group in optimizer.param_groups for p in group["params"]]
-            if meta:
-                average_gradients(parameters)  # the meta step bypasses DDP's gradient hooks
-            max_norm = optim_config.grad_clip if optim_config.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
-            if not torch.isfinite(grad_norm):
-                raise NonFiniteLossError(
-                    f"non-finite gradient norm at step {step + 1}; training stopped. The last "
-                    f"good checkpoint is {_describe_last(last)}; lower train.lr"
-                )
             lr = learning_rate(optim_config, step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.step()
+            # the meta step bypasses DDP's gradient hooks: average its gradients explicitly
+            grad_norm = _update(loss, parameters, optimizer, lr, optim_config, job,
+                                f"step {step + 1}", book.last, average=meta)
             step += 1
-
-            metrics["train/grad_norm"] = grad_norm.detach()
-            metrics["train/lr"] = grad_norm.new_tensor(lr)
-            for name, value in metrics.items():
-                window_sum[name] = window_sum.get(name, 0.0) + value.float()
-            window_steps += 1
-            if step % optim_config.log_every == 0 or step == total_steps:
-                names = sorted(window_sum)
-                means = distributed.mean_over_processes(
-                    job, torch.stack([window_sum[n] for n in names]) / window_steps
-                )
-                row = {n: v for n, v in zip(names, means.tolist(), strict=True)}
-                elapsed = time.perf_counter() - window_start
-                row["train/sequences_per_s"] = window_steps * optim_config.batch_size / elapsed
-                row["train/teacher_probability"] = probability
-                summary["train"] = row
-                if log is not None:
-                    log.log(step, row)
-                if progress is not None:
-                    progress.set_postfix(loss=f"{row['train/loss']:.3g}")
-                window_sum, window_steps, window_start = {}, 0, time.perf_counter()
-            if progress is not None:
-                progress.update(1)
-            if job.is_main and optim_config.image_every and step % optim_config.image_every == 0:
-                _write_strip(model, strip_windows, config, device,
-                             out_dir / "predictions" / f"step_{step:07d}.png")
-            if step % optim_config.checkpoint_every == 0 or step == total_steps:
-                if job.is_main:
-                    if fixed_val:
-                        summary["eval"] = validate(model, fixed_val, config, device)
-                        if log is not None:
-                            log.log(step, summary["eval"])
-                    _checkpoint(checkpoints, model, optimizer, step, resolved, summary,
-                                optim_config.keep_checkpoints, noether)
-                distributed.barrier(job)
+            metrics["train/teacher_probability"] = grad_norm.new_tensor(probability)
+            book.after_update(metrics, grad_norm, lr, optim_config.batch_size, step,
+                              dynamics_start, phase_step=step, phase_end=total_steps)
+        if dynamics_start < optim_config.dynamics_steps:
+            _dynamics_phase(model, optimizer, config, job, train_set, book, autocast, step,
+                            dynamics_start)
     finally:
-        if progress is not None:
-            progress.close()
-        if log is not None:
-            log.close()
+        book.close()
 
-    if start >= total_steps and job.is_main:
+    if start >= total_steps and dynamics_start >= optim_config.dynamics_steps and job.is_main:
         print(f"train: {last} is at step {start} ≥ train.steps={total_steps}; nothing to do")
     results = {
         "steps": step,
+        "dynamics_steps": max(optim_config.dynamics_steps, dynamics_start),
         "checkpoint": str(last),
-        "train": summary.get("train", {}),
-        "eval": summary.get("eval", {}),
+        "train": book.summary.get("train", {}),
+        "eval": book.summary.get("eval", {}),
         "model_parameters": sum(p.numel() for p in model.parameters()),
         "processes": job.world_size,
         "device": str(device),
@@ -485,6 +447,154 @@ def _train(
     if job.is_main:
         write_json(out_dir / "results.json", results)
     return results
+
+
+def _update(
+    loss: torch.Tensor, parameters: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+    lr: float, optim: OptimConfig, job: distributed.Distributed, where: str, last: Path,
+    *, average: bool,
+) -> torch.Tensor:
+    """Backward, (``average``: all-reduce gradients), clip, step at ``lr``; the gradient norm.
+
+    Raises :class:`NonFiniteLossError` on a non-finite loss or gradient norm, before any
+    parameter changes, naming ``where`` and the last good checkpoint.
+    """
+    global_loss = distributed.mean_over_processes(job, loss.detach()).item()
+    if not math.isfinite(global_loss):
+        raise NonFiniteLossError(
+            f"non-finite loss ({global_loss}) at {where}; training stopped. The last good "
+            f"checkpoint is {_describe_last(last)}; lower the learning rate or check the data "
+            "for NaNs"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if average:
+        average_gradients(parameters)
+    max_norm = optim.grad_clip if optim.grad_clip > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    if not torch.isfinite(grad_norm):
+        raise NonFiniteLossError(
+            f"non-finite gradient norm at {where}; training stopped. The last good checkpoint "
+            f"is {_describe_last(last)}; lower the learning rate"
+        )
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    return grad_norm
+
+
+def _dynamics_phase(
+    model: SVGWorldModel, optimizer: torch.optim.Optimizer, config: TrainCommandConfig,
+    job: distributed.Distributed, source: Any, book: _Bookkeeping,
+    autocast: contextlib.AbstractContextManager, step: int, start: int,
+) -> None:
+    """Dynamics steps ``start … train.dynamics_steps - 1`` (see ``training/dynamics.py``).
+
+    The batch of dynamics step ``d`` is drawn for the global batch from ``(seed, d)`` and
+    sliced per process, like the joint steps' batches; the encoder and decoder get no gradient
+    and so are not updated.
+    """
+    optim, n_past = config.train, config.data.n_past
+    episodes = encode_episodes(model, source, n_past + optim.dynamics_horizon, job.device)
+    if job.is_main:
+        print(f"train: dynamics phase on {len(episodes.starts)} code windows of "
+              f"{episodes.length} steps, from step {start} of {optim.dynamics_steps}")
+    parameters = predictor_parameters(model)
+    batch = optim.dynamics_batch_size
+    local = slice(job.rank * batch // job.world_size, (job.rank + 1) * batch // job.world_size)
+    for dynamics_step in range(start, optim.dynamics_steps):
+        indices = global_batch_indices(len(episodes.starts), batch, config.seed, dynamics_step,
+                                       STREAM_DYNAMICS)[local]
+        with autocast:
+            loss, metrics = dynamics_losses(model, episodes.windows(indices.to(job.device)),
+                                            n_past, optim.reward_weight, optim.state_weight)
+        lr = dynamics_learning_rate(optim, dynamics_step)
+        grad_norm = _update(loss, parameters, optimizer, lr, optim, job,
+                            f"dynamics step {dynamics_step + 1}", book.last, average=True)
+        book.after_update(metrics, grad_norm, lr, batch, step, dynamics_step + 1,
+                          phase_step=dynamics_step + 1, phase_end=optim.dynamics_steps)
+
+
+class _Bookkeeping:
+    """Metric rows, the progress bar, prediction strips, validation and checkpoints, after
+    every update of either phase (rank 0 writes; every rank joins the checkpoint barrier)."""
+
+    def __init__(
+        self, config: TrainCommandConfig, job: distributed.Distributed, out_dir: Path,
+        model: SVGWorldModel, optimizer: torch.optim.Optimizer, resolved: dict[str, Any],
+        noether: NoetherModule | None, *, strip_windows: list[dict[str, torch.Tensor]],
+        fixed_val: list[dict[str, torch.Tensor]], first_update: int, last_update: int,
+    ) -> None:
+        self.config, self.job, self.out_dir = config, job, out_dir
+        self.model, self.optimizer, self.noether = model, optimizer, noether
+        self.resolved = resolved
+        self.strip_windows, self.fixed_val = strip_windows, fixed_val
+        self.checkpoints = out_dir / "checkpoints"
+        self.last = self.checkpoints / "last.pt"
+        optim = config.train
+        self.log = (MetricLog(out_dir, tensorboard=optim.tensorboard, resume_step=first_update)
+                    if job.is_main else None)
+        self.progress = None
+        if job.is_main and optim.progress:
+            from tqdm import tqdm
+
+            self.progress = tqdm(total=last_update, initial=first_update, desc="train",
+                                 dynamic_ncols=True)
+        self.summary: dict[str, Any] = {"eval": {}}
+        self.window_sum: dict[str, torch.Tensor] = {}
+        self.window_steps, self.window_start = 0, time.perf_counter()
+
+    def after_update(
+        self, metrics: dict[str, torch.Tensor], grad_norm: torch.Tensor, lr: float,
+        batch_size: int, step: int, dynamics_step: int, *, phase_step: int, phase_end: int,
+    ) -> None:
+        """Record one update; ``phase_step`` of ``phase_end`` sets the log/checkpoint cadence."""
+        optim, job = self.config.train, self.job
+        update = step + dynamics_step
+        metrics["train/grad_norm"] = grad_norm.detach()
+        metrics["train/lr"] = grad_norm.new_tensor(lr)
+        for name, value in metrics.items():
+            self.window_sum[name] = self.window_sum.get(name, 0.0) + value.float()
+        self.window_steps += 1
+        phase_over = phase_step == phase_end
+        if phase_step % optim.log_every == 0 or phase_over:
+            names = sorted(self.window_sum)
+            means = distributed.mean_over_processes(
+                job, torch.stack([self.window_sum[n] for n in names]) / self.window_steps
+            )
+            row = {n: v for n, v in zip(names, means.tolist(), strict=True)}
+            elapsed = time.perf_counter() - self.window_start
+            row["train/sequences_per_s"] = self.window_steps * batch_size / elapsed
+            self.summary["train"] = row
+            if self.log is not None:
+                self.log.log(update, row)
+            if self.progress is not None:
+                self.progress.set_postfix(loss=f"{row['train/loss']:.3g}")
+            self.window_sum, self.window_steps = {}, 0
+            self.window_start = time.perf_counter()
+        if self.progress is not None:
+            self.progress.update(1)
+        name = f"step_{step:07d}" + (f"_dynamics_{dynamics_step:07d}" if dynamics_step else "")
+        if job.is_main and optim.image_every and phase_step % optim.image_every == 0:
+            _write_strip(self.model, self.strip_windows, self.config, job.device,
+                         self.out_dir / "predictions" / f"{name}.png")
+        if phase_step % optim.checkpoint_every == 0 or phase_over:
+            if job.is_main:
+                if self.fixed_val:
+                    self.summary["eval"] = validate(self.model, self.fixed_val, self.config,
+                                                    job.device)
+                    if self.log is not None:
+                        self.log.log(update, self.summary["eval"])
+                _checkpoint(self.checkpoints, name, self.model, self.optimizer, step,
+                            dynamics_step, self.resolved, self.summary,
+                            optim.keep_checkpoints, self.noether)
+            distributed.barrier(job)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        if self.log is not None:
+            self.log.close()
 
 
 def _describe_last(last: Path) -> str:
@@ -509,19 +619,24 @@ def _write_strip(
 
 
 def _checkpoint(
-    directory: Path, model: SVGWorldModel, optimizer: torch.optim.Optimizer, step: int,
-    resolved: dict[str, Any], summary: dict[str, Any], keep: int,
+    directory: Path, name: str, model: SVGWorldModel, optimizer: torch.optim.Optimizer,
+    step: int, dynamics_step: int, resolved: dict[str, Any], summary: dict[str, Any], keep: int,
     noether: NoetherModule | None = None,
 ) -> None:
-    """Write ``step_NNNNNNN.pt`` then ``last.pt`` (both atomic); prune old numbered ones."""
+    """Write ``NAME.pt`` then ``last.pt`` (both atomic); prune old numbered ones.
+
+    ``step`` is the joint step (where the lr and sampling schedules stand) and
+    ``extra["dynamics_step"]`` the dynamics steps done; numbered names sort in training order.
+    """
     rng = rng_state()
     extra: dict[str, Any] = {
-        "metrics": {k: v for k, v in summary.items() if isinstance(v, dict)}
+        "metrics": {k: v for k, v in summary.items() if isinstance(v, dict)},
+        "dynamics_step": dynamics_step,
     }
     if noether is not None:
         extra["noether"] = noether.checkpoint_state()
-    for name in (f"step_{step:07d}.pt", "last.pt"):
-        save_checkpoint(directory / name, model=model, optimizer=optimizer, step=step,
+    for file in (f"{name}.pt", "last.pt"):
+        save_checkpoint(directory / file, model=model, optimizer=optimizer, step=step,
                         config=resolved, rng=rng, extra=extra)
     numbered = sorted(directory.glob("step_*.pt"))
     for old in numbered[:-keep]:
