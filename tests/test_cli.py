@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from noether_control.cli import COMMANDS
 
@@ -93,6 +94,12 @@ def test_demo_smoke_writes_the_gif(tmp_path: Path) -> None:
     assert len(evaluation["per_horizon"]["mse"]) == 4 and 1 <= evaluation["n_sequences"] <= 4
     assert world_model["mse"]["h1"] == evaluation["per_horizon"]["mse"][0]
     assert set(world_model["references"]) == {"last_frame", "mean_frame"}
+    best = min(evaluation["references"][name]["mse"][0] for name in ("last_frame", "mean_frame"))
+    assert world_model["best_reference_over_model"]["h1"] == pytest.approx(
+        best / evaluation["per_horizon"]["mse"][0])
+    # the smoke world model had a dynamics phase (2 steps after its 2 joint steps)
+    trained = json.loads((Path(world_model["run_dir"]) / "results.json").read_text())
+    assert (trained["steps"], trained["dynamics_steps"]) == (2, 2)
     # the Noether stage continued the trained world model: its baseline is that checkpoint
     compared = json.loads(Path(results["noether"]["results"]).read_text())
     assert Path(compared["runs"]["baseline"]["checkpoint"]).resolve() == (
