@@ -87,10 +87,11 @@ class OptimConfig:
     """Steps of a dynamics phase after the ``steps`` joint ones: the encoder and decoder are
     frozen, every training episode is encoded once, and the frame predictor alone (LSTM, action
     embedding, code-change, reward and state heads) learns the closed-loop dynamics of those
-    codes (``training/dynamics.py``). With no frame encoded or decoded per step, a step costs a
-    few percent of a joint one. A resumed run does the joint steps it has left, then the
-    dynamics steps it has left; one resumed with more ``steps`` after its dynamics phase does
-    not redo it. Deterministic models with ``model.feedback=latent`` only. 0: off."""
+    codes (``training/dynamics.py``). With no frame encoded or decoded, a window costs a few
+    percent of what it would in a joint step (``benchmarks/bench_world_model.py``). A resumed
+    run does the joint steps it has left, then the dynamics steps it has left; one resumed with
+    more ``steps`` after its dynamics phase does not redo it. Deterministic models with
+    ``model.feedback=latent`` only. 0: off."""
     dynamics_batch_size: int = 64
     """Global batch of code windows per dynamics step."""
     dynamics_horizon: int = 25
