@@ -48,9 +48,18 @@ def test_parse_unit_exact_rational_exponents() -> None:
     assert parse_unit("m^(1/2)") ** 2 == parse_unit("m")
     assert parse_unit("1") == DIMENSIONLESS
     assert parse_unit("rad/s") == RADIAN / parse_unit("s")
-    for bad in ("furlong", "m^", "", "m//s"):
+    for bad in ("furlong", "m^", "", "m//s", "m^(1/0)", "m/(s"):
         with pytest.raises(ValueError, match="unit"):
             parse_unit(bad)
+
+
+def test_parse_unit_reads_spaces_parentheses_and_its_own_output() -> None:
+    assert parse_unit("kg * m^2 / s^2") == parse_unit("J")
+    assert parse_unit("J/(kg*K)") == parse_unit("J/kg/K") == parse_unit("J / (kg K)")
+    assert parse_unit("(kg*m)/s^2") == parse_unit("N")
+    for text in ("1/m/s", "m^(1/2)/s", "kg*m^2/s^2", "rad/s", "1", "s^-2*rad^-1*K"):
+        unit = parse_unit(text)
+        assert parse_unit(str(unit)) == unit, str(unit)
 
 
 def test_unit_checker_rejects_ill_typed_formulas() -> None:
@@ -84,6 +93,13 @@ def test_enumeration_is_unit_correct_and_contains_the_laws() -> None:
     # q + p (rad + rad/s) must never be enumerated, in either order, nor sin(p) (p in rad/s).
     forbidden = [binary("add", Q, P), binary("add", P, Q), unary("sin", P)]
     assert not any(f in enumeration.formulas for f in forbidden)
+
+
+def test_enumeration_keeps_differences_of_formulas_with_their_own_constants() -> None:
+    enumeration = enumerate_formulas(PENDULUM_UNITS, 9, 2, ops=["cos", "mul", "sub"])
+    texts = {str(to_sympy(f, ["q", "p"])) for f in enumeration.formulas}
+    assert "-cos(k0*q) + cos(k1*q)" in texts or "cos(k0*q) - cos(k1*q)" in texts
+    assert not any(f == binary("sub", Q, Q) for f in enumeration.formulas)
 
 
 def test_duplicates_removed_commutativity_and_equivalence() -> None:
@@ -203,6 +219,29 @@ def test_loader_reads_headers_overrides_and_irregular_time(tmp_path: Path) -> No
     data = load_trajectories(path, units, columns=["trial", "t", "q", "p"], trajectory="trial")
     np.testing.assert_allclose(data.times[0], [0, 0.1, 0.35, 0.4, 0.9])
     assert data.units == [parse_unit("rad"), parse_unit("rad/s")]
+
+
+def test_loader_reads_files_from_spreadsheets_and_r(tmp_path: Path) -> None:
+    units = {"q": "rad", "p": "rad/s"}
+    # Excel's UTF-8 byte-order mark, R's quoted names, a bare comment line before the header.
+    path = tmp_path / "bom.csv"
+    path.write_text("#\n" + '"trial","t","q","p"\n' + _rows(), encoding="utf-8-sig")
+    data = load_trajectories(path, units, trajectory="trial")
+    assert data.names == ["q", "p"] and data.states[0].shape == (6, 2)
+    # With data.columns, a first row holding -inf is data (and an error), not a header.
+    path = _write(tmp_path, "0,0,-inf,1\n" + _rows().replace("0,0.00", "0,0.01"))
+    with pytest.raises(ValueError, match=r":1: column 'q' is '-inf'"):
+        load_trajectories(path, units, columns=["trial", "t", "q", "p"], trajectory="trial")
+
+
+def test_one_trajectory_splits_in_time(tmp_path: Path) -> None:
+    path = _write(tmp_path, "t,q,p\n" + "".join(f"{0.1 * i:.1f},{i},{-i}\n" for i in range(20)))
+    data = load_trajectories(path, {"q": "rad", "p": "rad/s"})
+    train, test = data.split(0.25)
+    np.testing.assert_allclose(train.times[0], 0.1 * np.arange(15))
+    np.testing.assert_allclose(test.states[0][:, 0], [15, 16, 17, 18, 19])
+    with pytest.raises(ValueError, match=r"20 samples.*16 train and 4 test.*>= 5"):
+        data.split(0.2)
 
 
 @pytest.mark.parametrize(

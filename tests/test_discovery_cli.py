@@ -70,6 +70,25 @@ def test_discover_on_a_measured_file_writes_results(tmp_path: Path,
     assert (tmp_path / "quantity.png").stat().st_size > 1000
 
 
+def test_a_bad_energy_is_refused_before_the_search(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    data = generate("spring", 4, 0.0, np.random.default_rng(0), points_per_trajectory=10)
+    path = tmp_path / "spring.csv"
+    path.write_text("trial,t,q,p\n" + "".join(
+        f"{trial},{t},{q},{p}\n" for trial, (states, times) in
+        enumerate(zip(data.states, data.times, strict=True))
+        for t, (q, p) in zip(times, states, strict=True)))
+    monkeypatch.chdir(tmp_path)
+    searched = []
+    monkeypatch.setattr("noether_control.discovery.discover.search",
+                        lambda *args: searched.append(args))
+    cfg = _compose([*TINY, "score=false", f"data.path={path}", "data.trajectory=trial",
+                    "data.units={q: m, p: 'kg*m/s'}", "data.energy='q**2 + pp**2'"])
+    with pytest.raises(ValueError, match=r"data.energy .*unknown symbols \['pp'\]"):
+        run(cfg)
+    assert not searched
+
+
 def test_config_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError, match="DiscoverConfig"):
         run(_compose(["experiment=smoke", "+search.nonsense=1"]))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,13 +71,28 @@ class Trajectories:
               ) -> tuple[Trajectories, Trajectories]:
         """(train, test): the last ``test_fraction`` of trajectories (shuffled by ``rng`` if given).
 
-        Both halves keep at least one trajectory.
+        Both halves keep at least one trajectory. A single trajectory (one long measurement) is
+        split in time instead: its first samples train, its last ``test_fraction`` test.
         """
-        if len(self) < 2:
-            raise ValueError(f"need >= 2 trajectories to split train/test, got {len(self)}")
+        if len(self) == 1:
+            return self._split_in_time(test_fraction)
         order = np.arange(len(self)) if rng is None else rng.permutation(len(self))
         n_test = min(max(1, round(len(self) * test_fraction)), len(self) - 1)
         return self.subset(order[:-n_test].tolist()), self.subset(order[-n_test:].tolist())
+
+    def _split_in_time(self, test_fraction: float) -> tuple[Trajectories, Trajectories]:
+        length = len(self.times[0])
+        n_test = round(length * test_fraction)
+        if min(n_test, length - n_test) < MIN_POINTS_PER_TRAJECTORY:
+            raise ValueError(f"one trajectory of {length} samples: splitting it in time at "
+                             f"test_fraction {test_fraction:g} leaves {length - n_test} train and "
+                             f"{n_test} test samples; expected >= {MIN_POINTS_PER_TRAJECTORY} each")
+        halves = []
+        for part in (slice(0, length - n_test), slice(length - n_test, length)):
+            clean = None if self.clean is None else [self.clean[0][part]]
+            halves.append(Trajectories(self.names, self.units, [self.states[0][part]],
+                                       [self.times[0][part]], self.energy, clean))
+        return halves[0], halves[1]
 
     def smoothed(self, window: int, order: int = 3) -> Trajectories:
         """Denoised copy: each sample replaced by a local polynomial fit in *time*.
@@ -213,10 +227,12 @@ def load_trajectories(path: str | Path, units: Mapping[str, str], *,
     """Read measured trajectories from a CSV or whitespace-separated text file.
 
     The first non-blank line is the header naming the columns (a leading ``#`` or ``%`` is
-    accepted); ``columns`` overrides it (and then a numeric first line is data, not a header).
-    Later lines starting with ``#`` or ``%`` are comments. Every column other than ``time`` and
-    ``trajectory`` is a state column and needs a unit in ``units``. Rows of one trajectory must be
-    contiguous with strictly increasing time; irregular steps are fine (the time stamps are used).
+    accepted, lines of only ``#``/``%`` before it are skipped, quotes around names are dropped);
+    ``columns`` overrides it (and then a numeric first line is data, not a header). Later lines
+    starting with ``#`` or ``%`` are comments. A UTF-8 byte-order mark is ignored. Every column
+    other than ``time`` and ``trajectory`` is a state column and needs a unit in ``units``. Rows
+    of one trajectory must be contiguous with strictly increasing time; irregular steps are fine
+    (the time stamps are used).
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
@@ -227,15 +243,18 @@ def load_trajectories(path: str | Path, units: Mapping[str, str], *,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data.path: expected a readable file, got {str(path)!r}")
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
     numbered = [(number, line.strip()) for number, line in enumerate(lines, start=1)
                 if line.strip()]
+    while numbered and not numbered[0][1].lstrip("#%").strip():
+        numbered.pop(0)
     if not numbered:
-        raise ValueError(f"{path}: expected a header and data rows, got an empty file")
+        raise ValueError(f"{path}: expected a header and data rows, got no lines besides blank "
+                         f"or bare comment ones")
     first_number, first = numbered[0]
     separator = "," if "," in first else None
     header_text = first.lstrip("#%").strip()
-    header = [name.strip() for name in (header_text.split(separator))]
+    header = [_unquote(name) for name in header_text.split(separator)]
     first_is_data = _is_numeric_row(header)
     if columns is not None:
         names = [str(c) for c in columns]
@@ -269,7 +288,7 @@ def load_trajectories(path: str | Path, units: Mapping[str, str], *,
     for number, line in body:
         if line.startswith(("#", "%")):
             continue
-        fields = [value.strip() for value in line.split(separator)]
+        fields = [_unquote(value) for value in line.split(separator)]
         if len(fields) != len(names):
             raise ValueError(f"{path}:{number}: expected {len(names)} values ({', '.join(names)}),"
                              f" got {len(fields)}")
@@ -339,6 +358,20 @@ def _local_polynomial(states: np.ndarray, times: np.ndarray, window: int, order:
     return coefficients[:, 0, :], np.linalg.inv(gram)[:, 0, 0]
 
 
+def _unquote(field: str) -> str:
+    """A field without surrounding whitespace and quotes (R and spreadsheets quote names)."""
+    field = field.strip()
+    if len(field) >= 2 and field[0] == field[-1] and field[0] in "\"'":
+        return field[1:-1].strip()
+    return field
+
+
 def _is_numeric_row(fields: Sequence[str]) -> bool:
-    return all(re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|nan|inf", f.strip(),
-                            flags=re.IGNORECASE) for f in fields if f.strip())
+    """True when every non-empty field reads as a float (``-inf`` and ``nan`` included)."""
+    try:
+        for field in fields:
+            if field:
+                float(field)
+    except ValueError:
+        return False
+    return True

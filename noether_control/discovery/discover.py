@@ -189,9 +189,17 @@ class Candidate:
 def load_data(config: DiscoverConfig, rng: np.random.Generator) -> Trajectories:
     """The trajectories named by the config: ``data.path`` if set, else the generated system."""
     if config.data.path is not None:
-        return load_trajectories(config.data.path, config.data.units or {},
-                                 columns=config.data.columns, time=config.data.time,
-                                 trajectory=config.data.trajectory, energy=config.data.energy)
+        trajectories = load_trajectories(config.data.path, config.data.units or {},
+                                         columns=config.data.columns, time=config.data.time,
+                                         trajectory=config.data.trajectory,
+                                         energy=config.data.energy)
+        if trajectories.energy is not None:
+            # Checked now, not after the search and scoring that come before its first use.
+            try:
+                sympy_quantity(trajectories.energy, trajectories.names)
+            except ValueError as error:
+                raise ValueError(f"data.{error}") from error
+        return trajectories
     system = config.system
     if system.name not in SYSTEMS:
         raise ValueError(f"system: expected one of {sorted(SYSTEMS)}, got {system.name!r}")
@@ -376,7 +384,7 @@ def formula_record(candidate: Candidate, names: list[str], train: Trajectories,
         "param_units": {name: str(u) for name, u in zip(constants, units, strict=True)},
         "params_before_meta": None if candidate.fit_params is None else {
             name: float(v) for name, v in zip(constants, candidate.fit_params, strict=True)},
-        "unit": "free (any, via its constants)" if unit is None else str(unit),
+        "unit": "free" if unit is None else str(unit),
         "fitted": str(to_sympy(formula, names, candidate.params.tolist())),
         "size": formula.size,
         "variance_ratio": candidate.variance_ratio,

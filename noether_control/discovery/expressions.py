@@ -226,7 +226,8 @@ def enumerate_formulas(input_units: Sequence[Unit], max_size: int, max_params: i
     Syntactic pruning (each rule removes only formulas equivalent to a kept one or useless as a
     conserved quantity): operands of ``+`` and ``*`` in canonical order (commutativity); no
     sub-formula without an input other than a bare parameter (``k*k`` is just a parameter);
-    no ``e - e`` or ``e / e``; no bare parameter as a whole formula.
+    no ``e - e`` or ``e / e`` for an ``e`` without constants (with constants each ``k`` is its own:
+    ``cos(k0*q) - cos(k1*q)`` stays); no bare parameter as a whole formula.
     """
     if max_size < 1:
         raise ValueError(f"max_size: expected >= 1, got {max_size}")
@@ -265,7 +266,7 @@ def enumerate_formulas(input_units: Sequence[Unit], max_size: int, max_params: i
                         if op in COMMUTATIVE_OPS and (left_size, left_key) > (right_size,
                                                                                right_key):
                             continue
-                        if op in ("sub", "div") and left_key == right_key:
+                        if op in ("sub", "div") and left_key == right_key and not left.n_params:
                             continue
                         if op in ("add", "sub"):
                             if left_unit is not None and right_unit is not None \

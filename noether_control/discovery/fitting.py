@@ -300,8 +300,9 @@ class FitData:
                              f"got {tuple(noise_var.shape)}")
         if random == "pooled":
             if len(np.unique(segments)) < 2:
-                raise ValueError("random='pooled' needs >= 2 trajectories; use random='box' for a "
-                                 "single trajectory")
+                raise ValueError(f"random='pooled' compares across trajectories: expected >= 2 "
+                                 f"training trajectories, got {len(np.unique(segments))}; use "
+                                 f"random='box' for one")
             return cls(true_points, segment_ids, None, noise)
         if n_random < 2 or rng is None:
             raise ValueError(f"random='box': expected n_random >= 2 and an rng, got {n_random} "

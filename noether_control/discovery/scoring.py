@@ -1,10 +1,10 @@
 """Scoring conserved quantities by usefulness: Noether tailoring of a learned dynamics model.
 
-A pretrained MLP vector field ``F_theta(x)`` (HNN settings: 3 tanh layers of 200 units, full-batch
-Adam 1e-3) predicts the next state with one RK4 step of the actual time step, and is trained as
-such a next-state predictor on the smoothed training trajectories. For a candidate law ``g``,
-each example (a trajectory, known from its first state) is *tailored*: one inner step on its own
-copy of the tailored parameters lowers the conservation loss
+A pretrained MLP vector field ``F_theta(x)`` (HNN settings: 2 hidden tanh layers of 200
+units, full-batch Adam 1e-3) predicts the next state with one RK4 step of the actual time step,
+and is trained as such a next-state predictor on the smoothed training trajectories. For a
+candidate law ``g``, each example (a trajectory, known from its first state) is *tailored*: one
+inner step on its own copy of the tailored parameters lowers the conservation loss
 
     L_b = mean_t (g(x_hat_t) - g(x_hat_0))^2 / Var_pooled(g)          (Eq. 2(a) of the paper)
 

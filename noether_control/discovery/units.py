@@ -106,7 +106,8 @@ def parse_unit(text: str | Unit) -> Unit:
     Symbols: the base units, ``1`` and the derived ``N, J, W, Hz, g`` (only dimensions
     matter here; angles must be in radians because ``sin``/``cos`` read them so). Separators:
     ``*``, ``.``, or a space multiply; ``/`` divides everything after it up to the next ``/``
-    (``a/b/c = a/(b*c)``). Powers: ``^2``, ``**2``, ``^-1``, ``^(1/2)``.
+    (``a/b/c = a/(b*c)``), or the parenthesised product after it (``J/(kg*K)``). Powers:
+    ``^2``, ``**2``, ``^-1``, ``^(1/2)``. ``parse_unit(str(unit)) == unit`` for every unit.
 
     Raises:
         ValueError: naming the part of ``text`` that is not a unit.
@@ -118,6 +119,11 @@ def parse_unit(text: str | Unit) -> Unit:
     # Rational powers are written ^(1/2); fold them to ^1|2 so '/' below only means division.
     cleaned = re.sub(r"(\^|\*\*)\s*\(\s*(-?\d+)\s*/\s*(\d+)\s*\)", r"^\2|\3",
                      text.strip().replace("·", "*"))
+    cleaned = re.sub(r"\s*(\*\*|[*/^])\s*", r"\1", cleaned)
+    # A parenthesised denominator is a product of divisors: J/(kg*K) = J/kg/K.
+    cleaned = re.sub(r"/\(([^()/]*)\)", lambda m: "/" + re.sub(
+        r"(?<!\*)\*(?!\*)|[.\s]+", "/", m.group(1).strip()), cleaned)
+    cleaned = re.sub(r"\(([^()/]*)\)", r"\1", cleaned)
     if not cleaned:
         raise ValueError("unit: expected a unit such as 'm', 'rad/s' or '1', got an empty string")
     result = DIMENSIONLESS
@@ -131,7 +137,11 @@ def parse_unit(text: str | Unit) -> Unit:
                 raise ValueError(f"unit {text!r}: cannot read {piece!r}; "
                                  f"expected e.g. 'kg*m^2/s^2'")
             symbol, explicit, bare = match.groups()
-            power = Fraction((explicit or bare or "1").replace("|", "/"))
+            try:
+                power = Fraction((explicit or bare or "1").replace("|", "/"))
+            except ZeroDivisionError:
+                raise ValueError(f"unit {text!r}: a power divides by zero; "
+                                 f"expected e.g. '^(1/2)'") from None
             if symbol in BASE_UNITS:
                 unit = Unit.base(symbol)
             elif symbol in _DERIVED:
