@@ -38,6 +38,8 @@ def resolve_device(spec: str = "auto") -> torch.device:
         raise ValueError(
             f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}"
         ) from error
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {spec!r} requested but CUDA is not available; use device=auto")
     return device

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from noether_control.models.checkpoint import load_world_model, read_checkpoint
 from noether_control.models.svg import SVGConfig
+from noether_control.runtime import resolve_device
 from noether_control.training import distributed
 from noether_control.training.config import (
     DataConfig,
@@ -27,6 +28,7 @@ from noether_control.training.logs import strip_image
 from noether_control.training.train import (
     NonFiniteLossError,
     StepBatches,
+    _train,
     compute_losses,
     global_batch_indices,
     train_world_model,
@@ -65,6 +67,10 @@ class MovingDot(Dataset):
     def episode_ids(self) -> list[int]:
         """Each window doubles as an episode, for the dynamics phase."""
         return list(range(len(self.frames)))
+
+    @property
+    def episode_lengths(self) -> list[int]:
+        return [self.frames.shape[1]] * len(self.frames)
 
     def episode(self, episode_id: int) -> dict[str, torch.Tensor]:
         return self[episode_id]
@@ -192,6 +198,12 @@ def test_bad_configs_raise_value_errors() -> None:
     for decay in (-1, 3):
         with pytest.raises(ValueError, match=r"train\.lr_decay_steps: expected 0 ≤ .* got"):
             tiny_config(2, lr_decay_steps=decay).validate()
+    for name in ("image_every", "grad_clip", "val_windows"):
+        with pytest.raises(ValueError, match=rf"train\.{name}: expected ≥ 0 \(0: off\), got -1"):
+            tiny_config(2, **{name: -1}).validate()
+    for device in ("mps", "meta", "gpu"):
+        with pytest.raises(ValueError, match=rf"device: expected 'auto', 'cpu', .* got '{device}'"):
+            resolve_device(device)
 
 
 def test_learning_rate_decays_linearly_over_the_last_steps() -> None:
@@ -352,12 +364,23 @@ def test_dynamics_phase_bad_settings_raise_value_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"n_past \+ dynamics_horizon = 6 steps .* longest has 5"):
         train_world_model(tiny_config(2, dynamics_steps=2, dynamics_horizon=4), tmp_path / "a",
                           train_set=data, val_set=data)
+    assert not list((tmp_path / "a").glob("checkpoints/*.pt"))  # refused before any joint step
     windows_only = torch.utils.data.Subset(data, range(len(data)))
     windows_only.image_size, windows_only.channels = 32, 3  # type: ignore[attr-defined]
     windows_only.action_dim, windows_only.state_dim = 1, 2  # type: ignore[attr-defined]
-    with pytest.raises(ValueError, match=r"episode_ids and episode\(\) .* got Subset"):
+    with pytest.raises(ValueError,
+                       match=r"episode_ids, episode_lengths and episode\(\) .* got Subset"):
         train_world_model(tiny_config(2, dynamics_steps=2, **DYNAMICS), tmp_path / "b",
                           train_set=windows_only, val_set=data)
+
+
+@pytest.mark.parametrize("key", ["batch_size", "dynamics_batch_size"])
+def test_batches_must_split_evenly_over_the_processes(tmp_path: Path, key: str) -> None:
+    config = tiny_config(2, dynamics_steps=2,
+                         **(DYNAMICS | {"batch_size": 6, "dynamics_batch_size": 9, key: 7}))
+    three = distributed.Distributed(0, 3, torch.device("cpu"))
+    with pytest.raises(ValueError, match=rf"train\.{key}: expected a multiple of the 3 .* got 7"):
+        _train(config, tmp_path, three, MovingDot(), MovingDot())
 
 
 def test_dynamics_learning_rate_decays_linearly_to_zero() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,32 @@ def test_run_trains_and_resumes_in_its_run_directory(
     assert (model.config.image_size, model.config.channels, model.config.action_dim) == (64, 3, 1)
     run(composed_dict("experiment=smoke", f"data.path={dataset}", "device=cpu", "train.steps=8"))
     assert "resuming from" in capsys.readouterr().out
-    assert json.loads((tmp_path / "results.json").read_text())["steps"] == 8
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["steps"] == 8 and results["train"]["train/loss"] > 0
+    # a finished run asked again: nothing to do, and its measurements stay as they were
+    run(composed_dict("experiment=smoke", f"data.path={dataset}", "device=cpu", "train.steps=8"))
+    assert "nothing to do" in capsys.readouterr().out
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+
+
+def test_resume_accepts_a_moved_dataset_and_refuses_other_data(
+    dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run(composed_dict("experiment=smoke", f"data.path={dataset}", "device=cpu"))
+    moved = tmp_path / "moved"
+    shutil.copytree(dataset, moved)
+    run(composed_dict("experiment=smoke", f"data.path={moved}", "device=cpu", "train.steps=8"))
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 8
+    other = tmp_path / "other"
+    done = noether_control("collect", "experiment=smoke", "seed=1", f"hydra.run.dir={other}",
+                           cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    other_path = json.loads((other / "results.json").read_text())["path"]
+    with pytest.raises(ValueError, match=r"trained on other episodes than data.path="):
+        run(composed_dict("experiment=smoke", f"data.path={other_path}", "device=cpu",
+                          "train.steps=10"))
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 8
 
 
 def test_torchrun_two_processes_match_one_process(dataset: str, tmp_path: Path) -> None:

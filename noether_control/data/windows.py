@@ -6,6 +6,7 @@ its signature and item layout are stable.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -208,6 +209,17 @@ class EpisodeWindows(Dataset[dict[str, torch.Tensor]]):
             cached = (self._pixels(episode), as_float32)
             self._episodes[episode_id] = cached
         return cached
+
+    def fingerprint(self) -> str:
+        """SHA-256 of this split's episodes (ids, actions, states): the same data gives the same
+        string wherever the file lies; another collection (seed, env, policy) another one."""
+        digest = hashlib.sha256()
+        for episode_id in self.episode_ids:
+            columns = self._episode(int(episode_id))[1]
+            digest.update(np.asarray([episode_id, len(columns["actions"])], np.int64).tobytes())
+            digest.update(columns["actions"].tobytes())
+            digest.update(columns["states"].tobytes())
+        return digest.hexdigest()
 
     def episode(self, episode_id: int) -> dict[str, torch.Tensor]:
         """All steps of one episode of this split, as one window of its full length ``T``

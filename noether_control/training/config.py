@@ -154,6 +154,13 @@ class TrainCommandConfig:
                 raise ValueError(f"train.{name}: expected ≥ 1, got {getattr(t, name)}")
         if t.lr <= 0:
             raise ValueError(f"train.lr: expected > 0, got {t.lr}")
+        # 0 switches each of these off (no images, no clipping, no validation, no workers)
+        for name, value in (("train.image_every", t.image_every),
+                            ("train.grad_clip", t.grad_clip),
+                            ("train.val_windows", t.val_windows),
+                            ("data.num_workers", d.num_workers)):
+            if value < 0:
+                raise ValueError(f"{name}: expected ≥ 0 (0: off), got {value}")
         for name in ("reward_weight", "state_weight", "kl_weight", "recon_weight", "latent_weight"):
             if getattr(t, name) < 0:
                 raise ValueError(f"train.{name}: expected ≥ 0, got {getattr(t, name)}")

@@ -24,6 +24,8 @@ class EpisodeSource(Protocol):
     """What the phase reads episodes from (``EpisodeWindows`` of the training split)."""
 
     episode_ids: Any
+    episode_lengths: Any
+    """Steps of each episode of :attr:`episode_ids`."""
 
     def episode(self, episode_id: int) -> dict[str, Tensor]:
         """Every step of an episode: ``frames (T, C, H, W)``, ``actions (T, A)``, ``rewards
@@ -58,15 +60,32 @@ class EpisodeCodes:
                 "rewards": self.rewards[rows], "states": self.states[rows]}
 
 
+def check_windows_fit(source: EpisodeSource, length: int) -> None:
+    """Raise ``ValueError`` unless some episode of ``source`` holds a window of ``length`` steps.
+
+    Called before any training step, so that a phase that cannot run is refused before the
+    joint steps, not after them.
+    """
+    longest = int(max(source.episode_lengths))
+    if longest < length:
+        raise ValueError(
+            f"train.dynamics_horizon: windows of n_past + dynamics_horizon = {length} steps "
+            f"must fit in a training episode, but the longest has {longest}; lower "
+            "train.dynamics_horizon"
+        )
+
+
 @torch.no_grad()
 def encode_episodes(model: SVGWorldModel, source: EpisodeSource, length: int,
                     device: torch.device, chunk: int = 256) -> EpisodeCodes:
     """Encode every episode of ``source`` with ``model``'s encoder, in chunks of ``chunk`` frames.
 
-    Raises ``ValueError`` when no episode has ``length`` steps (a window of the phase).
+    Windows come from the episodes at least ``length`` steps long; raises ``ValueError`` when
+    there are none (see :func:`check_windows_fit`).
     """
+    check_windows_fit(source, length)
     parts: dict[str, list[Tensor]] = {"codes": [], "actions": [], "rewards": [], "states": []}
-    starts, offset, longest = [], 0, 0
+    starts, offset = [], 0
     for episode_id in source.episode_ids:
         episode = source.episode(int(episode_id))
         frames = episode["frames"]
@@ -75,14 +94,8 @@ def encode_episodes(model: SVGWorldModel, source: EpisodeSource, length: int,
                                          for i in range(0, steps, chunk)]).float())
         for key in ("actions", "rewards", "states"):
             parts[key].append(episode[key].to(device))
-        starts.append(torch.arange(offset, offset + steps - length + 1))
-        offset, longest = offset + steps, max(longest, steps)
-    if longest < length:
-        raise ValueError(
-            f"train.dynamics_horizon: windows of n_past + dynamics_horizon = {length} steps "
-            f"must fit in a training episode, but the longest has {longest}; lower "
-            "train.dynamics_horizon"
-        )
+        starts.append(torch.arange(offset, offset + max(steps - length + 1, 0)))
+        offset += steps
     return EpisodeCodes(**{key: torch.cat(values) for key, values in parts.items()},
                         starts=torch.cat(starts).to(device), length=length)
 

@@ -17,6 +17,7 @@ A run resumes from ``checkpoints/last.pt`` of its run directory (``hydra.run.dir
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -51,6 +52,7 @@ from noether_control.training.config import (
     resume_mismatches,
 )
 from noether_control.training.dynamics import (
+    check_windows_fit,
     dynamics_losses,
     encode_episodes,
     predictor_parameters,
@@ -298,11 +300,13 @@ def _train(
     val_set: Dataset | None,
 ) -> dict[str, Any]:
     optim_config, device = config.train, job.device
-    if optim_config.batch_size % job.world_size:
-        raise ValueError(
-            f"train.batch_size: expected a multiple of the {job.world_size} processes, got "
-            f"{optim_config.batch_size}"
-        )
+    # equal slices per process, so that averaging their gradients is the one-process gradient
+    for key in ("batch_size", "dynamics_batch_size"):
+        if getattr(optim_config, key) % job.world_size:
+            raise ValueError(
+                f"train.{key}: expected a multiple of the {job.world_size} processes, got "
+                f"{getattr(optim_config, key)}"
+            )
     out_dir = Path(distributed.broadcast_object(job, str(out_dir)))
     checkpoints = out_dir / "checkpoints"
     seed_everything(config.seed)
@@ -331,6 +335,7 @@ def _train(
     optimizer = torch.optim.Adam(groups, lr=optim_config.lr)
     start = dynamics_start = 0
     last = checkpoints / "last.pt"
+    dataset = train_set.fingerprint() if hasattr(train_set, "fingerprint") else None
     if last.exists():
         payload = read_checkpoint(last, "cpu")
         mismatches = resume_mismatches(payload["config"], resolved)
@@ -342,6 +347,13 @@ def _train(
         load_state_checked(model, payload["model"], f"checkpoint {str(last)!r}")
         if noether is not None:
             noether.load_state_dict(payload["extra"]["noether"]["state"])
+        trained_on = payload["extra"].get("dataset")
+        if trained_on is not None and dataset is not None and trained_on != dataset:
+            raise ValueError(
+                f"cannot resume from {str(last)!r}: it was trained on other episodes than "
+                f"data.path={config.data.path!r} holds (their fingerprints differ); data.path "
+                "may change on resume only to a copy of the same dataset; use a new run directory"
+            )
         optimizer.load_state_dict(payload["optimizer"])
         start = int(payload["step"])
         dynamics_start = int(payload["extra"].get("dynamics_step", 0))
@@ -373,17 +385,19 @@ def _train(
         if val_set is not None and optim_config.val_windows > 0
         else []
     )
-    if optim_config.dynamics_steps > dynamics_start and not hasattr(train_set, "episode"):
-        raise ValueError(
-            "train.dynamics_steps: the dynamics phase encodes whole training episodes; expected "
-            f"a training set with episode_ids and episode() (EpisodeWindows), got "
-            f"{type(train_set).__name__}"
-        )
+    if optim_config.dynamics_steps > dynamics_start:
+        if not hasattr(train_set, "episode"):
+            raise ValueError(
+                "train.dynamics_steps: the dynamics phase encodes whole training episodes; "
+                "expected a training set with episode_ids, episode_lengths and episode() "
+                f"(EpisodeWindows), got {type(train_set).__name__}"
+            )
+        check_windows_fit(train_set, config.data.n_past + optim_config.dynamics_horizon)
     strip_source = val_set if val_set is not None else train_set
     # The dynamics phase counts its own steps; logs and the progress bar count all updates.
     dynamics_end = max(optim_config.dynamics_steps, dynamics_start)
     book = _Bookkeeping(
-        config, job, out_dir, model, optimizer, resolved, noether,
+        config, job, out_dir, model, optimizer, resolved, noether, dataset=dataset,
         strip_windows=[strip_source[i] for i in range(min(4, len(strip_source)))],
         fixed_val=fixed_val, first_update=start + dynamics_start,
         last_update=max(total_steps, start) + dynamics_end,
@@ -432,8 +446,13 @@ def _train(
     finally:
         book.close()
 
-    if start >= total_steps and dynamics_start >= optim_config.dynamics_steps and job.is_main:
-        print(f"train: {last} is at step {start} ≥ train.steps={total_steps}; nothing to do")
+    finished_before = start >= total_steps and dynamics_start >= optim_config.dynamics_steps
+    if finished_before:
+        if job.is_main:
+            print(f"train: {last} is at step {start} ≥ train.steps={total_steps}; nothing to do")
+        # the run that did the training wrote its measurements; nothing here is newer
+        if (out_dir / "results.json").is_file():
+            return json.loads((out_dir / "results.json").read_text())
     results = {
         "steps": step,
         "dynamics_steps": max(optim_config.dynamics_steps, dynamics_start),
@@ -522,12 +541,13 @@ class _Bookkeeping:
     def __init__(
         self, config: TrainCommandConfig, job: distributed.Distributed, out_dir: Path,
         model: SVGWorldModel, optimizer: torch.optim.Optimizer, resolved: dict[str, Any],
-        noether: NoetherModule | None, *, strip_windows: list[dict[str, torch.Tensor]],
-        fixed_val: list[dict[str, torch.Tensor]], first_update: int, last_update: int,
+        noether: NoetherModule | None, *, dataset: str | None,
+        strip_windows: list[dict[str, torch.Tensor]], fixed_val: list[dict[str, torch.Tensor]],
+        first_update: int, last_update: int,
     ) -> None:
         self.config, self.job, self.out_dir = config, job, out_dir
         self.model, self.optimizer, self.noether = model, optimizer, noether
-        self.resolved = resolved
+        self.resolved, self.dataset = resolved, dataset
         self.strip_windows, self.fixed_val = strip_windows, fixed_val
         self.checkpoints = out_dir / "checkpoints"
         self.last = self.checkpoints / "last.pt"
@@ -587,7 +607,7 @@ class _Bookkeeping:
                         self.log.log(update, self.summary["eval"])
                 _checkpoint(self.checkpoints, name, self.model, self.optimizer, step,
                             dynamics_step, self.resolved, self.summary,
-                            optim.keep_checkpoints, self.noether)
+                            optim.keep_checkpoints, self.noether, self.dataset)
             distributed.barrier(job)
 
     def close(self) -> None:
@@ -621,17 +641,19 @@ def _write_strip(
 def _checkpoint(
     directory: Path, name: str, model: SVGWorldModel, optimizer: torch.optim.Optimizer,
     step: int, dynamics_step: int, resolved: dict[str, Any], summary: dict[str, Any], keep: int,
-    noether: NoetherModule | None = None,
+    noether: NoetherModule | None = None, dataset: str | None = None,
 ) -> None:
     """Write ``NAME.pt`` then ``last.pt`` (both atomic); prune old numbered ones.
 
     ``step`` is the joint step (where the lr and sampling schedules stand) and
     ``extra["dynamics_step"]`` the dynamics steps done; numbered names sort in training order.
+    ``extra["dataset"]`` is the training split's fingerprint, checked on resume.
     """
     rng = rng_state()
     extra: dict[str, Any] = {
         "metrics": {k: v for k, v in summary.items() if isinstance(v, dict)},
         "dynamics_step": dynamics_step,
+        "dataset": dataset,
     }
     if noether is not None:
         extra["noether"] = noether.checkpoint_state()
