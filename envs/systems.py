@@ -356,7 +356,9 @@ class PendulumSystem(PendulumSystemBase):
         return np.array([1.0, 1.0, self.config.max_speed], dtype=np.float32)
 
     def reset_high(self, options: Mapping[str, Any] | None) -> NDArray[np.float64]:
-        return np.array(_parse_reset_bounds(options, default_x=np.pi))
+        x, y = _parse_reset_bounds(options, default_x=np.pi)
+        # a start faster than max_speed would lie outside the observation space
+        return np.array([x, min(y, self.config.max_speed)])
 
     def step(
         self, states: Float64Array, actions: NDArray[np.floating], params: Float64Array
@@ -396,6 +398,7 @@ class DoublePendulumSystem(PendulumSystemBase):
 
     def reset_high(self, options: Mapping[str, Any] | None) -> NDArray[np.float64]:
         x, y = _parse_reset_bounds(options, default_x=np.pi)
+        y = min(y, self.config.max_speed)
         return np.array([x, x, y, y])
 
     def step(

@@ -100,7 +100,10 @@ class PixelVectorEnv(VectorEnv[Any, NDArray[np.float32], NDArray[Any]]):
             raise RuntimeError("call reset() before step() or render()")
         return self._states
 
-    def _seed_generators(self, seed: int | Sequence[int | None] | None) -> None:
+    def _seed_generators(
+        self, seed: int | Sequence[int | None] | None, mask: NDArray[np.bool_]
+    ) -> None:
+        """Seed the generators of the sub-environments in ``mask`` (all on the first reset)."""
         if seed is None or isinstance(seed, (int, np.integer)):
             seeds: list[int | None] = [
                 None if seed is None else int(seed) + index for index in range(self.num_envs)
@@ -115,8 +118,25 @@ class PixelVectorEnv(VectorEnv[Any, NDArray[np.float32], NDArray[Any]]):
             self._generators = [seeding.np_random(value)[0] for value in seeds]
             return
         for index, value in enumerate(seeds):
-            if value is not None:
+            if value is not None and mask[index]:
                 self._generators[index] = seeding.np_random(value)[0]
+
+    def _reset_mask(self, mask: Any) -> NDArray[np.bool_]:
+        """``options["reset_mask"]`` checked as ``SyncVectorEnv`` does; all True when absent."""
+        if mask is None:
+            return np.ones(self.num_envs, dtype=np.bool_)
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != (
+                self.num_envs,):
+            raise ValueError(
+                f"options['reset_mask']: expected a bool array of shape ({self.num_envs},), "
+                f"got {mask!r}"
+            )
+        if not mask.any():
+            raise ValueError("options['reset_mask']: expected at least one True entry")
+        if self._states is None and not mask.all():
+            raise ValueError("options['reset_mask']: the first reset must reset every "
+                             "sub-environment")
+        return mask
 
     def _reset_sub_envs(self, indices: NDArray[np.intp], options: Mapping[str, Any] | None) -> None:
         assert self._generators is not None and self._states is not None
@@ -131,12 +151,15 @@ class PixelVectorEnv(VectorEnv[Any, NDArray[np.float32], NDArray[Any]]):
         buffer = None if self.copy else self._pixel_buffer
         return self.system.observe(states, pixel_buffer=buffer)
 
-    def _infos(self) -> dict[str, Any]:
+    def _infos(self, mask: NDArray[np.bool_] | None = None) -> dict[str, Any]:
+        """Infos of every sub-environment, or (``mask``) of those just reset, zeros elsewhere."""
         values = build_info(self.system, self._require_states(), self._params)
+        present = np.ones(self.num_envs, dtype=np.bool_) if mask is None else mask
         infos: dict[str, Any] = {}
         for key, value in values.items():
-            infos[key] = value
-            infos[f"_{key}"] = np.ones(self.num_envs, dtype=np.bool_)
+            infos[key] = np.where(present.reshape(-1, *([1] * (value.ndim - 1))), value,
+                                  np.zeros_like(value))
+            infos[f"_{key}"] = present.copy()
         return infos
 
     def reset(
@@ -147,14 +170,20 @@ class PixelVectorEnv(VectorEnv[Any, NDArray[np.float32], NDArray[Any]]):
     ) -> tuple[Any, dict[str, Any]]:
         """Reset all sub-environments; an int ``seed`` seeds sub-environment ``i`` with ``seed+i``.
 
-        ``options`` (``x_init``, ``y_init``) apply to this reset of all sub-environments; later
-        autoresets use the default bounds, as single environments reset without options do.
+        ``options`` (``x_init``, ``y_init``) apply to this reset; later autoresets use the
+        default bounds, as single environments reset without options do. ``options["reset_mask"]``
+        (bool ``(N,)``) resets only those sub-environments, as ``SyncVectorEnv`` does: the
+        others keep their state and step count, and the infos cover the reset ones.
         """
-        self._seed_generators(seed)
-        self._states = np.zeros((self.num_envs, self.system.state_dim), dtype=np.float64)
-        self._reset_sub_envs(np.arange(self.num_envs), options)
-        self._autoreset[:] = False
-        return self._observe(), self._infos()
+        reset_options = dict(options or {})
+        mask = self._reset_mask(reset_options.pop("reset_mask", None))
+        self._seed_generators(seed, mask)
+        if self._states is None:
+            self._states = np.zeros((self.num_envs, self.system.state_dim), dtype=np.float64)
+        indices = np.flatnonzero(mask)
+        self._reset_sub_envs(indices, reset_options or None)
+        self._autoreset[indices] = False
+        return self._observe(), self._infos(None if mask.all() else mask)
 
     def step(
         self, actions: Any

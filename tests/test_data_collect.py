@@ -219,6 +219,9 @@ def test_full_length_episodes_end_at_the_env_time_limit(tmp_path: Path) -> None:
 
 
 def test_bad_collect_configs_raise_clear_errors(tmp_path: Path) -> None:
+    for steps in (0, -3):
+        with pytest.raises(ValueError, match=rf"episode_steps: expected a positive int .* {steps}"):
+            collect(small_config(tmp_path, episode_steps=steps))
     with pytest.raises(ValueError, match="at most the env's time limit 200"):
         collect(small_config(tmp_path, episode_steps=500))
     with pytest.raises(ValueError, match="episodes: expected a positive int"):

@@ -91,6 +91,14 @@ def test_default_reset_draws_exactly_like_pendulum_v1() -> None:
     assert generator_state == reference.unwrapped.np_random.bit_generator.state
 
 
+@pytest.mark.parametrize("env_id", [envs.PENDULUM_ID, envs.DOUBLE_PENDULUM_ID])
+def test_resets_stay_in_the_observation_space_below_unit_max_speed(env_id: str) -> None:
+    env = gym.make(env_id, obs_type="state", max_speed=0.5)
+    starts = [env.reset(seed=seed, options={"y_init": 3.0})[0] for seed in range(20)]
+    assert all(env.observation_space.contains(obs) for obs in starts)
+    assert max(float(np.abs(obs[-1])) for obs in starts) > 0.4  # capped, not zeroed
+
+
 def test_randomised_parameters_are_drawn_after_the_state_in_order() -> None:
     ranges = {
         "gravity_range": (6.0, 14.0),

@@ -104,6 +104,25 @@ def test_seed_sequences_and_unseeded_resets_follow_sync_vector_env() -> None:
         native.reset(seed=[1, 2])
 
 
+@pytest.mark.parametrize("env_id", [PENDULUM, envs.DOUBLE_PENDULUM_ID])
+def test_reset_mask_resets_only_the_masked_sub_envs_like_sync_vector_env(env_id: str) -> None:
+    native = gym.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point")
+    reference = gym.make_vec(env_id, num_envs=3, vectorization_mode="sync")
+    _assert_same(native.reset(seed=3), reference.reset(seed=3), "reset")
+    actions = np.full((3, 1), 0.5, dtype=np.float32)
+    for step in range(4):
+        _assert_same(native.step(actions), reference.step(actions), f"step {step}")
+    mask = np.array([True, False, True])
+    options = {"reset_mask": mask, "y_init": 0.1}
+    _assert_same(native.reset(seed=11, options={**options}),
+                 reference.reset(seed=11, options={**options}), "masked reset")
+    for step in range(3):
+        _assert_same(native.step(actions), reference.step(actions), f"after mask, step {step}")
+    for bad in (np.array([1, 0, 1]), np.array([True, False]), np.zeros(3, dtype=bool)):
+        with pytest.raises(ValueError, match=r"reset_mask"):
+            native.reset(options={"reset_mask": bad})
+
+
 def test_copy_false_reuses_one_preallocated_pixel_buffer() -> None:
     shared = PixelPendulumVectorEnv(num_envs=2, copy=False)
     first, _ = shared.reset(seed=0)

