@@ -70,6 +70,31 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def command_help(name: str, overrides: list[str]) -> str:
+    """The text printed for ``noether-control COMMAND --help [overrides]``: usage, the config
+    groups with their options (the shared ones too, which Hydra's own help does not list) and
+    the config as composed with ``overrides``."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parent / "conf"
+    command_dir = conf / "commands" / name
+    lines = [f"usage: noether-control {name} [hydra overrides...]",
+             f"  {COMMANDS[name].summary}", "", "config groups (group=option):"]
+    for entry in OmegaConf.load(command_dir / f"{name}.yaml").get("defaults", []):
+        if isinstance(entry, str):
+            continue
+        key = next(iter(entry)).lstrip("/")  # e.g. "data", or "env@collect.env" in the demo
+        group = key.split("@")[0]
+        folder = command_dir / group if (command_dir / group).is_dir() else conf / group
+        lines.append(f"  {key}: {', '.join(sorted(p.stem for p in folder.glob('*.yaml')))}")
+    with initialize_config_dir(config_dir=str(command_dir), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides)
+    lines += ["", "config (override any key with key=value; Hydra's own options: --hydra-help):",
+              OmegaConf.to_yaml(cfg)]
+    return "\n".join(lines)
+
+
 def hydra_app(name: str) -> Callable[[], None]:
     """Wrap command ``name``'s ``run(cfg)`` as a Hydra app reading its primary config."""
     import hydra
@@ -100,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(usage(), file=sys.stderr)
         raise SystemExit(2)
+    if {"-h", "--help"} & set(args[1:]):
+        print(command_help(name, [a for a in args[1:] if a not in {"-h", "--help"}]))
+        return
     app = hydra_app(name)
     sys.argv = [f"noether-control {name}", *args[1:]]
     app()

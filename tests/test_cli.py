@@ -48,6 +48,18 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
         assert installed.returncode == 0 and installed.stdout == result.stdout
 
 
+def test_command_help_lists_shared_groups_and_the_overridden_config(tmp_path: Path) -> None:
+    result = run_cli("train", "--help", "experiment=smoke", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "  model: dcgan64, svg_lp, vgg\n" in result.stdout
+    assert "  noether: default, off\n" in result.stdout
+    assert "steps: 6\n" in result.stdout  # the smoke preset's, not the default's
+    assert not (tmp_path / "outputs").exists()  # help runs nothing
+    demo = run_cli("demo", "--help", "env@collect.env=pendulum_random", cwd=tmp_path)
+    assert "  env@collect.env: double_pendulum, pendulum, pendulum_random\n" in demo.stdout
+    assert "id: NoetherControl/PixelPendulumRandom-v0" in demo.stdout
+
+
 def test_unknown_command_exits_2_with_a_message(tmp_path: Path) -> None:
     result = run_cli("colect", cwd=tmp_path)
     assert result.returncode == 2

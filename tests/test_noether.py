@@ -299,6 +299,27 @@ def test_inner_step_sweep_matches_separate_tailored_predictions() -> None:
     assert sweep["conservation"][2] < sweep["conservation"][0]
 
 
+def test_tailoring_refuses_a_rollout_too_short_for_the_loss() -> None:
+    model = tiny_model()
+    frames, actions = window()
+    with pytest.raises(ValueError, match=r"horizon: .* expected >= 3 predicted frames .* got 2"):
+        noether_for(model).predict(model, frames[:, :N_PAST], actions, 2)
+    with_context = noether_for(model, embedding="frames", include_context=True)
+    out = with_context.predict(model, frames[:, :N_PAST], actions, 1)
+    assert out.frames.shape[1] == 1
+
+
+def test_all_weights_meta_unroll_keeps_codes_and_reconstructions() -> None:
+    model = tiny_model()
+    noether = noether_for(model, tailored="all", lr=1e-3)
+    frames, actions = window()
+    out, _ = noether.train_forward(model, frames, actions, N_PAST, reconstruct=True)
+    plain = model(frames, actions, N_PAST, reconstruct=True)
+    for name in ("reconstructions", "codes", "predicted_codes"):
+        value = getattr(out, name)
+        assert value is not None and value.shape == getattr(plain, name).shape, name
+
+
 def test_meta_training_unroll_can_reconstruct_with_the_tailored_norms() -> None:
     model = tiny_model()
     noether = noether_for(model, tailored="norm", steps=2, lr=0.05, optimizer="adam")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,13 @@ def test_noether_config_composes() -> None:
     assert on.noether.embedding.input == "hidden" and on.noether.tailored == "lstm"
     with pytest.raises(ValueError, match="tailored"):
         train_config("data.path=x", "noether=default", "noether.tailored=encoder").validate()
+    # refused before any step: too short a rollout for the loss; `all` without teacher forcing
+    with pytest.raises(ValueError, match=r"data\.n_future: .* expected >= 3 .* got 2"):
+        train_config("data.path=x", "noether=default", "data.n_future=2").validate()
+    train_config("data.path=x", "noether=default", "data.n_future=1",
+                 "noether.include_context=true", "noether.embedding.input=frames").validate()
+    with pytest.raises(ValueError, match=r"expected train\.rollout=teacher, got 'scheduled'"):
+        train_config("data.path=x", "noether=default", "noether.tailored=all").validate()
 
 
 def test_pretraining_matches_the_baseline_then_meta_training_departs(runs: dict[str, Path]
@@ -159,6 +167,8 @@ def test_compare_report(runs: dict[str, Path], tmp_path: Path) -> None:
     assert document["targets"] == saved["targets"]
     with pytest.raises(ValueError, match="reference"):
         compare(CompareConfig(runs=config.runs, reference="control"), tmp_path / "bad")
+    with pytest.raises(ValueError, match=r"test_inner_steps: the reference run 'baseline' has no"):
+        compare(replace(config, reference="baseline", test_inner_steps=2), tmp_path / "bad")
 
 
 @pytest.mark.slow

@@ -340,8 +340,8 @@ def plot_sweep(sweep: Mapping[str, list[Any]], path: Path) -> None:
 # ---------------------------------------------------------------------------- command
 def _check(config: CompareConfig) -> None:
     if len(config.runs) < 2:
-        raise ValueError(f"runs: expected at least two checkpoints (e.g. runs.baseline=... "
-                         f"runs.noether=...), got {sorted(config.runs)}")
+        raise ValueError(f"runs: expected at least two checkpoints (e.g. +runs.baseline=... "
+                         f"+runs.noether=...), got {sorted(config.runs)}")
     if config.reference not in config.runs:
         raise ValueError(f"reference: expected one of the runs {sorted(config.runs)}, got "
                          f"{config.reference!r}")
@@ -411,6 +411,11 @@ def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
     for name, model in models.items():
         noether = noethers[name]
         steps = config.test_inner_steps if name == config.reference else None
+        if noether is None and steps:
+            raise ValueError(
+                f"test_inner_steps: the reference run {name!r} has no g_φ to tailor with "
+                f"(a baseline checkpoint); expected 0 or null, got {steps}"
+            )
         if noether is not None:
             if steps is None:
                 steps = noether.config.test_inner_steps

@@ -101,6 +101,14 @@ class NoetherConfig:
             raise ValueError(f"noether.pretrain_steps: expected >= 0, got {self.pretrain_steps}")
         validate_inner_loop(self.inner.steps, self.inner.lr, self.inner.optimizer)
 
+    def min_horizon(self, n_past: int) -> int:
+        """Fewest predicted frames along which g_φ has the 2 values a conservation loss needs:
+        one value per predicted step after the first (``hidden``, ``state``) or per pair of
+        consecutive frames, the true context's included with ``include_context``."""
+        if self.embedding.input == "frames" and self.include_context:
+            return max(1, 3 - n_past)
+        return 3
+
 
 class TailoredPrediction(NamedTuple):
     """Frames predicted after tailoring and the per-example conservation losses.
@@ -244,6 +252,13 @@ class NoetherModule(nn.Module):
         ``callback(step, losses)`` and ``on_rollout(step, rollout)`` see the losses ``(B,)`` and
         the rollout of the parameters after ``step`` inner steps (``step < steps``).
         """
+        shortest = self.config.min_horizon(context.shape[1])
+        if horizon < shortest:
+            raise ValueError(
+                f"horizon: the conservation loss compares g_φ at >= 2 points of the predicted "
+                f"rollout; expected >= {shortest} predicted frames with "
+                f"noether.embedding.input={self.config.embedding.input!r}, got {horizon}"
+            )
         inner = self.config.inner
         steps = inner.steps if steps is None else steps
         initial = self.initial_params(model, context.shape[0], context)
@@ -316,8 +331,8 @@ class NoetherModule(nn.Module):
         """The training unroll of ``model.forward`` with parameters tailored per example.
 
         ``frames`` ``(B, T, C, S, S)``, ``actions`` ``(B, T, A)``, ``teacher``, ``noise`` and
-        ``reconstruct`` as for :meth:`SVGWorldModel.forward` (``reconstruct`` is ignored with
-        ``tailored=all``, whose per-example weights are vmapped over the plain unroll). The
+        ``reconstruct`` as for :meth:`SVGWorldModel.forward` (with ``tailored=all`` the
+        per-example weights are vmapped over the teacher-forced unroll). The
         inner loop conserves g_φ along the closed-loop prediction of frames ``n_past … T-1``
         from the context, exactly as at test time; the returned output is differentiable
         through it (second order unless ``inner.second_order=false``) into the model, g_φ and a
@@ -338,13 +353,14 @@ class NoetherModule(nn.Module):
                 raise ValueError("noether.tailored=all trains with train.rollout=teacher on a "
                                  "deterministic model; got scheduled/closed inputs")
 
-            def single(weights: Params, window: Tensor, acts: Tensor) -> tuple[Tensor, ...]:
-                out = functional_verb(model, weights, "forward", window[None], acts[None], n_past)
-                parts = (out.frames[0], out.rewards[0], out.kl[0])
-                return parts + ((out.states[0],) if out.states is not None else ())
+            def single(weights: Params, window: Tensor, acts: Tensor) -> dict[str, Tensor]:
+                out = functional_verb(model, weights, "forward", window[None], acts[None], n_past,
+                                      reconstruct=reconstruct)
+                return {name: value[0] for name, value in out._asdict().items()
+                        if value is not None}
 
-            parts = torch.func.vmap(single)(params, frames, actions)
-            out = TrainOutput(parts[0], parts[1], parts[3] if len(parts) > 3 else None, parts[2])
+            fields = torch.func.vmap(single)(params, frames, actions)
+            out = TrainOutput(**{name: fields.get(name) for name in TrainOutput._fields})
         else:
             out = model(frames, actions, n_past, teacher=teacher, noise=noise, adapt=params,
                         reconstruct=reconstruct)

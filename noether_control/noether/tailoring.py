@@ -56,7 +56,8 @@ class TailoringConfig:
     parameter space whatever the loss's scale)."""
     second_order: bool = True
     """Back-propagate the outer loss through the inner gradient (create_graph); False gives the
-    first-order approximation (inner gradients treated as constants)."""
+    first-order approximation (inner gradients treated as constants), under which a conservation
+    loss's own parameters (g_φ) get no meta-gradient."""
     learnable_lr: bool = False
     """Meta-learn the inner learning rate (as its logarithm, so it stays positive)."""
     adam_betas: tuple[float, float] = (0.9, 0.999)

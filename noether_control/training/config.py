@@ -77,8 +77,8 @@ class OptimConfig:
     skip features zeroed. The prediction loss alone reaches the encoder only through the LSTM,
     and the skips of the context frame let the decoder sit near a copy of it; this term makes
     the code describe the frame on its own (docs/world_model.md has the measurements). Applied
-    in Noether meta-training steps too (not with ``noether.tailored=all``), so that Noether and
-    the more-steps control optimise the same terms. 0: off, plain SVG."""
+    in Noether meta-training steps too, so that Noether and the more-steps control optimise the
+    same terms. 0: off, plain SVG."""
     latent_weight: float = 1.0
     """Weight of a latent consistency MSE between the predictor's code of frame ``t + 1`` and
     the encoder's code of the true frame ``t + 1`` (a stop-gradient target): a direct signal
@@ -189,6 +189,19 @@ class TrainCommandConfig:
             raise ValueError(f"train.schedule_steps: expected ≥ 1, got {t.schedule_steps}")
         if self.noether.enabled:
             self.noether.validate()
+            shortest = self.noether.min_horizon(d.n_past)
+            if d.n_future < shortest:
+                raise ValueError(
+                    f"data.n_future: Noether's conservation loss compares g_φ at >= 2 points of "
+                    f"the predicted rollout; expected >= {shortest} with "
+                    f"noether.embedding.input={self.noether.embedding.input!r}, got {d.n_future}"
+                )
+            if self.noether.tailored == "all" and t.rollout != "teacher":
+                raise ValueError(
+                    "noether.tailored=all: every weight is tailored per example under vmap, "
+                    "where the scheduled-sampling mask cannot steer the unroll; expected "
+                    f"train.rollout=teacher, got {t.rollout!r}"
+                )
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
