@@ -25,6 +25,25 @@ def test_paired_difference_interval_on_known_data() -> None:
     assert narrow["high"][0] - narrow["low"][0] < result["high"][0] - result["low"][0]
 
 
+def test_paired_difference_clusters_windows_of_one_episode() -> None:
+    # Two windows per episode that err alike: as a cluster they are one observation, not two.
+    episode_effect = torch.tensor([1.0, -1.0, 2.0, 0.5])
+    difference = episode_effect.repeat_interleave(2)[:, None] + torch.tensor(
+        [0.01, -0.01] * 4)[:, None]
+    other = torch.ones(8, 1)
+    clusters = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    windows = paired_difference(other + difference, other)
+    episodes = paired_difference(other + difference, other, clusters=clusters)
+    assert windows["clusters"] == 8 and episodes["clusters"] == 4
+    assert episodes["mean"] == pytest.approx(windows["mean"])
+    # equal-size clusters: the robust s.e. is the s.e. of the 4 episode means
+    means = episode_effect
+    assert episodes["stderr"][0] == pytest.approx(float(means.std() / 2), rel=1e-9)
+    assert episodes["high"][0] - episodes["low"][0] > 1.5 * (windows["high"][0] - windows["low"][0])
+    with pytest.raises(ValueError, match="2 clusters"):
+        paired_difference(other, other, clusters=torch.zeros(8, dtype=torch.long))
+
+
 def test_paired_difference_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="same shape"):
         paired_difference(torch.zeros(4, 3), torch.zeros(4, 2))

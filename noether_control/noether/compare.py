@@ -5,7 +5,8 @@ Three parts, written to the run directory:
 1. **Per-horizon comparison** (``comparison.png``): every checkpoint predicts the same test
    windows (the first run's test split; all runs must share the dataset and split); MSE, PSNR
    and SSIM per horizon with standard errors, and the *paired* difference of the reference run
-   (Noether) to every other run per horizon with a Student-t confidence interval over sequences.
+   (Noether) to every other run per horizon with a Student-t confidence interval, clustered by
+   episode (windows of one episode share its physics, so they are not independent samples).
 2. **Inner-step sweep** (``sweep.png``): the reference run tailored with 0, 1, 2, 5, … 500 test
    inner steps (one inner loop of the largest K, recorded at each K): task MSE and conservation
    loss against K.
@@ -83,7 +84,7 @@ class CompareConfig:
     test_inner_steps: int | None = None
     """Inner steps of the reference run; ``None``: its checkpoint's own test-time K."""
     confidence: float = 0.95
-    """Confidence level of the paired-difference intervals."""
+    """Confidence level of the paired-difference intervals (clustered by test episode)."""
     sweep_steps: list[int] = field(default_factory=lambda: list(DEFAULT_SWEEP))
     """Test-time inner step counts of the sweep; empty: no sweep."""
     sweep_sequences: int = 32
@@ -100,38 +101,56 @@ class CompareConfig:
 
 # ---------------------------------------------------------------------------- statistics
 def paired_difference(
-    reference: Tensor, other: Tensor, confidence: float = 0.95
-) -> dict[str, list[float]]:
+    reference: Tensor, other: Tensor, confidence: float = 0.95, clusters: Tensor | None = None
+) -> dict[str, Any]:
     """Mean paired difference ``reference − other`` per horizon with a Student-t interval.
+
+    Windows cut from one episode share its physics and its start, so their differences are not
+    independent; with ``clusters`` (the episode of each sequence) the standard error is the
+    cluster-robust one, ``sqrt(G/(G−1) · Σ_g (Σ_{i∈g} (d_i − d̄))²) / N``, with G − 1 degrees of
+    freedom over the G episodes. Without ``clusters`` every sequence is its own cluster, which
+    is the ordinary paired t-interval.
 
     Args:
         reference, other: float ``(N, H)``, the same N sequences scored by two predictors.
         confidence: two-sided level in (0, 1).
+        clusters: int ``(N,)`` cluster label of each sequence, or ``None``.
 
     Returns:
         ``mean``, ``low``, ``high`` (the interval), ``stderr`` per horizon, and ``relative``
-        (mean difference ÷ the other's mean, e.g. −0.05 = 5% lower), each a list of H floats.
+        (mean difference ÷ the other's mean, e.g. −0.05 = 5% lower), each a list of H floats;
+        ``clusters``: the number G of clusters the interval rests on.
     """
     from scipy import stats
 
     if reference.shape != other.shape or reference.dim() != 2:
         raise ValueError(f"expected two (N, H) tensors of the same shape, got "
                          f"{tuple(reference.shape)} and {tuple(other.shape)}")
-    if reference.shape[0] < 2:
-        raise ValueError(f"expected at least 2 paired sequences, got {reference.shape[0]}")
+    n = reference.shape[0]
+    labels = torch.arange(n) if clusters is None else torch.as_tensor(clusters).cpu()
+    if labels.shape != (n,):
+        raise ValueError(f"clusters: expected one label per sequence ({n},), got "
+                         f"{tuple(labels.shape)}")
+    groups, members = torch.unique(labels, return_inverse=True)
+    if len(groups) < 2:
+        raise ValueError(f"expected at least 2 paired sequences from 2 clusters, got {n} from "
+                         f"{len(groups)}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: expected a level in (0, 1), got {confidence}")
-    difference = (reference - other).double()
-    n = difference.shape[0]
+    difference = (reference - other).double().cpu()
     mean = difference.mean(0)
-    stderr = difference.std(0, unbiased=True) / math.sqrt(n)
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * stderr
+    g = len(groups)
+    residual_sums = torch.zeros(g, difference.shape[1], dtype=torch.float64).index_add_(
+        0, members, difference - mean)
+    stderr = (residual_sums.pow(2).sum(0) * g / (g - 1)).sqrt() / n
+    half = float(stats.t.ppf(0.5 + confidence / 2, g - 1)) * stderr
     return {
         "mean": mean.tolist(),
         "low": (mean - half).tolist(),
         "high": (mean + half).tolist(),
         "stderr": stderr.tolist(),
-        "relative": (mean / other.double().mean(0)).tolist(),
+        "relative": (mean / other.double().cpu().mean(0)).tolist(),
+        "clusters": g,
     }
 
 
@@ -357,6 +376,13 @@ def _windows_loader(data: Any, window: int, split: str, count: int | None,
     return DataLoader(spread_subset(windows, count), batch_size=batch_size, shuffle=False)
 
 
+def _episode_of_each_window(windows: Any) -> Tensor:
+    """The episode id ``(N,)`` of each window of an ``EpisodeWindows`` or a ``Subset`` of one."""
+    if isinstance(windows, Subset):
+        return torch.tensor([windows.dataset.window_index(i)[0] for i in windows.indices])
+    return torch.tensor([windows.window_index(i)[0] for i in range(len(windows))])
+
+
 def targets(document: Mapping[str, Any]) -> dict[str, Any]:
     """The issue's targets, checked against the measurements (``None`` where not measurable)."""
     reference = document["reference"]
@@ -443,10 +469,16 @@ def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
             entry.update(predictor.summary())
         runs[name] = entry
     reference = config.reference
+    episodes: Tensor | None = _episode_of_each_window(test_loader.dataset)
+    if len(torch.unique(episodes)) < 2:
+        print("compare: every test window comes from one episode; the intervals treat the "
+              "windows as independent")
+        episodes = None
     paired = {
         metric: {
             f"{reference} − {other}": paired_difference(
-                per_sequence[reference][metric], per_sequence[other][metric], config.confidence
+                per_sequence[reference][metric], per_sequence[other][metric], config.confidence,
+                episodes,
             )
             for other in predictors if other != reference
         }
