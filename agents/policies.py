@@ -166,6 +166,7 @@ class OUPolicy:
             raise ValueError(f"sigma: expected a positive noise scale, got {sigma!r}")
         self.theta = float(theta)
         self.sigma = float(sigma)
+        self.low, self.high = box.low.astype(np.float32), box.high.astype(np.float32)
         self.centre = ((box.high + box.low) / 2).astype(np.float32)
         self.half_range = ((box.high - box.low) / 2).astype(np.float32)
         # stationary variance of x_{t+1} = (1 - theta) x_t + sigma eps: sigma² / (1 - (1-theta)²)
@@ -188,7 +189,9 @@ class OUPolicy:
             eps = rng.standard_normal(self.noise.shape)
             self.noise = (1.0 - self.theta) * self.noise + self.sigma * eps
         unit = np.clip(self.noise, -1.0, 1.0)
-        return (self.centre + self.half_range * unit).astype(np.float32)
+        # float32 rounding of centre ± half_range can step just past an asymmetric bound
+        return np.clip((self.centre + self.half_range * unit).astype(np.float32), self.low,
+                       self.high)
 
 
 class SB3Policy:
@@ -278,10 +281,18 @@ class SB3Policy:
         )
 
     def act(self, observation: Observation, rng: np.random.Generator) -> np.ndarray:
-        """The agent's actions float32 ``(num_envs, A)``, clipped to the action bounds."""
-        actions, _ = self.model.predict(
-            self._model_input(observation), deterministic=self.deterministic
-        )
+        """The agent's actions float32 ``(num_envs, A)``, clipped to the action bounds.
+
+        A sampling (``deterministic=False``) agent draws from torch's generator, which is
+        seeded from ``rng`` for the call (and restored after), so ``rng`` alone decides them.
+        """
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.integers(2**63 - 1)))
+            actions, _ = self.model.predict(
+                self._model_input(observation), deterministic=self.deterministic
+            )
         actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1)
         return np.clip(actions, self.low, self.high)
 

@@ -11,7 +11,7 @@ Stages now:
 1. ``collect``: a small Minari dataset of the pendulum under smooth random (OU) actions,
    written inside the run directory;
 2. ``windows``: opens that dataset as :class:`~noether_control.data.windows.EpisodeWindows`
-   (train/val/test) to check it is ready for the world model;
+   with the world model's window and split (train/val/test) to check it is ready for it;
 3. ``gif``: a GIF of a grid of sub-envs (rows: PixelPendulum, PixelPendulumRandom,
    PixelDoublePendulum; columns: sub-envs) acting under OU noise;
 4. ``world_model``: trains the default world model on the dataset and evaluates it on the test
@@ -43,16 +43,6 @@ from noether_control.noether.compare import DemoComparisonConfig, demo_compariso
 from noether_control.runtime import atomic_path, run_dir, seed_everything, to_dataclass, write_json
 from noether_control.training.config import DataConfig, OptimConfig, TrainCommandConfig
 from noether_control.training.train import train_world_model
-
-
-@dataclass
-class WindowsCheckConfig:
-    """How the ``windows`` stage opens the collected dataset."""
-
-    #: steps per window (the world model's context + training horizon)
-    window: int = 14
-    #: train/val/test fractions of episodes
-    split_fractions: list[float] = field(default_factory=lambda: [0.75, 0.125, 0.125])
 
 
 @dataclass
@@ -121,7 +111,6 @@ class DemoConfig:
     #: than free cores made training several times slower; null: torch's default
     threads: int | None = 1
     collect: CollectConfig = field(default_factory=CollectConfig)
-    windows: WindowsCheckConfig = field(default_factory=WindowsCheckConfig)
     gif: GifConfig = field(default_factory=GifConfig)
     world_model: WorldModelStageConfig = field(default_factory=WorldModelStageConfig)
     noether: DemoComparisonConfig = field(default_factory=DemoComparisonConfig)
@@ -149,15 +138,17 @@ def collect_stage(
 def windows_stage(
     config: DemoConfig, outputs: dict[str, StageOutputs], out_dir: Path
 ) -> StageOutputs:
-    """Open the collected dataset as train/val/test windows and read one of each."""
+    """Open the collected dataset as the world model's train/val/test windows (its context and
+    training horizon, its split) and read one of each."""
+    data = world_model_config(config, outputs["collect"]["path"]).data
     summary: StageOutputs = {}
     for split in ("train", "val", "test"):
         windows = EpisodeWindows(
-            outputs["collect"]["path"],
-            config.windows.window,
+            data.path,
+            data.window,
             split,
-            split_fractions=tuple(config.windows.split_fractions),
-            seed=config.seed,
+            split_fractions=tuple(data.split_fractions),
+            seed=data.split_seed,
         )
         item = windows[len(windows) // 2]
         summary[split] = {
@@ -259,7 +250,7 @@ def world_model_stage(
     )
     model_mse = document["per_horizon"]["mse"]
     references = {name: ref["mse"] for name, ref in document["references"].items()}
-    shown = sorted({h for h in (1, 5, 10, 25) if h <= len(model_mse)})
+    shown = sorted({h for h in (1, 5, 10, 25) if h <= len(model_mse)} | {len(model_mse)})
     return {
         "run_dir": str(train_dir),
         "results": str(train_dir / "evaluate" / "results.json"),

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from noether_control.cli import COMMANDS
+from noether_control.data.windows import split_episodes
+from noether_control.training.config import DataConfig
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -105,6 +107,12 @@ def test_demo_smoke_writes_the_gif(tmp_path: Path) -> None:
     evaluation = json.loads(Path(world_model["results"]).read_text())
     assert len(evaluation["per_horizon"]["mse"]) == 4 and 1 <= evaluation["n_sequences"] <= 4
     assert world_model["mse"]["h1"] == evaluation["per_horizon"]["mse"][0]
+    assert world_model["mse"]["h4"] == evaluation["per_horizon"]["mse"][3]  # the last horizon
+    # the windows stage opened the split the world model trained and was evaluated on
+    data = DataConfig(path="unused")
+    split = split_episodes(results["collect"]["episodes"], data.split_fractions, data.split_seed)
+    assert {name: results["windows"][name]["episodes"] for name in split} == {
+        name: len(ids) for name, ids in split.items()}
     assert set(world_model["references"]) == {"last_frame", "mean_frame"}
     best = min(evaluation["references"][name]["mse"][0] for name in ("last_frame", "mean_frame"))
     assert world_model["best_reference_over_model"]["h1"] == pytest.approx(

@@ -99,6 +99,16 @@ def test_bad_inputs_raise_value_errors_naming_the_mismatch() -> None:
         model.predict(frames[:, :2], actions, 4)
     with pytest.raises(ValueError, match="n_future"):
         model.predict(frames[:, :2], actions, 0)
+    # per-example adaptation of another batch (even one that divides B x steps) is refused
+    for wrong in (4, 1):
+        with pytest.raises(ValueError, match=r"adapt\['[\w.]+'\]: expected shape \(2, "):
+            model.predict(frames[:, :2], actions, 2, adapt=model.adapt_init(wrong))
+    with pytest.raises(ValueError, match=r"unknown entry 'lstm\.scale'"):
+        model.predict(frames[:, :2], actions, 2, adapt={"lstm.scale": torch.ones(2, 8)})
+    state = model.observe(frames[:, :2], actions[:, :2])
+    for bad in (actions[:, :0], actions[:1]):
+        with pytest.raises(ValueError, match=r"actions: expected shape \(2, H ≥ 1, 2\)"):
+            model.imagine(state, bad)
     with pytest.raises(ValueError, match="power of two"):
         SVGWorldModel(tiny_config(image_size=48))
     with pytest.raises(ValueError, match="encoder"):

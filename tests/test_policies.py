@@ -38,6 +38,15 @@ def test_actions_are_batched_bounded_and_reproducible(kind: str) -> None:
     assert actions[..., 0].min() < -1.5 and actions[..., 0].max() > 1.5
 
 
+def test_ou_stays_inside_asymmetric_float32_bounds() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        low = np.float32(rng.uniform(-5, 5))
+        box = spaces.Box(low, low + np.float32(rng.uniform(1e-3, 3)), (1,), np.float32)
+        actions = roll(OUPolicy(box, 8, sigma=5.0), 20, seed=1)  # mostly at the bounds
+        assert np.all(actions >= box.low) and np.all(actions <= box.high)
+
+
 def test_uniform_covers_the_box_evenly() -> None:
     actions = roll(UniformPolicy(BOX, 64), 100, seed=0)
     unit = (actions - BOX.low) / (BOX.high - BOX.low)
@@ -151,6 +160,20 @@ def test_sb3_agent_is_fed_the_observation_it_was_trained_on(
     # the agent's actions depend on the observation it is fed
     other = observation(5, seed=1)
     assert not np.allclose(policy.act(other, np.random.default_rng(0)), actions)
+
+
+def test_sampling_sb3_agent_is_decided_by_the_rng_alone(tmp_path: Path) -> None:
+    import torch
+
+    path = saved_agent(tmp_path, "ppo", spaces.Box(-np.inf, np.inf, (2,), np.float32))
+    policy = make_policy({"kind": "sb3", "path": str(path), "device": "cpu",
+                          "deterministic": False}, PENDULUM_BOX, 64)
+    batch = observation(64)
+    torch.manual_seed(1)
+    first = policy.act(batch, np.random.default_rng(5))
+    torch.manual_seed(2)  # torch's global state no longer matters
+    np.testing.assert_array_equal(policy.act(batch, np.random.default_rng(5)), first)
+    assert not np.array_equal(policy.act(batch, np.random.default_rng(6)), first)
 
 
 def test_sb3_agent_with_foreign_observations_is_rejected(tmp_path: Path) -> None:

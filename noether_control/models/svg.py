@@ -280,6 +280,23 @@ class SVGWorldModel(nn.Module):
                 f"actions: expected at least {min_actions} steps, got {actions.shape[1]}"
             )
 
+    def check_adapt(self, adapt: Adapt | None, batch: int) -> None:
+        """Raise ``ValueError`` unless every ``adapt`` entry is a known ``(batch, size)`` one.
+
+        Layers read per-example entries row by row, so a wrong batch would silently hand one
+        example's adaptation to another.
+        """
+        if not adapt:
+            return
+        shapes = self.adapt_shapes()
+        for name, value in adapt.items():
+            if name not in shapes:
+                raise ValueError(f"adapt: unknown entry {name!r}; expected names from "
+                                 f"adapt_shapes()")
+            if tuple(value.shape) != (batch, shapes[name]):
+                raise ValueError(f"adapt[{name!r}]: expected shape ({batch}, {shapes[name]}), "
+                                 f"got {tuple(value.shape)}")
+
     # ------------------------------------------------------------------ functional verbs
     def encode(self, frames: Tensor, adapt: Adapt | None = None) -> tuple[Tensor, list[Tensor]]:
         """``frames``: ``(B, C, H, W)`` in [0, 1] → code ``(B, g_dim)``, skip features."""
@@ -356,6 +373,7 @@ class SVGWorldModel(nn.Module):
         """
         self.check_inputs(frames, actions, frames.shape[1])
         batch, n_past = frames.shape[:2]
+        self.check_adapt(adapt, batch)
         codes, skips = self.encode(frames.flatten(0, 1), adapt)
         codes = codes.unflatten(0, (batch, n_past))
         last_skips = [s.unflatten(0, (batch, n_past))[:, -1] for s in skips]
@@ -402,11 +420,14 @@ class SVGWorldModel(nn.Module):
         Frame ``k`` of the rollout is decoded from the state, re-encoded and stepped with action
         ``k``; no ground truth is used. Returns a :class:`Rollout` of ``H`` frames and rewards.
         """
-        if actions.dim() != 3 or actions.shape[2] != self.config.action_dim:
+        batch = state.code.shape[0]
+        if (actions.dim() != 3 or actions.shape[0] != batch or actions.shape[1] < 1
+                or actions.shape[2] != self.config.action_dim):
             raise ValueError(
-                f"actions: expected shape (B, H, {self.config.action_dim}), "
-                f"got {tuple(actions.shape)}"
+                f"actions: expected shape ({batch}, H ≥ 1, {self.config.action_dim}) for a state "
+                f"of batch {batch}, got {tuple(actions.shape)}"
             )
+        self.check_adapt(adapt, batch)
         return self._unroll(state, actions, actions.shape[1], adapt, generator)
 
     def _unroll(
@@ -507,6 +528,7 @@ class SVGWorldModel(nn.Module):
         """
         self.check_inputs(frames, actions, frames.shape[1])
         batch, length = frames.shape[:2]
+        self.check_adapt(adapt, batch)
         if not 1 <= n_past < length:
             raise ValueError(f"n_past: expected 1 ≤ n_past < window length {length}, got {n_past}")
         stochastic = self.config.stochastic
