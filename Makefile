@@ -27,7 +27,6 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 
 # Speed benchmarks: each prints a table of ratios against a reference measured in the same run.
 bench: $(STAMP)

@@ -18,7 +18,7 @@
 # conf/commands/train/experiment/noether_cpu.yaml.
 set -euo pipefail
 OUT=$(realpath -m "${1:-runs/noether_cpu}")
-CLI=${NOETHER_CONTROL:-noether-control}
+source "$(dirname "$0")/tools.sh"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$OUT"
 start=$(date +%s)
@@ -27,9 +27,9 @@ stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
 stamp "collect"
 $CLI collect env="${NOETHER_ENV:-pendulum_random}" policy=ou episodes=120 num_envs=40 env.kwargs.image_size=32 \
   progress=false dataset.root="$OUT/datasets" dataset.overwrite=true hydra.run.dir="$OUT/collect"
-DATA=$(${PYTHON:-python3} -c "import json,sys; print(json.load(open(sys.argv[1]))['path'])" \
+DATA=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['path'])" \
   "$OUT/collect/results.json")
-E1=$(${PYTHON:-python3} - <<'PY'
+E1=$($PY - <<'PY'
 import yaml, pathlib, noether_control
 conf = pathlib.Path(noether_control.__file__).parent / "conf/commands/train/experiment/noether_cpu.yaml"
 print(yaml.safe_load(conf.read_text())["noether"]["pretrain_steps"])

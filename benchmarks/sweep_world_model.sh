@@ -15,8 +15,7 @@
 # dynamics phase: N_PAST=2 DYNAMICS_STEPS=0, and without the lr decay.)
 set -euo pipefail
 OUT=$(realpath -m "${1:-runs/sweep_world_model}")
-CLI=${NOETHER_CONTROL:-noether-control}
-PY=${PYTHON:-python3}
+source "$(dirname "$0")/tools.sh"
 JOBS=${JOBS:-2}
 STEPS=${STEPS:-700}
 N_PAST=${N_PAST:-4}
