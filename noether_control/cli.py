@@ -10,10 +10,12 @@ command does not break the others.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from omegaconf import DictConfig
 
@@ -111,6 +113,17 @@ def hydra_app(name: str) -> Callable[[], None]:
     return app
 
 
+def _exit_on_sigterm(_: int, frame: FrameType | None) -> None:
+    """Raise ``SystemExit(143)``, unless the signal landed inside a finaliser or a weakref
+    callback, where Python would print and drop the exception: then try again 10 ms later."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__" or frame.f_code.co_filename.endswith("weakref.py"):
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+            return
+        frame = frame.f_back
+    raise SystemExit(128 + signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Dispatch ``argv`` (default ``sys.argv[1:]``) to a command's Hydra app."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -128,6 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     if {"-h", "--help"} & set(args[1:]):
         print(command_help(name, [a for a in args[1:] if a not in {"-h", "--help"}]))
         return
+    # SIGTERM (kill, a scheduler's time limit) unwinds like Ctrl-C, so the cleanup of
+    # half-written datasets and checkpoints in `finally` blocks runs
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGALRM, _exit_on_sigterm)
     app = hydra_app(name)
     sys.argv = [f"noether-control {name}", *args[1:]]
     app()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +62,24 @@ def test_command_help_lists_shared_groups_and_the_overridden_config(tmp_path: Pa
     demo = run_cli("demo", "--help", "env@collect.env=pendulum_random", cwd=tmp_path)
     assert "  env@collect.env: double_pendulum, pendulum, pendulum_random\n" in demo.stdout
     assert "id: NoetherControl/PixelPendulumRandom-v0" in demo.stdout
+
+
+def test_sigterm_mid_collect_leaves_no_half_written_dataset(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "noether_control", "collect", "experiment=smoke",
+         "episodes=2000", "episode_steps=100", f"hydra.run.dir={out}"],
+        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    datasets = out / "datasets"
+    deadline = time.monotonic() + 60
+    while not list(datasets.rglob(".*-v0.*")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the staging directory of the dataset exists
+    assert process.poll() is None, "collect ended before it could be interrupted"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert [p for p in datasets.rglob("*") if p.is_file()] == []
 
 
 def test_unknown_command_exits_2_with_a_message(tmp_path: Path) -> None:

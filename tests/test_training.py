@@ -166,6 +166,27 @@ def test_resumed_run_matches_uninterrupted_run(
     assert steps == [2, 4, 6]
 
 
+def test_resumed_metrics_rows_equal_the_uninterrupted_ones(tmp_path: Path) -> None:
+    data = MovingDot()
+    config = tiny_config(6, log_every=4, checkpoint_every=3, keep_checkpoints=5)
+    straight = tmp_path / "straight"
+    train_world_model(config, straight, train_set=data, val_set=data)
+    # "crash" after step 3's checkpoint, inside the logging window that ends at step 4
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copyfile(straight / "checkpoints" / "step_0000003.pt",
+                    resumed / "checkpoints" / "last.pt")
+    train_world_model(config, resumed, train_set=data, val_set=data)
+
+    def rows(run: Path) -> dict[int, str]:
+        with (run / "metrics.csv").open() as handle:
+            return {int(r["step"]): r["train/frame_mse"] for r in csv.DictReader(handle)
+                    if r["train/loss"]}
+
+    assert sorted(rows(straight)) == [3, 4, 6]  # log_every, plus every checkpoint
+    assert rows(resumed) == {step: value for step, value in rows(straight).items() if step > 3}
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     train_world_model(tiny_config(2), tmp_path, train_set=MovingDot(), val_set=MovingDot())
     last = tmp_path / "checkpoints" / "last.pt"

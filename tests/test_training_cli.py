@@ -78,6 +78,10 @@ def test_run_trains_and_resumes_in_its_run_directory(
     run(composed_dict("experiment=smoke", f"data.path={dataset}", "device=cpu", "train.steps=8"))
     assert "nothing to do" in capsys.readouterr().out
     assert json.loads((tmp_path / "results.json").read_text()) == results
+    # lost after the last checkpoint (a crash before it was written): rebuilt from last.pt
+    (tmp_path / "results.json").unlink()
+    run(composed_dict("experiment=smoke", f"data.path={dataset}", "device=cpu", "train.steps=8"))
+    assert json.loads((tmp_path / "results.json").read_text()) == results
 
 
 def test_resume_accepts_a_moved_dataset_and_refuses_other_data(

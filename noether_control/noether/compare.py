@@ -328,8 +328,8 @@ def plot_comparison(document: Mapping[str, Any], path: Path) -> None:
               title=f"{document['reference']} − other ({level}% CI)")
     right.legend()
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
     plt.close(figure)
 
 
@@ -351,8 +351,8 @@ def plot_sweep(sweep: Mapping[str, list[Any]], path: Path) -> None:
     right.set(ylabel="conservation loss", yscale="log")
     left.set_title("inner-step sweep (blue: MSE, red: conservation)")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
     plt.close(figure)
 
 

@@ -17,7 +17,6 @@ A run resumes from ``checkpoints/last.pt`` of its run directory (``hydra.run.dir
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -334,6 +333,7 @@ def _train(
         groups.append({"params": list(noether.parameters())})
     optimizer = torch.optim.Adam(groups, lr=optim_config.lr)
     start = dynamics_start = 0
+    stored_metrics: dict[str, Any] = {}
     last = checkpoints / "last.pt"
     dataset = train_set.fingerprint() if hasattr(train_set, "fingerprint") else None
     if last.exists():
@@ -357,6 +357,7 @@ def _train(
         optimizer.load_state_dict(payload["optimizer"])
         start = int(payload["step"])
         dynamics_start = int(payload["extra"].get("dynamics_step", 0))
+        stored_metrics = payload["extra"].get("metrics", {})
         restore_rng(payload["rng"])
         if job.is_main:
             print(f"train: resuming from {last} at step {start}"
@@ -402,6 +403,8 @@ def _train(
         fixed_val=fixed_val, first_update=start + dynamics_start,
         last_update=max(total_steps, start) + dynamics_end,
     )
+    # the last measurements so far, for results.json should no step be left to run
+    book.summary.update(stored_metrics)
     # bfloat16 needs no loss scaling; GPUs without it (pre-Ampere) train in float32.
     use_amp = device.type == "cuda" and optim_config.amp and torch.cuda.is_bf16_supported()
     autocast = (
@@ -446,13 +449,8 @@ def _train(
     finally:
         book.close()
 
-    finished_before = start >= total_steps and dynamics_start >= optim_config.dynamics_steps
-    if finished_before:
-        if job.is_main:
-            print(f"train: {last} is at step {start} ≥ train.steps={total_steps}; nothing to do")
-        # the run that did the training wrote its measurements; nothing here is newer
-        if (out_dir / "results.json").is_file():
-            return json.loads((out_dir / "results.json").read_text())
+    if start >= total_steps and dynamics_start >= optim_config.dynamics_steps and job.is_main:
+        print(f"train: {last} is at step {start} ≥ train.steps={total_steps}; nothing to do")
     results = {
         "steps": step,
         "dynamics_steps": max(optim_config.dynamics_steps, dynamics_start),
@@ -577,7 +575,9 @@ class _Bookkeeping:
             self.window_sum[name] = self.window_sum.get(name, 0.0) + value.float()
         self.window_steps += 1
         phase_over = phase_step == phase_end
-        if phase_step % optim.log_every == 0 or phase_over:
+        checkpointing = phase_step % optim.checkpoint_every == 0 or phase_over
+        # a row at every checkpoint too: a run resumed there starts an empty window, as this one
+        if phase_step % optim.log_every == 0 or checkpointing:
             names = sorted(self.window_sum)
             means = distributed.mean_over_processes(
                 job, torch.stack([self.window_sum[n] for n in names]) / self.window_steps
@@ -598,7 +598,7 @@ class _Bookkeeping:
         if job.is_main and optim.image_every and phase_step % optim.image_every == 0:
             _write_strip(self.model, self.strip_windows, self.config, job.device,
                          self.out_dir / "predictions" / f"{name}.png")
-        if phase_step % optim.checkpoint_every == 0 or phase_over:
+        if checkpointing:
             if job.is_main:
                 if self.fixed_val:
                     self.summary["eval"] = validate(self.model, self.fixed_val, self.config,
