@@ -21,6 +21,7 @@ from noether_control.discovery.scoring import (
     apply_mlp,
     conservation_loss,
     pooled_scale,
+    rmse,
     sympy_quantity,
     tailored_rollout,
 )
@@ -122,6 +123,64 @@ def test_true_energy_tailoring_lowers_the_conservation_loss() -> None:
     per_example = {k: v.detach() for k, v in params.items()}
     torch.testing.assert_close(apply_mlp(per_example, batch.states[:, 0]),
                                mlp(batch.states[:, 0]))
+
+
+def _pendulum_scoring_setup(lengths: tuple[int, ...] = (12, 12, 12)):
+    torch.manual_seed(0)
+    data = generate("pendulum", len(lengths), 0.02, np.random.default_rng(0),
+                    points_per_trajectory=max(lengths))
+    data.states = [states[:n] for states, n in zip(data.states, lengths, strict=True)]
+    data.times = [times[:n] for times, n in zip(data.times, lengths, strict=True)]
+    batch = Batch.from_trajectories(data, None, torch.float64, torch.device("cpu"))
+    return data, batch, MLP([2, 8, 8, 2]).double()
+
+
+def test_gauss_newton_meta_gradient_matches_finite_differences() -> None:
+    """Meta-tailoring differentiates the whole damped Gauss-Newton step, weights included."""
+    _, batch, mlp = _pendulum_scoring_setup()
+    tailored = ["layers.2.weight", "layers.2.bias"]
+    params = {name: value.detach().clone() for name, value in mlp.named_parameters()}
+    k = torch.tensor([3.0], dtype=torch.float64, requires_grad=True)
+
+    def outer(constant: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        def energy(x):
+            return x[..., 1] ** 2 - constant[0] * torch.cos(x[..., 0])
+        predicted = tailored_rollout(mlp, weights, energy, pooled_scale(energy, batch), batch,
+                                     1.0, tailored, second_order=True)
+        return batch.error(predicted).mean()
+
+    weight = params["layers.0.weight"].requires_grad_(True)
+    grad_k, grad_w = torch.autograd.grad(outer(k, params), [k, weight])
+    step = 1e-5
+    for constant_step, weight_step, analytic in (
+            (step, 0.0, float(grad_k[0])), (0.0, step, float(grad_w[0, 0]))):
+        values = []
+        for sign in (1.0, -1.0):
+            shifted = {**params, "layers.0.weight": weight.detach().clone()}
+            shifted["layers.0.weight"][0, 0] += sign * weight_step
+            values.append(float(outer(k.detach() + sign * constant_step, shifted).detach()))
+        numeric = (values[0] - values[1]) / (2 * step)
+        assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-9)
+
+
+def test_gauss_newton_step_of_an_example_does_not_depend_on_the_others_padding() -> None:
+    data, batch, mlp = _pendulum_scoring_setup((15, 40))
+    alone = Batch.from_trajectories(data.subset([0]), None, torch.float64, torch.device("cpu"))
+    energy = sympy_quantity(data.energy, data.names)
+    scale = pooled_scale(energy, batch)
+    tailored = ["layers.2.weight", "layers.2.bias"]
+    for lr in (1e-3, 1.0):
+        padded = tailored_rollout(mlp, None, energy, scale, batch, lr, tailored)[0, :15]
+        single = tailored_rollout(mlp, None, energy, scale, alone, lr, tailored)[0]
+        torch.testing.assert_close(padded.detach(), single.detach())
+
+
+def test_rmse_counts_the_predicted_states_not_the_given_start() -> None:
+    _, batch, _ = _pendulum_scoring_setup()
+    predicted = batch.states.clone()
+    predicted[:, 1:] += 0.5  # every predicted state off by 0.5, the start exact
+    assert rmse(batch, predicted) == pytest.approx(0.5)
+    assert batch.error(predicted).tolist() == pytest.approx([0.25] * 3)
 
 
 def test_gauss_newton_tailoring_step_conserves_the_true_energy_better() -> None:

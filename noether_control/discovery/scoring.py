@@ -199,15 +199,16 @@ class Batch:
                      self.mask.repeat(times, 1))
 
     def error(self, predicted: Tensor) -> Tensor:
-        """Per-example mean squared error over existing samples and dimensions, ``(B,)``."""
-        squared = (predicted - self.states).pow(2).mean(dim=-1) * self.mask
-        return squared.sum(dim=1) / self.mask.sum(dim=1)
+        """Per-example mean squared error over the predicted samples (every existing one after
+        the given start state) and dimensions, ``(B,)``."""
+        squared = (predicted - self.states)[:, 1:].pow(2).mean(dim=-1) * self.mask[:, 1:]
+        return squared.sum(dim=1) / self.mask[:, 1:].sum(dim=1)
 
 
 def rmse(batch: Batch, predicted: Tensor) -> float:
-    """Root mean squared error over all existing samples and dimensions."""
-    squared = (predicted - batch.states).pow(2).mean(dim=-1) * batch.mask
-    return math.sqrt(float(squared.sum() / batch.mask.sum()))
+    """Root mean squared error over all predicted samples (after each start) and dimensions."""
+    squared = (predicted - batch.states)[:, 1:].pow(2).mean(dim=-1) * batch.mask[:, 1:]
+    return math.sqrt(float(squared.sum() / batch.mask[:, 1:].sum()))
 
 
 def formula_quantity(formula: Expr, params: Tensor) -> Quantity:
@@ -296,7 +297,7 @@ def conservation_loss(quantity: Quantity, scale: Tensor, shared: Mapping[str, Te
 def pooled_scale(quantity: Quantity, batch: Batch) -> Tensor:
     """Variance of ``quantity`` over all existing samples: normalises its conservation loss."""
     values = quantity(batch.states)[batch.mask > 0]
-    return values.var().detach().clamp_min(1e-12)
+    return values.var().clamp_min(1e-12)
 
 
 def train_one_step(model: nn.Module, states: Tensor, following: Tensor, steps_dt: Tensor,
@@ -335,13 +336,20 @@ def tailored_rollout(mlp: MLP, params: Mapping[str, Tensor] | None, quantity: Qu
     if optimizer == "gauss_newton":
         residuals = conservation_residuals(quantity, scale, shared)
         with torch.enable_grad():
-            start = {name: value if value.requires_grad else value.detach().requires_grad_(True)
-                     for name, value in per_example.items()}
+            # The weights come from a second expansion of the same parameters: constants for the
+            # inner gradient (taken at ``per_example``), as Gauss-Newton's curvature is, but, with
+            # ``second_order``, differentiable in the outer parameters and the formula's constants.
+            start = {name: value if value.requires_grad and second_order
+                     else value.detach().requires_grad_(True)
+                     for name, value in expand_params({name: everything[name] for name in tailored},
+                                                      batch.states.shape[0]).items()}
             at_start = residuals(start, batch)
-            jacobian = residual_jacobian(at_start, start)
-        weights = gauss_newton_weights(jacobian.detach(), at_start.detach(), lr)
+            jacobian = residual_jacobian(at_start, start, create_graph=second_order)
+            weights = gauss_newton_weights(jacobian, at_start, lr, batch.mask)
+        if not second_order:
+            weights = weights.detach()
         # One SGD step of rate 1 on sum_t w_t r_t is the damped Gauss-Newton step on the
-        # conservation loss; the weights are held fixed, as the curvature is in Gauss-Newton.
+        # conservation loss.
         adapted = tailor(per_example, batch,
                          lambda params, examples: (weights * residuals(params, examples)).sum(1),
                          steps=1, lr=1.0, optimizer="sgd", second_order=second_order)

@@ -239,12 +239,16 @@ def tailor_with_config(
     )
 
 
-def residual_jacobian(residuals: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+def residual_jacobian(residuals: Tensor, params: Mapping[str, Tensor],
+                      create_graph: bool = False) -> Tensor:
     """Per-example Jacobian of ``residuals`` ``(B, T)`` with respect to per-example ``params``.
 
     ``params`` are ``(B, ...)`` tensors in the graph of ``residuals`` and, as for :func:`tailor`,
     example ``b``'s residuals depend only on example ``b``'s parameters, so one batched backward
     pass per residual index gives every example's rows at once.
+
+    ``create_graph`` keeps the Jacobian differentiable (for an outer loss through a step that
+    uses it).
 
     Returns:
         ``(B, T, P)`` with ``P`` the number of parameters per example (``params`` in order,
@@ -257,7 +261,8 @@ def residual_jacobian(residuals: Tensor, params: Mapping[str, Tensor]) -> Tensor
     with torch.enable_grad():
         grads = torch.autograd.grad(residuals, [params[name] for name in names],
                                     grad_outputs=cotangents, is_grads_batched=True,
-                                    allow_unused=True, retain_graph=True)
+                                    allow_unused=True, retain_graph=True,
+                                    create_graph=create_graph)
     columns = [torch.zeros(length, batch_size, params[name][0].numel(), dtype=residuals.dtype,
                            device=residuals.device) if grad is None
                else grad.reshape(length, batch_size, -1)
@@ -265,7 +270,8 @@ def residual_jacobian(residuals: Tensor, params: Mapping[str, Tensor]) -> Tensor
     return torch.cat(columns, dim=2).transpose(0, 1)
 
 
-def gauss_newton_weights(jacobian: Tensor, residuals: Tensor, lr: float | Tensor) -> Tensor:
+def gauss_newton_weights(jacobian: Tensor, residuals: Tensor, lr: float | Tensor,
+                         valid: Tensor | None = None) -> Tensor:
     """Residual weights ``w`` ``(B, T)`` that turn :func:`tailor` into a Gauss-Newton step.
 
     For a per-example loss ``1/2 sum_t r_t(theta)^2`` with Jacobian ``J`` ``(B, T, P)``,
@@ -273,17 +279,26 @@ def gauss_newton_weights(jacobian: Tensor, residuals: Tensor, lr: float | Tensor
     ``sum_t w_t r_t(theta)`` (``w`` held fixed) moves each example by
     ``-J^T (J J^T + lambda I)^-1 r = -(J^T J + lambda I)^-1 J^T r``: the damped Gauss-Newton
     (Levenberg-Marquardt) step, which for large ``lr`` zeroes the linearised residuals with the
-    smallest parameter change. The damping is ``lambda = mean diag(J J^T) / lr``, so ``lr`` is
+    smallest parameter change. The damping is ``lambda = mean diag(J J^T) / lr`` (the mean over
+    an example's ``valid`` residuals, so padding does not change its step), so ``lr`` is
     scale-free: small rates give a short gradient step, large rates the full Gauss-Newton step.
+    Differentiable in ``jacobian`` and ``residuals``: built from a graph of them, ``w`` carries
+    the step's dependence on the outer parameters.
 
     Args:
         jacobian: ``(B, T, P)`` from :func:`residual_jacobian`.
-        residuals: ``(B, T)`` at the same parameters (detached).
+        residuals: ``(B, T)`` at the same parameters.
         lr: a float or one rate per example ``(B,)``, > 0.
+        valid: ``(B, T)`` 1 for real residuals, 0 for padding; ``None``: all are real.
     """
     batch_size, length = residuals.shape
     gram = jacobian @ jacobian.transpose(1, 2)
-    scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-30)
+    diagonal = gram.diagonal(dim1=1, dim2=2)
+    if valid is None:
+        scale = diagonal.mean(dim=1)
+    else:
+        scale = (diagonal * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1)
+    scale = scale.clamp_min(1e-30)
     rate = torch.as_tensor(lr, dtype=residuals.dtype, device=residuals.device)
     damping = (scale / rate.expand(batch_size)).reshape(batch_size, 1, 1)
     identity = torch.eye(length, dtype=residuals.dtype, device=residuals.device)
