@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ from hydra import compose, initialize_config_dir
 
 import noether_control
 from noether_control.discovery.data import generate
-from noether_control.discovery.discover import run
+from noether_control.discovery.discover import DiscoverConfig, load_data, run, search
+from noether_control.discovery.expressions import to_sympy
 from noether_control.discovery.scoring import (
     HNN,
     MLP,
@@ -26,6 +28,7 @@ from noether_control.discovery.scoring import (
     tailored_rollout,
 )
 from noether_control.noether import expand_params, tailor
+from noether_control.runtime import seed_everything, to_dataclass
 
 TINY = [
     "experiment=smoke",
@@ -88,6 +91,24 @@ def test_a_bad_energy_is_refused_before_the_search(tmp_path: Path,
     with pytest.raises(ValueError, match=r"data.energy .*unknown symbols \['pp'\]"):
         run(cfg)
     assert not searched
+
+
+def test_refitting_near_the_threshold_merges_reparametrised_twins() -> None:
+    # Spring data of seed 2: after 100 Adam steps q**2 - p**2/k is still short of its optimum
+    # (c = 0.883 instead of 0.965), so it reported another constant and did not merge.
+    config = to_dataclass(DiscoverConfig, _compose(["system=spring", "seed=2"]))
+    found = {}
+    for refine_steps in (0, 300):
+        search_config = replace(config.search, ops=["square", "add", "sub", "mul", "div"],
+                                max_params=1, refine_steps=refine_steps)
+        rng = seed_everything(2)
+        train, _ = load_data(config, rng).split(config.test_fraction, rng)
+        survivors = search(train, search_config, rng, torch.device("cpu")).survivors
+        found[refine_steps] = sorted(
+            float(c.params[0]) ** (2 if "k0**2" in str(to_sympy(c.formula, ["q", "p"])) else 1)
+            for c in survivors if "/" not in str(to_sympy(c.formula, ["q", "p"])))
+        assert len(survivors) == (2 if refine_steps == 0 else 1)
+    assert found[300] == pytest.approx([0.9653], abs=2e-4)
 
 
 def test_config_rejects_unknown_keys() -> None:

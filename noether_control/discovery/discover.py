@@ -119,6 +119,11 @@ class SearchConfig:
     """Adam steps fitting all constants at once."""
     fit_lr: float = 0.1
     """Initial Adam learning rate (cosine-decayed)."""
+    refine_steps: int = 300
+    """Adam steps refitting, from scratch, every candidate within 2x of the conservation
+    threshold: reparametrised forms of one law (``q**2 + k*p**2``, ``q**2 - p**2/k``) converge
+    at different speeds, and a form still short of its optimum after ``fit_steps`` would report
+    another constant than its twin and not merge with it. 0: off."""
     fit_dtype: str = "float32"
     """Fitting precision: float32 (fast) or float64."""
     chunk_size: int = 1024
@@ -250,6 +255,16 @@ def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
                                dtype=getattr(torch, config.fit_dtype), device=device)
     fit = fit_formulas(formulas, data, steps=config.fit_steps, lr=config.fit_lr,
                        chunk_size=config.chunk_size, noise_floor=config.noise_floor)
+    near = torch.nonzero((fit.variance_ratio >= config.min_variance_ratio / 2)
+                         & ~fit.trivial).flatten().tolist()
+    if config.refine_steps and near:
+        refined = fit_formulas([formulas[i] for i in near], data, steps=config.refine_steps,
+                               lr=config.fit_lr, chunk_size=config.chunk_size,
+                               noise_floor=config.noise_floor)
+        fit.params[near, :refined.params.shape[1]] = refined.params
+        fit.variance_ratio[near] = refined.variance_ratio
+        fit.raw_ratio[near] = refined.raw_ratio
+        fit.trivial[near] = refined.trivial
     conserved = torch.nonzero((fit.variance_ratio >= config.min_variance_ratio)
                               & ~fit.trivial).flatten()
     order = conserved[torch.argsort(fit.variance_ratio[conserved], descending=True)].tolist()
