@@ -198,17 +198,22 @@ class Batch:
         return Batch(self.states.repeat(times, 1, 1), self.steps.repeat(times, 1),
                      self.mask.repeat(times, 1))
 
+    def squared_errors(self, predicted: Tensor) -> tuple[Tensor, Tensor]:
+        """Squared errors ``(B, T - 1)`` of the predicted samples (every one after the given
+        start state; 0 after a trajectory's end), averaged over dimensions, and their mask."""
+        mask = self.mask[:, 1:]
+        return (predicted - self.states)[:, 1:].pow(2).mean(dim=-1) * mask, mask
+
     def error(self, predicted: Tensor) -> Tensor:
-        """Per-example mean squared error over the predicted samples (every existing one after
-        the given start state) and dimensions, ``(B,)``."""
-        squared = (predicted - self.states)[:, 1:].pow(2).mean(dim=-1) * self.mask[:, 1:]
-        return squared.sum(dim=1) / self.mask[:, 1:].sum(dim=1)
+        """Per-example mean squared error over the predicted samples, ``(B,)``."""
+        squared, mask = self.squared_errors(predicted)
+        return squared.sum(dim=1) / mask.sum(dim=1)
 
 
 def rmse(batch: Batch, predicted: Tensor) -> float:
-    """Root mean squared error over all predicted samples (after each start) and dimensions."""
-    squared = (predicted - batch.states)[:, 1:].pow(2).mean(dim=-1) * batch.mask[:, 1:]
-    return math.sqrt(float(squared.sum() / batch.mask[:, 1:].sum()))
+    """Root mean squared error over all predicted samples and dimensions."""
+    squared, mask = batch.squared_errors(predicted)
+    return math.sqrt(float(squared.sum() / mask.sum()))
 
 
 def formula_quantity(formula: Expr, params: Tensor) -> Quantity:

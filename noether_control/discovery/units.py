@@ -97,6 +97,8 @@ _DERIVED: dict[str, Unit] = {
     "Hz": Unit.base("s") ** -1,
 }
 
+# Multiplication: a single '*' (not the '**' of a power), '.' or whitespace.
+_TIMES = re.compile(r"(?<!\*)\*(?!\*)|[.\s]+")
 _TOKEN = re.compile(r"([A-Za-z]+|1)(?:(?:\^|\*\*)(-?\d+(?:\|\d+)?)|(-?\d+))?")
 
 
@@ -121,15 +123,15 @@ def parse_unit(text: str | Unit) -> Unit:
                      text.strip().replace("·", "*"))
     cleaned = re.sub(r"\s*(\*\*|[*/^])\s*", r"\1", cleaned)
     # A parenthesised denominator is a product of divisors: J/(kg*K) = J/kg/K.
-    cleaned = re.sub(r"/\(([^()/]*)\)", lambda m: "/" + re.sub(
-        r"(?<!\*)\*(?!\*)|[.\s]+", "/", m.group(1).strip()), cleaned)
+    cleaned = re.sub(r"/\(([^()/]*)\)", lambda m: "/" + _TIMES.sub("/", m.group(1).strip()),
+                     cleaned)
     cleaned = re.sub(r"\(([^()/]*)\)", r"\1", cleaned)
     if not cleaned:
         raise ValueError("unit: expected a unit such as 'm', 'rad/s' or '1', got an empty string")
     result = DIMENSIONLESS
     for index, part in enumerate(cleaned.split("/")):
         factor = DIMENSIONLESS
-        for piece in re.split(r"(?<!\*)\*(?!\*)|[.\s]+", part.strip().replace(" ^", "^")):
+        for piece in _TIMES.split(part.strip()):
             if not piece:
                 raise ValueError(f"unit {text!r}: expected a symbol around '*' or '/'")
             match = _TOKEN.fullmatch(piece)
