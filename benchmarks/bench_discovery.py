@@ -100,6 +100,27 @@ def constant_of(formula: dict[str, Any], system: str) -> float | None:
     return float(poly.coeff_monomial(p2) / poly.coeff_monomial(q2))
 
 
+def fitted_constant_interval(formula: dict[str, Any], system: str
+                             ) -> tuple[float, list[float]] | None:
+    """(constant, 95% interval) of the conservation fit in the target's normal form, from a
+    one-constant formula's ``params_before_meta`` (or ``params``) and ``fit_interval``."""
+    fitted = formula["params_before_meta"] or formula["params"]
+    if formula["fit_interval"] is None or len(fitted) != 1:
+        return None
+    (name, value), = fitted.items()
+    expression = sympy.sympify(formula["expr"])
+
+    def at(constant: float) -> float | None:
+        return constant_of({"fitted": str(expression.subs(sympy.Symbol(name), constant))},
+                           system)
+
+    ends = [at(bound) for bound in formula["fit_interval"][name]]
+    centre = at(value)
+    if centre is None or None in ends:
+        return None
+    return centre, sorted(ends)
+
+
 def targets(system: str, seed: int, config: DiscoverConfig | None = None) -> dict[str, Any]:
     """Run the full pipeline on one system and check the issue's targets."""
     config = config or DiscoverConfig()
@@ -115,6 +136,8 @@ def targets(system: str, seed: int, config: DiscoverConfig | None = None) -> dic
     family = [(f, constant_of(f, system)) for f in by_ratio]
     family = [(f, c) for f, c in family if c is not None]
     error = None if constant is None else abs(constant / TRUE_CONSTANT[system] - 1)
+    fit = fitted_constant_interval(results["formulas"][0], system) if constant is not None \
+        else None
     checks = {
         "law_found": constant is not None,
         "constant_within_2pct": error is not None and error <= 0.02,
@@ -126,6 +149,8 @@ def targets(system: str, seed: int, config: DiscoverConfig | None = None) -> dic
             and rmse["noether"] <= 0.8 * rmse["mlp"]
     return {"system": system, "seed": seed, "law": results["formulas"][0]["fitted"]
             if results["formulas"] else None, "constant": constant, "relative_error": error,
+            "constant_fit": None if fit is None else fit[0],
+            "constant_fit_interval": None if fit is None else fit[1],
             "rmse": rmse, "n_candidates": results["n_candidates"],
             "n_conserved": results["n_conserved"], "seconds": seconds, "checks": checks,
             "target_family_survivor": family[0][0]["fitted"] if family else None,
@@ -177,6 +202,12 @@ def main() -> None:
                 print(f"  {system:<9} {seed:>4}  {str(row['law'])[:34]:<34} {constant} {error}  "
                       f"{cell(rmse['mlp'])} {cell(rmse['noether'])} {cell(rmse['true_energy'])} "
                       f"{cell(rmse['hnn'])}  {passed}")
+                if row["constant_fit"] is not None:
+                    low, high = row["constant_fit_interval"]
+                    covers = low <= TRUE_CONSTANT[system] <= high
+                    print(f"  {'':<14} conservation fit (before meta-tailoring) "
+                          f"{row['constant_fit']:.4f}, 95% interval [{low:.4f}, {high:.4f}]"
+                          f"{' covers ' if covers else ' misses '}{TRUE_CONSTANT[system]:g}")
                 if row["target_family_survivor"] is not None:
                     print(f"  {'':<14} target family among survivors: "
                           f"{row['target_family_survivor']} (rank {row['target_family_rank']}, "

@@ -29,8 +29,12 @@ from noether_control.discovery.fitting import (
     evaluate_all,
     fingerprint_duplicates,
     fit_formulas,
+    jackknife_stderr,
+    jackknife_weights,
     merge_equivalent,
+    refit_params,
     score_formulas,
+    variance_terms,
 )
 from noether_control.discovery.scoring import formula_quantity
 from noether_control.discovery.units import DIMENSIONLESS, RADIAN, parse_unit
@@ -175,6 +179,73 @@ def test_fitter_recovers_known_constants_on_synthetic_data() -> None:
     for fit in results:
         assert fit.variance_ratio[0] > 1e6  # exactly conserved
         assert fit.variance_ratio[1] < 10  # q**2 is not
+
+
+def test_point_weights_count_points_as_if_repeated() -> None:
+    rng = np.random.default_rng(0)
+    trajectories = [rng.normal(size=(n, 2)) for n in (7, 9, 6)]
+    values_of = [np.sin(t[:, 0]) + t[:, 1] ** 2 for t in trajectories]
+
+    def terms(parts: list[np.ndarray], weights: np.ndarray | None = None) -> torch.Tensor:
+        points = np.concatenate([trajectories[i] for i in parts])
+        segments = np.concatenate([np.full(len(trajectories[i]), k) for k, i in
+                                   enumerate(parts)])
+        values = torch.as_tensor(np.concatenate([values_of[i] for i in parts]))[None]
+        weight = None if weights is None else torch.as_tensor(weights)[None]
+        return torch.stack(variance_terms(values, FitData.from_arrays(points, segments), weight))
+
+    # Weight 2 on trajectory 0 and 0 on trajectory 2 = trajectory 0 twice, trajectory 2 gone.
+    weights = np.concatenate([np.full(7, 2.0), np.ones(9), np.zeros(6)])
+    torch.testing.assert_close(terms([0, 1, 2], weights), terms([0, 0, 1]))
+    torch.testing.assert_close(terms([0, 1, 2], np.ones(22)), terms([0, 1, 2]))
+    assert not torch.allclose(terms([0, 1, 2], weights), terms([0, 1, 2]))
+
+
+def test_jackknife_leaves_out_trajectories_or_blocks() -> None:
+    many = np.repeat(np.arange(12), 5)
+    weights = jackknife_weights(many)
+    np.testing.assert_array_equal(weights, 1.0 - np.eye(12)[:, many])
+    grouped = jackknife_weights(np.repeat(np.arange(120), 3))  # 120 trajectories, 50 groups
+    assert grouped.shape == (50, 360)
+    assert sorted((grouped == 0).sum(axis=1) // 3) == [2] * 30 + [3] * 20
+    assert ((grouped == 0).sum(axis=0) == 1).all()  # every point left out exactly once
+    one = np.zeros(35, dtype=np.int64)  # one measurement: blocks of 10, 10, 10 and 5 samples
+    blocks = jackknife_weights(one, block=10)
+    expected = np.ones((4, 35))
+    for group, (start, stop) in enumerate(((0, 10), (10, 20), (20, 30), (30, 35))):
+        expected[group, start:stop] = 0
+    np.testing.assert_array_equal(blocks, expected)
+    with pytest.raises(ValueError, match=">= 2 trajectories or blocks"):
+        jackknife_weights(np.zeros(8, dtype=np.int64), block=10)
+
+
+def test_jackknife_stderr_of_a_mean_is_the_textbook_one() -> None:
+    values = np.random.default_rng(0).normal(size=(15, 1))
+    leave_one_out = (values.sum() - values) / 14
+    np.testing.assert_allclose(jackknife_stderr(leave_one_out),
+                               values.std(ddof=1) / np.sqrt(15))
+
+
+def test_jackknife_interval_covers_the_true_constant_at_its_level() -> None:
+    # Scatter of the fitted spring constant over data draws vs the jackknife's standard error.
+    spring = binary("add", unary("square", Q), binary("mul", param(), unary("square", P)))
+    estimates, errors = [], []
+    for seed in range(20):
+        train = generate("spring", 12, 0.05, np.random.default_rng(seed),
+                         points_per_trajectory=20)
+        points, segments = train.points()
+        data = FitData.from_arrays(points, segments)
+        fitted = fit_formulas([spring], data, steps=300, lr=0.1).params
+        weights = torch.as_tensor(jackknife_weights(segments))
+        refits = refit_params([spring], data, fitted, weights, steps=150, lr=0.1)
+        estimates.append(float(fitted[0, 0]))
+        errors.append(float(jackknife_stderr(refits[0].numpy())[0]))
+    estimates_array, errors_array = np.array(estimates), np.array(errors)
+    assert 0.6 < np.std(estimates_array, ddof=1) / np.sqrt(np.mean(errors_array**2)) < 1.6
+    assert np.mean(np.abs(estimates_array - 1.0) <= 2.2 * errors_array) >= 0.75
+    # The full data refit to the fit itself.
+    again = refit_params([spring], data, fitted, torch.ones(1, len(segments)), steps=150, lr=0.1)
+    torch.testing.assert_close(again[0], fitted, rtol=1e-5, atol=0)
 
 
 def test_generated_pendulum_energy_is_conserved_up_to_noise() -> None:

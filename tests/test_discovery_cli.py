@@ -69,6 +69,12 @@ def test_discover_on_a_measured_file_writes_results(tmp_path: Path,
     assert set(best) >= {"expr", "params", "variance_ratio", "rmse", "param_units"}
     assert best["expr"] in {"k0*p**2 + q**2", "k0*q**2 + p**2", "-k0*p**2 + q**2",
                             "-k0*q**2 + p**2", "k0**2*p**2 + q**2", "k0**2*q**2 + p**2"}
+    # 8 trajectories: the constants' jackknife leaves out blocks within them.
+    fitted = best["params_before_meta"] or best["params"]
+    assert set(best["fit_stderr"]) == set(best["fit_interval"]) == set(fitted)
+    for name, (low, high) in best["fit_interval"].items():
+        assert 0 < best["fit_stderr"][name] < 0.1 * abs(fitted[name])
+        assert low < fitted[name] < high
     assert set(results["rmse"]) == {"mlp", "noether", "true_energy", "hnn"}
     assert all(isinstance(v, float) for v in results["rmse"].values())
     assert (tmp_path / "quantity.png").stat().st_size > 1000

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.stats
 import torch
 from omegaconf import DictConfig
 
@@ -43,7 +44,10 @@ from noether_control.discovery.fitting import (
     drift_per_time,
     fingerprint_duplicates,
     fit_formulas,
+    jackknife_stderr,
+    jackknife_weights,
     merge_equivalent,
+    refit_params,
 )
 from noether_control.discovery.scoring import (
     HNN,
@@ -149,6 +153,13 @@ class SearchConfig:
     drift_significance: float = 2.0
     """A conserved formula whose drift over a trajectory exceeds this many noise standard
     deviations is reported as only approximately conserved."""
+    uncertainty: bool = True
+    """Give each reported formula's fitted constants a standard error and a 95% interval, by a
+    jackknife that refits them leaving out one training trajectory at a time (one of at most 50
+    groups of them; with fewer than 10 trajectories, one block of ``uncertainty_block``
+    samples)."""
+    uncertainty_block: int = 10
+    """Samples per left-out block when there are fewer than 10 training trajectories."""
 
 
 @dataclass
@@ -189,6 +200,13 @@ class Candidate:
     meta: MetaTailored | None = None
     test_rmse: float | None = None
     drift: tuple[float, float] = (0.0, 0.0)
+    fit_stderr: np.ndarray | None = None
+    fit_interval: np.ndarray | None = None
+
+    @property
+    def conservation_params(self) -> np.ndarray:
+        """The constants the conservation fit gave (before any meta-tailoring moved them)."""
+        return self.params if self.fit_params is None else self.fit_params
 
 
 def load_data(config: DiscoverConfig, rng: np.random.Generator) -> Trajectories:
@@ -223,6 +241,7 @@ class SearchResult:
     survivors: list[Candidate]
     seconds: dict[str, float]
     dropped: dict[str, int]
+    fit_data: FitData
 
 
 def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
@@ -287,7 +306,34 @@ def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
         survivors.append(candidate)
     distinct = {size: sum(1 for f in formulas if f.size == size) for size in enumeration.per_size}
     return SearchResult(enumeration.per_size, distinct, len(enumeration.formulas), len(formulas),
-                        survivors, seconds, dropped)
+                        survivors, seconds, dropped, data)
+
+
+def constant_uncertainty(candidates: list[Candidate], data: FitData, config: SearchConfig
+                         ) -> None:
+    """Set each parametrised candidate's ``fit_stderr`` ``(n_params,)`` and ``fit_interval``
+    ``(n_params, 2)``: delete-a-group jackknife refits of its conservation-fitted constants (see
+    :attr:`SearchConfig.uncertainty`), all candidates and groups fitted at once; the interval is
+    the constant ± the t quantile with G - 1 degrees of freedom times the standard error."""
+    parametrised = [c for c in candidates if c.formula.n_params > 0]
+    if not config.uncertainty or not parametrised:
+        return
+    weights = jackknife_weights(data.segments.cpu().numpy(), config.uncertainty_block)
+    slots = max(c.formula.n_params for c in parametrised)
+    start = torch.zeros(len(parametrised), slots, dtype=torch.float64)
+    for row, candidate in enumerate(parametrised):
+        start[row, :candidate.formula.n_params] = torch.as_tensor(candidate.conservation_params)
+    refits = refit_params([c.formula for c in parametrised], data, start,
+                          torch.as_tensor(weights), steps=config.refine_steps or config.fit_steps,
+                          lr=config.fit_lr, chunk_size=config.chunk_size)
+    quantile = float(scipy.stats.t.ppf(0.975, len(weights) - 1))
+    for candidate, estimates in zip(parametrised, refits.to(torch.float64).cpu().numpy(),
+                                    strict=True):
+        stderr = jackknife_stderr(estimates[:, :candidate.formula.n_params])
+        centre = candidate.conservation_params
+        candidate.fit_stderr = stderr
+        candidate.fit_interval = np.stack([centre - quantile * stderr,
+                                           centre + quantile * stderr], axis=1)
 
 
 @dataclass
@@ -399,6 +445,11 @@ def formula_record(candidate: Candidate, names: list[str], train: Trajectories,
         "param_units": {name: str(u) for name, u in zip(constants, units, strict=True)},
         "params_before_meta": None if candidate.fit_params is None else {
             name: float(v) for name, v in zip(constants, candidate.fit_params, strict=True)},
+        "fit_stderr": None if candidate.fit_stderr is None else {
+            name: float(v) for name, v in zip(constants, candidate.fit_stderr, strict=True)},
+        "fit_interval": None if candidate.fit_interval is None else {
+            name: [float(low), float(high)]
+            for name, (low, high) in zip(constants, candidate.fit_interval, strict=True)},
         "unit": "free" if unit is None else str(unit),
         "fitted": str(to_sympy(formula, names, candidate.params.tolist())),
         "size": formula.size,
@@ -411,6 +462,15 @@ def formula_record(candidate: Candidate, names: list[str], train: Trajectories,
         "meta_train_loss": None if candidate.meta is None else candidate.meta.train_loss,
         "rmse": candidate.test_rmse,
     }
+
+
+def fit_text(record: dict[str, Any], name: str) -> str:
+    """`` (fit 1.065 ± 0.043)``: constant ``name``'s conservation fit and its standard error,
+    when it has one."""
+    if record["fit_stderr"] is None:
+        return ""
+    fitted = (record["params_before_meta"] or record["params"])[name]
+    return f" (fit {fitted:.4g} ± {record['fit_stderr'][name]:.2g})"
 
 
 def plot_quantity(path: Path, test: Trajectories, quantity: Any, label: str,
@@ -478,11 +538,14 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
         ranked = scoring.ranked
     else:
         ranked = result.survivors
+    start = time.perf_counter()
+    constant_uncertainty(ranked[:config.top_formulas], result.fit_data, config.search)
+    uncertainty_seconds = time.perf_counter() - start
     records = [formula_record(c, names, train, config.search.drift_significance)
                for c in ranked[:config.top_formulas]]
     print("\ntop formulas (best first):")
     for rank, record in enumerate(records, start=1):
-        constants = ", ".join(f"{k}={v:.4g} [{record['param_units'][k]}]"
+        constants = ", ".join(f"{k}={v:.4g} [{record['param_units'][k]}]{fit_text(record, k)}"
                               for k, v in record["params"].items())
         approx = " (approximately: drift " \
                  f"{record['drift_per_time']:.3g}/time)" if record["approximately_conserved"] \
@@ -504,7 +567,8 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
         "dropped": result.dropped,
         "formulas": records,
         "rmse": rmse_table,
-        "seconds": {**result.seconds, **({"score": scoring.seconds} if scoring else {})},
+        "seconds": {**result.seconds, **({"score": scoring.seconds} if scoring else {}),
+                    "uncertainty": uncertainty_seconds},
         "candidates_per_second": candidates_per_second,
         "columns": {n: str(u) for n, u in zip(names, trajectories.units, strict=True)},
         "config": asdict(config),

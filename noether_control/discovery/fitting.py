@@ -320,23 +320,40 @@ class FitData:
         return torch.cat([self.true_points, self.random_points], dim=1)
 
 
-def variance_terms(values: Tensor, data: FitData) -> tuple[Tensor, Tensor]:
+def variance_terms(values: Tensor, data: FitData, point_weights: Tensor | None = None
+                   ) -> tuple[Tensor, Tensor]:
     """Pooled within-trajectory variance and random-sequence variance, each ``(n,)``.
 
-    ``values`` is ``(n, n_points)`` as evaluated on :attr:`FitData.all_points`.
+    ``values`` is ``(n, n_points)`` as evaluated on :attr:`FitData.all_points`;
+    ``point_weights`` ``(n, n_true)`` (non-negative; 0 leaves a point out) weighs each true
+    point in every mean, as if it occurred that many times; None weighs them all 1 (and skips
+    the weighting: this runs for every formula at every fitting step).
     """
     n_true = data.true_points.shape[1]
     true_values = values[:, :n_true]
     # Centring first keeps float64 cancellation harmless when a formula has a large offset.
     true_values = true_values - true_values.mean(dim=1, keepdim=True)
     n_segments = int(data.segments.max()) + 1
-    counts = torch.bincount(data.segments, minlength=n_segments).to(values.dtype)
-    sums = torch.zeros(values.shape[0], n_segments, dtype=values.dtype, device=values.device)
-    sums = sums.index_add(1, data.segments, true_values)
-    means = sums / counts
-    within = (true_values - means[:, data.segments]).pow(2).mean(dim=1)
+    zeros = torch.zeros(values.shape[0], n_segments, dtype=values.dtype, device=values.device)
+    if point_weights is None:
+        weights = None
+        total: Tensor | float = float(n_true)
+        segment_weights = torch.bincount(data.segments, minlength=n_segments).to(values.dtype)
+    else:
+        weights = point_weights.to(values.dtype)
+        total = weights.sum(dim=1)
+        segment_weights = zeros.index_add(1, data.segments, weights)
+
+    def weighted(per_point: Tensor) -> Tensor:
+        return per_point if weights is None else weights * per_point
+
+    means = zeros.index_add(1, data.segments, weighted(true_values)) / segment_weights.clamp_min(
+        torch.finfo(values.dtype).tiny)
+    within = weighted((true_values - means[:, data.segments]).pow(2)).sum(dim=1) / total
     if data.random_points is None:
-        return within, true_values.pow(2).mean(dim=1)
+        if weights is not None:
+            true_values = true_values - (weighted(true_values).sum(dim=1) / total).unsqueeze(1)
+        return within, weighted(true_values.pow(2)).sum(dim=1) / total
     return within, values[:, n_true:].var(dim=1)
 
 
@@ -344,13 +361,15 @@ def _random_values(values: Tensor, data: FitData) -> Tensor:
     return values if data.random_points is None else values[:, data.true_points.shape[1]:]
 
 
-def variance_ratio_loss(values: Tensor, data: FitData) -> Tensor:
-    """The fitting loss ``Var_within / Var_random`` per formula, ``(n,)``.
+def variance_ratio_loss(values: Tensor, data: FitData, point_weights: Tensor | None = None
+                        ) -> Tensor:
+    """The fitting loss ``Var_within / Var_random`` per formula, ``(n,)`` (``point_weights``:
+    see :func:`variance_terms`).
 
     A plain ratio rather than its logarithm: the log's gradient explodes next to an exactly
     conserved optimum and Adam's second-moment estimate then freezes the parameter short of it.
     """
-    within, random = variance_terms(values, data)
+    within, random = variance_terms(values, data, point_weights)
     # A relative floor keeps the ratio finite for formulas that collapse to a constant.
     floor = 1e-12 * _random_values(values, data).pow(2).mean(dim=1).detach() + 1e-30
     return within / (random + floor)
@@ -396,28 +415,100 @@ def fit_formulas(formulas: Sequence[Expr], data: FitData, *, steps: int = 200, l
     with_params = [i for i, f in enumerate(formulas) if f.n_params > 0]
     losses: list[float] = []
     if with_params and steps > 0:
-        programs = compile_programs([formulas[i] for i in with_params], chunk_size, points.device)
-        fitted = params[with_params].clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([fitted], lr=lr)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=lr * 1e-3)
-        for _ in range(steps):
-            optimizer.zero_grad(set_to_none=False)
-            total = 0.0
-            for program in programs:
-                values = evaluate_program(program, points, fitted[program.rows])
-                loss = variance_ratio_loss(values, data)
-                finite = torch.isfinite(loss)
-                loss = torch.where(finite, loss, torch.zeros_like(loss))
-                loss.sum().backward()
-                total += float(loss.detach().sum())
-            # A formula that hits a pole yields NaN gradients for its own row only; freeze it.
-            fitted.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(total / len(with_params))
-        params[with_params] = fitted.detach()
+        params[with_params], losses = _minimise([formulas[i] for i in with_params], data,
+                                                params[with_params], steps, lr, chunk_size)
     ratio, raw_ratio, trivial = score_formulas(formulas, data, params, chunk_size, noise_floor)
     return FitResult(params, ratio, raw_ratio, trivial, losses)
+
+
+def _minimise(formulas: Sequence[Expr], data: FitData, init: Tensor, steps: int, lr: float,
+              chunk_size: int, point_weights: Tensor | None = None
+              ) -> tuple[Tensor, list[float]]:
+    """Adam (cosine-decayed) on the summed :func:`variance_ratio_loss` of parametrised
+    ``formulas`` from ``init`` ``(n, slots)``; returns the parameters and the mean loss per step.
+    """
+    points = data.all_points
+    programs = compile_programs(formulas, chunk_size, points.device)
+    fitted = init.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([fitted], lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=lr * 1e-3)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=False)
+        total = 0.0
+        for program in programs:
+            values = evaluate_program(program, points, fitted[program.rows])
+            weights = None if point_weights is None else point_weights[program.rows]
+            loss = variance_ratio_loss(values, data, weights)
+            loss = torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss))
+            loss.sum().backward()
+            total += float(loss.detach().sum())
+        # A formula that hits a pole yields NaN gradients for its own row only; freeze it.
+        fitted.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(total / len(formulas))
+    return fitted.detach(), losses
+
+
+def jackknife_weights(segments: np.ndarray, block: int = 10, min_trajectories: int = 10,
+                      max_groups: int = 50) -> np.ndarray:
+    """Delete-a-group jackknife resamples as point weights ``(G, N)`` (0 or 1) for points of
+    ``segments`` ``(N,)`` (each point's trajectory index, points of a trajectory contiguous and
+    in time order): resample ``g`` leaves out group ``g``.
+
+    The units are whole trajectories when there are at least ``min_trajectories`` (noise and
+    smoothing correlate the samples of one trajectory, so trajectories are the independent
+    units); with fewer, contiguous blocks of ``block`` samples within the trajectories (a block
+    jackknife: one long measurement still gets an uncertainty). More than ``max_groups`` units
+    are dealt round-robin into ``max_groups`` groups, which bounds the number of refits.
+    """
+    if block < 1 or max_groups < 2:
+        raise ValueError(f"expected block >= 1 and max_groups >= 2, got {block} and {max_groups}")
+    n_trajectories = int(segments.max()) + 1
+    if n_trajectories >= min_trajectories:
+        units = segments
+    else:
+        starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])
+        position = np.arange(len(segments)) - np.repeat(starts, np.diff(np.r_[starts,
+                                                                               len(segments)]))
+        _, units = np.unique(np.stack([segments, position // block]), axis=1,
+                             return_inverse=True)
+        units = units.reshape(-1)
+    n_units = int(units.max()) + 1
+    if n_units < 2:
+        raise ValueError(f"a jackknife needs >= 2 trajectories or blocks, got {n_units}")
+    groups = units % min(n_units, max_groups)
+    return (groups[None, :] != np.arange(int(groups.max()) + 1)[:, None]).astype(np.float64)
+
+
+def jackknife_stderr(estimates: np.ndarray) -> np.ndarray:
+    """Standard error ``(P,)`` from delete-a-group estimates ``(G, P)``:
+    ``sqrt((G - 1) / G * sum_g (theta_g - mean theta)^2)``."""
+    groups = estimates.shape[0]
+    return np.sqrt((groups - 1) / groups * ((estimates - estimates.mean(axis=0)) ** 2).sum(axis=0))
+
+
+def refit_params(formulas: Sequence[Expr], data: FitData, params: Tensor, point_weights: Tensor,
+                 *, steps: int = 300, lr: float = 0.1, chunk_size: int = 1024) -> Tensor:
+    """Each formula's parameters refitted on every reweighting of the data, ``(n, R, slots)``.
+
+    Args:
+        formulas: ``n`` formulas, each with at least one parameter.
+        data: the points of the original fit.
+        params: their fitted parameters ``(n, slots)``; every refit starts there, so it finds
+            the same local optimum moved by the reweighting.
+        point_weights: ``(R, n_true)``, e.g. from :func:`jackknife_weights`.
+        steps, lr: Adam steps and initial learning rate of the refits (all at once).
+    """
+    if any(f.n_params == 0 for f in formulas):
+        raise ValueError("refit_params: every formula needs a parameter to refit")
+    n_weightings = point_weights.shape[0]
+    replicated = [formula for formula in formulas for _ in range(n_weightings)]
+    weights = point_weights.to(data.true_points).repeat(len(formulas), 1)
+    init = params.to(data.true_points).repeat_interleave(n_weightings, dim=0)
+    fitted, _ = _minimise(replicated, data, init, steps, lr, chunk_size, weights)
+    return fitted.view(len(formulas), n_weightings, -1)
 
 
 @torch.no_grad()
