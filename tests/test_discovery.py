@@ -36,7 +36,7 @@ from noether_control.discovery.fitting import (
     score_formulas,
     variance_terms,
 )
-from noether_control.discovery.scoring import formula_quantity
+from noether_control.discovery.scoring import ScoringConfig, formula_quantity
 from noether_control.discovery.units import DIMENSIONLESS, RADIAN, parse_unit
 from noether_control.noether import tailor
 from noether_control.noether.tailoring import gauss_newton_weights, residual_jacobian
@@ -246,6 +246,35 @@ def test_jackknife_interval_covers_the_true_constant_at_its_level() -> None:
     # The full data refit to the fit itself.
     again = refit_params([spring], data, fitted, torch.ones(1, len(segments)), steps=150, lr=0.1)
     torch.testing.assert_close(again[0], fitted, rtol=1e-5, atol=0)
+
+
+def test_box_random_states_do_not_reward_poles_next_to_them() -> None:
+    # One trajectory (the box is the only null): q/(k - p*q) places its pole where the data
+    # never goes but uniform states do; their variance used to rank it 1e10 above the law.
+    law = binary("sub", unary("square", P), binary("mul", param(), unary("cos", Q)))
+    pole = binary("div", Q, binary("sub", param(), binary("mul", P, Q)))
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        one = generate("pendulum", 2, 0.01, rng, points_per_trajectory=200).subset([0])
+        points, segments = one.points()
+        data = FitData.from_arrays(points, segments, random="box", rng=rng)
+        fit = fit_formulas([law, pole], data, steps=300, lr=0.1)
+        assert fit.params[0, 0].item() == pytest.approx(3.0, rel=0.01)
+        assert fit.variance_ratio[0] > 500 and fit.variance_ratio[1] < 1
+
+
+def test_long_trajectories_are_cut_into_tailoring_examples() -> None:
+    data = generate("spring", 2, 0.1, np.random.default_rng(0), points_per_trajectory=23)
+    data = data.subset([0]).pieces(23)  # as long as the limit: whole
+    assert [len(s) for s in data.states] == [23]
+    pieces = generate("spring", 2, 0.1, np.random.default_rng(0),
+                      points_per_trajectory=23).pieces(10)
+    assert [len(s) for s in pieces.states] == [8, 8, 7, 8, 8, 7]
+    np.testing.assert_array_equal(np.concatenate(pieces.times[:3]), data.times[0])
+    np.testing.assert_array_equal(np.concatenate(pieces.states[:3]), data.states[0])
+    np.testing.assert_array_equal(np.concatenate(pieces.clean[:3]), data.clean[0])
+    with pytest.raises(ValueError, match="example_length: expected >= 2"):
+        ScoringConfig(example_length=1)
 
 
 def test_generated_pendulum_energy_is_conserved_up_to_noise() -> None:

@@ -94,6 +94,20 @@ class Trajectories:
                                        [self.times[0][part]], self.energy, clean))
         return halves[0], halves[1]
 
+    def pieces(self, length: int) -> Trajectories:
+        """Each trajectory longer than ``length`` samples cut into ``ceil(T / length)``
+        consecutive pieces of near-equal length (at most ``length``); shorter ones kept whole."""
+        states, times, clean = [], [], []
+        for index, trajectory in enumerate(self.states):
+            n_pieces = -(-len(trajectory) // length)
+            for part in np.array_split(np.arange(len(trajectory)), n_pieces):
+                states.append(trajectory[part])
+                times.append(self.times[index][part])
+                if self.clean is not None:
+                    clean.append(self.clean[index][part])
+        return Trajectories(self.names, self.units, states, times, self.energy,
+                            clean if self.clean is not None else None)
+
     def smoothed(self, window: int, order: int = 3) -> Trajectories:
         """Denoised copy: each sample replaced by a local polynomial fit in *time*.
 

@@ -357,7 +357,8 @@ def score(train: Trajectories, test: Trajectories, survivors: list[Candidate],
     # first state every model drifts onto another energy level, and the outer loss then teaches
     # it to damp the dynamics.
     smoothed = train.smoothed(config.smooth_window)
-    train_batch = Batch.from_trajectories(smoothed, None, dtype, device)
+    train_batch = Batch.from_trajectories(smoothed.pieces(config.example_length), None, dtype,
+                                          device)
     test_batch = Batch.from_trajectories(test, test.clean, dtype, device)
     dim = len(train.names)
     with torch.random.fork_rng(devices=[]):

@@ -517,13 +517,16 @@ def score_formulas(formulas: Sequence[Expr], data: FitData, params: Tensor,
                    ) -> tuple[Tensor, Tensor, Tensor]:
     """``(variance_ratio, raw_ratio, trivial)`` per formula at the given parameters ``(n, slots)``.
 
-    ``raw_ratio`` is ``Var_random / Var_within``. With ``data.noise_var`` the measured
-    within-trajectory variance is corrected for what the observation noise alone puts there,
-    ``Var_noise = mean_t sum_i noise_var[i, t] * (df/dx_i)^2`` (first-order propagation,
-    derivatives by central differences), and ``variance_ratio = Var_random / max(Var_within -
-    Var_noise, noise_floor * Var_within)``: a law whose measured variance the noise explains
-    scores ``raw_ratio / noise_floor``, the resolution of the estimate. Without it
-    ``variance_ratio = raw_ratio``.
+    ``raw_ratio`` is ``Var_random / Var_within``; with generated random states (``box``)
+    ``Var_random`` is measured robustly, from the interquartile range (:func:`_robust_variance`):
+    uniform states can fall next to a formula's pole where the data never goes, and the
+    variance of a handful of huge values would make ``q/cos(q)**8`` look conserved. With
+    ``data.noise_var`` the measured within-trajectory variance is corrected for what the
+    observation noise alone puts there, ``Var_noise = mean_t sum_i noise_var[i, t] *
+    (df/dx_i)^2`` (first-order propagation, derivatives by central differences), and
+    ``variance_ratio = Var_random / max(Var_within - Var_noise, noise_floor * Var_within)``: a
+    law whose measured variance the noise explains scores ``raw_ratio / noise_floor``, the
+    resolution of the estimate. Without it ``variance_ratio = raw_ratio``.
     """
     programs = compile_programs(formulas, chunk_size, params.device)
     ratio = torch.zeros(len(formulas), dtype=params.dtype, device=params.device)
@@ -533,9 +536,11 @@ def score_formulas(formulas: Sequence[Expr], data: FitData, params: Tensor,
     for program in programs:
         rows_params = params[program.rows]
         values = evaluate_program(program, points, rows_params)
-        within, random = variance_terms(values, data)
+        within, random_variance = variance_terms(values, data)
         scale = _random_values(values, data).pow(2).mean(dim=1)
-        is_trivial = ~torch.isfinite(values).all(dim=1) | ~(random > 1e-12 * scale)
+        is_trivial = ~torch.isfinite(values).all(dim=1) | ~(random_variance > 1e-12 * scale)
+        random = random_variance if data.random_points is None else _robust_variance(
+            _random_values(values, data))
         measured = within.clamp_min(1e-300)
         program_raw = random / measured
         if data.noise_var is not None:
@@ -549,6 +554,17 @@ def score_formulas(formulas: Sequence[Expr], data: FitData, params: Tensor,
                                                torch.zeros_like(source), source)
         trivial[program.rows] = is_trivial
     return ratio, raw_ratio, trivial
+
+
+def _robust_variance(values: Tensor) -> Tensor:
+    """``((q75 - q25) / 1.349)^2`` per row of ``values`` ``(n, m)``: the variance for Gaussian
+    values, but a few huge values (a formula's pole next to some random states) leave it
+    unchanged."""
+    finite = values.nan_to_num(nan=0.0, posinf=torch.finfo(values.dtype).max,
+                               neginf=torch.finfo(values.dtype).min)
+    quartiles = torch.quantile(finite, torch.tensor([0.25, 0.75], dtype=values.dtype,
+                                                    device=values.device), dim=1)
+    return ((quartiles[1] - quartiles[0]) / 1.349).pow(2)
 
 
 def _noise_variance(program: Program, data: FitData, params: Tensor) -> Tensor:

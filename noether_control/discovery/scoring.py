@@ -86,11 +86,19 @@ class ScoringConfig:
     200x200 hidden weights per example costs ~10x more for no measured gain."""
     hnn: bool = True
     """Train the Hamiltonian Neural Network baseline (needs an even number of columns: q then p)."""
+    example_length: int = 50
+    """Training trajectories longer than this many samples are cut into consecutive pieces of at
+    most this length, each its own tailoring example: the second-order meta-gradient's memory
+    grows with the square of the rollout length (one 300-sample measurement ran out of 23 GB).
+    The HNN systems' 30 and 45 samples are left whole."""
 
     def __post_init__(self) -> None:
         if self.inner_optimizer not in INNER_OPTIMIZERS:
             raise ValueError(f"scoring.inner_optimizer: expected one of {INNER_OPTIMIZERS}, got "
                              f"{self.inner_optimizer!r}")
+        if self.example_length < 2:
+            raise ValueError(f"scoring.example_length: expected >= 2 samples, got "
+                             f"{self.example_length}")
 
 
 class MLP(nn.Module):
