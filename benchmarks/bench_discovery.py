@@ -114,11 +114,13 @@ def fitted_constant_interval(formula: dict[str, Any], system: str
         return constant_of({"fitted": str(expression.subs(sympy.Symbol(name), constant))},
                            system)
 
-    ends = [at(bound) for bound in formula["fit_interval"][name]]
+    # The map from k0 to the normal form's constant need not be monotone (k0**2): take its
+    # range over the interval.
+    mapped = [at(float(k)) for k in np.linspace(*formula["fit_interval"][name], 41)]
     centre = at(value)
-    if centre is None or None in ends:
+    if centre is None or None in mapped:
         return None
-    return centre, sorted(ends)
+    return centre, [min(mapped), max(mapped)]
 
 
 def targets(system: str, seed: int, config: DiscoverConfig | None = None) -> dict[str, Any]:

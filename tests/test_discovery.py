@@ -30,6 +30,7 @@ from noether_control.discovery.fitting import (
     fingerprint_duplicates,
     fit_formulas,
     jackknife_stderr,
+    jackknife_units,
     jackknife_weights,
     merge_equivalent,
     refit_params,
@@ -203,20 +204,20 @@ def test_point_weights_count_points_as_if_repeated() -> None:
 
 def test_jackknife_leaves_out_trajectories_or_blocks() -> None:
     many = np.repeat(np.arange(12), 5)
-    weights = jackknife_weights(many)
-    np.testing.assert_array_equal(weights, 1.0 - np.eye(12)[:, many])
+    np.testing.assert_array_equal(jackknife_units(many), many)
+    np.testing.assert_array_equal(jackknife_weights(many), 1.0 - np.eye(12)[:, many])
     grouped = jackknife_weights(np.repeat(np.arange(120), 3))  # 120 trajectories, 50 groups
     assert grouped.shape == (50, 360)
     assert sorted((grouped == 0).sum(axis=1) // 3) == [2] * 30 + [3] * 20
     assert ((grouped == 0).sum(axis=0) == 1).all()  # every point left out exactly once
-    one = np.zeros(35, dtype=np.int64)  # one measurement: blocks of 10, 10, 10 and 5 samples
-    blocks = jackknife_weights(one, block=10)
-    expected = np.ones((4, 35))
-    for group, (start, stop) in enumerate(((0, 10), (10, 20), (20, 30), (30, 35))):
-        expected[group, start:stop] = 0
-    np.testing.assert_array_equal(blocks, expected)
-    with pytest.raises(ValueError, match=">= 2 trajectories or blocks"):
-        jackknife_weights(np.zeros(8, dtype=np.int64), block=10)
+    # Fewer than 10 trajectories: blocks of 10 samples restarting at each trajectory.
+    few = np.repeat([0, 1], [35, 4])
+    np.testing.assert_array_equal(jackknife_units(few, block=10),
+                                  np.repeat([0, 1, 2, 3, 4], [10, 10, 10, 5, 4]))
+    with pytest.raises(ValueError, match=">= 2 units"):
+        jackknife_weights(jackknife_units(np.zeros(8, dtype=np.int64), block=10))
+    with pytest.raises(ValueError, match="block: expected >= 1"):
+        jackknife_units(few, block=0)
 
 
 def test_jackknife_stderr_of_a_mean_is_the_textbook_one() -> None:
@@ -273,8 +274,8 @@ def test_long_trajectories_are_cut_into_tailoring_examples() -> None:
     np.testing.assert_array_equal(np.concatenate(pieces.times[:3]), data.times[0])
     np.testing.assert_array_equal(np.concatenate(pieces.states[:3]), data.states[0])
     np.testing.assert_array_equal(np.concatenate(pieces.clean[:3]), data.clean[0])
-    with pytest.raises(ValueError, match="example_length: expected >= 2"):
-        ScoringConfig(example_length=1)
+    with pytest.raises(ValueError, match="example_length: expected >= 5"):
+        ScoringConfig(example_length=4)
 
 
 def test_generated_pendulum_energy_is_conserved_up_to_noise() -> None:

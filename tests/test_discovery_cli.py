@@ -80,6 +80,25 @@ def test_discover_on_a_measured_file_writes_results(tmp_path: Path,
     assert (tmp_path / "quantity.png").stat().st_size > 1000
 
 
+def test_a_short_measurement_is_reported_without_constant_uncertainty(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One trajectory of 20 samples: 10 train, one block of 10, so no jackknife; the run must
+    # still write its results (it used to fail after the search).
+    data = generate("pendulum", 2, 0.01, np.random.default_rng(0), points_per_trajectory=20)
+    path = tmp_path / "one.csv"
+    path.write_text("t,q,p\n" + "".join(f"{t},{q},{p}\n" for t, (q, p) in
+                                         zip(data.times[0], data.states[0], strict=True)))
+    monkeypatch.chdir(tmp_path)
+    run(_compose([*TINY, "score=false", f"data.path={path}", "search.random=box",
+                  "data.units={q: rad, p: 'rad/s'}"]))
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["formulas"] and all(f["fit_stderr"] is None for f in results["formulas"])
+    assert "no uncertainty for the constants" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="uncertainty_block: expected >= 1"):
+        run(_compose([*TINY, f"data.path={path}", "search.uncertainty_block=0"]))
+
+
 def test_a_bad_energy_is_refused_before_the_search(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     data = generate("spring", 4, 0.0, np.random.default_rng(0), points_per_trajectory=10)

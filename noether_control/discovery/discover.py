@@ -45,6 +45,7 @@ from noether_control.discovery.fitting import (
     fingerprint_duplicates,
     fit_formulas,
     jackknife_stderr,
+    jackknife_units,
     jackknife_weights,
     merge_equivalent,
     refit_params,
@@ -160,6 +161,11 @@ class SearchConfig:
     samples)."""
     uncertainty_block: int = 10
     """Samples per left-out block when there are fewer than 10 training trajectories."""
+
+    def __post_init__(self) -> None:
+        if self.uncertainty_block < 1:
+            raise ValueError(f"search.uncertainty_block: expected >= 1 samples, got "
+                             f"{self.uncertainty_block}")
 
 
 @dataclass
@@ -318,7 +324,13 @@ def constant_uncertainty(candidates: list[Candidate], data: FitData, config: Sea
     parametrised = [c for c in candidates if c.formula.n_params > 0]
     if not config.uncertainty or not parametrised:
         return
-    weights = jackknife_weights(data.segments.cpu().numpy(), config.uncertainty_block)
+    units = jackknife_units(data.segments.cpu().numpy(), config.uncertainty_block)
+    if units.max() < 1:
+        print(f"discover: no uncertainty for the constants: {len(units)} training samples make "
+              f"one block of search.uncertainty_block={config.uncertainty_block}; a smaller "
+              f"block gives some")
+        return
+    weights = jackknife_weights(units)
     slots = max(c.formula.n_params for c in parametrised)
     start = torch.zeros(len(parametrised), slots, dtype=torch.float64)
     for row, candidate in enumerate(parametrised):

@@ -451,33 +451,37 @@ def _minimise(formulas: Sequence[Expr], data: FitData, init: Tensor, steps: int,
     return fitted.detach(), losses
 
 
-def jackknife_weights(segments: np.ndarray, block: int = 10, min_trajectories: int = 10,
-                      max_groups: int = 50) -> np.ndarray:
-    """Delete-a-group jackknife resamples as point weights ``(G, N)`` (0 or 1) for points of
-    ``segments`` ``(N,)`` (each point's trajectory index, points of a trajectory contiguous and
-    in time order): resample ``g`` leaves out group ``g``.
+def jackknife_units(segments: np.ndarray, block: int = 10, min_trajectories: int = 10
+                    ) -> np.ndarray:
+    """The independent unit of each point of ``segments`` ``(N,)`` (each point's trajectory
+    index, points of a trajectory contiguous and in time order), ``(N,)`` ids from 0.
 
-    The units are whole trajectories when there are at least ``min_trajectories`` (noise and
-    smoothing correlate the samples of one trajectory, so trajectories are the independent
-    units); with fewer, contiguous blocks of ``block`` samples within the trajectories (a block
-    jackknife: one long measurement still gets an uncertainty). More than ``max_groups`` units
-    are dealt round-robin into ``max_groups`` groups, which bounds the number of refits.
+    Whole trajectories when there are at least ``min_trajectories`` (noise and smoothing
+    correlate the samples of one trajectory, so trajectories are the independent units); with
+    fewer, contiguous blocks of ``block`` samples within the trajectories (so one long
+    measurement still has several).
     """
-    if block < 1 or max_groups < 2:
-        raise ValueError(f"expected block >= 1 and max_groups >= 2, got {block} and {max_groups}")
-    n_trajectories = int(segments.max()) + 1
-    if n_trajectories >= min_trajectories:
-        units = segments
-    else:
-        starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])
-        position = np.arange(len(segments)) - np.repeat(starts, np.diff(np.r_[starts,
-                                                                               len(segments)]))
-        _, units = np.unique(np.stack([segments, position // block]), axis=1,
-                             return_inverse=True)
-        units = units.reshape(-1)
+    if block < 1:
+        raise ValueError(f"block: expected >= 1 samples, got {block}")
+    if int(segments.max()) + 1 >= min_trajectories:
+        return segments
+    starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])
+    position = np.arange(len(segments)) - np.repeat(starts, np.diff(np.r_[starts,
+                                                                           len(segments)]))
+    _, units = np.unique(np.stack([segments, position // block]), axis=1, return_inverse=True)
+    return units.reshape(-1)
+
+
+def jackknife_weights(units: np.ndarray, max_groups: int = 50) -> np.ndarray:
+    """Delete-a-group jackknife resamples as point weights ``(G, N)`` (0 or 1) for points of
+    ``units`` ``(N,)`` (from :func:`jackknife_units`): resample ``g`` leaves out group ``g``.
+    More than ``max_groups`` units are dealt round-robin into ``max_groups`` groups, which
+    bounds the number of refits.
+    """
     n_units = int(units.max()) + 1
-    if n_units < 2:
-        raise ValueError(f"a jackknife needs >= 2 trajectories or blocks, got {n_units}")
+    if n_units < 2 or max_groups < 2:
+        raise ValueError(f"a jackknife needs >= 2 units and groups, got {n_units} units and "
+                         f"max_groups {max_groups}")
     groups = units % min(n_units, max_groups)
     return (groups[None, :] != np.arange(int(groups.max()) + 1)[:, None]).astype(np.float64)
 

@@ -89,15 +89,16 @@ class ScoringConfig:
     example_length: int = 50
     """Training trajectories longer than this many samples are cut into consecutive pieces of at
     most this length, each its own tailoring example: the second-order meta-gradient's memory
-    grows with the square of the rollout length (one 300-sample measurement ran out of 23 GB).
-    The HNN systems' 30 and 45 samples are left whole."""
+    grows with the square of the rollout length (one 300-sample example grew past 5 GB and was
+    killed; cut into pieces of 50 the run peaked at 1.04 GB). The HNN systems' 30 and 45 samples
+    are left whole. At least 5, so that every piece has at least 3 samples."""
 
     def __post_init__(self) -> None:
         if self.inner_optimizer not in INNER_OPTIMIZERS:
             raise ValueError(f"scoring.inner_optimizer: expected one of {INNER_OPTIMIZERS}, got "
                              f"{self.inner_optimizer!r}")
-        if self.example_length < 2:
-            raise ValueError(f"scoring.example_length: expected >= 2 samples, got "
+        if self.example_length < 5:
+            raise ValueError(f"scoring.example_length: expected >= 5 samples, got "
                              f"{self.example_length}")
 
 
