@@ -44,6 +44,10 @@ from noether_control.noether.tailoring import gauss_newton_weights, residual_jac
 
 Q, P = inp(0), inp(1)
 PENDULUM_UNITS = [parse_unit("rad"), parse_unit("rad/s")]
+SPRING_LAW = binary("add", unary("square", Q), binary("mul", param(), unary("square", P)))
+"""q**2 + k*p**2."""
+PENDULUM_LAW = binary("sub", unary("square", P), binary("mul", param(), unary("cos", Q)))
+"""p**2 - k*cos(q)."""
 
 
 def test_parse_unit_exact_rational_exponents() -> None:
@@ -77,13 +81,10 @@ def test_unit_checker_rejects_ill_typed_formulas() -> None:
         infer_unit(binary("sub", unary("square", inp(1)), unary("cos", Q)), PENDULUM_UNITS)
     # Well-typed: sin of an angle, q**2 + k*p**2 (k absorbs the unit), p**2 - k*cos(q).
     assert infer_unit(unary("sin", Q), PENDULUM_UNITS) == DIMENSIONLESS
-    spring = binary("add", unary("square", inp(0)),
-                    binary("mul", param(), unary("square", inp(1))))
-    assert infer_unit(spring, units) == parse_unit("m^2")
-    assert param_units(spring, units) == [parse_unit("m^2") / parse_unit("kg*m/s") ** 2]
-    pendulum = binary("sub", unary("square", P), binary("mul", param(), unary("cos", Q)))
-    assert param_units(pendulum, PENDULUM_UNITS) == [parse_unit("rad^2/s^2")]
-    assert str(to_sympy(pendulum, ["q", "p"])) == "-k0*cos(q) + p**2"
+    assert infer_unit(SPRING_LAW, units) == parse_unit("m^2")
+    assert param_units(SPRING_LAW, units) == [parse_unit("m^2") / parse_unit("kg*m/s") ** 2]
+    assert param_units(PENDULUM_LAW, PENDULUM_UNITS) == [parse_unit("rad^2/s^2")]
+    assert str(to_sympy(PENDULUM_LAW, ["q", "p"])) == "-k0*cos(q) + p**2"
 
 
 def test_enumeration_is_unit_correct_and_contains_the_laws() -> None:
@@ -91,8 +92,7 @@ def test_enumeration_is_unit_correct_and_contains_the_laws() -> None:
     assert sum(enumeration.per_size.values()) == len(enumeration.formulas)
     assert enumeration.per_size[7] > 10_000
     assert enumeration.rejected_units > 0
-    pendulum = binary("sub", unary("square", P), binary("mul", param(), unary("cos", Q)))
-    assert pendulum in enumeration.formulas
+    assert PENDULUM_LAW in enumeration.formulas
     for formula in enumeration.formulas[::97]:
         infer_unit(formula, PENDULUM_UNITS)  # raises if ill-typed
     # q + p (rad + rad/s) must never be enumerated, in either order, nor sin(p) (p in rad/s).
@@ -169,10 +169,8 @@ def test_fitter_recovers_known_constants_on_synthetic_data() -> None:
         trajectories.append(np.stack([q, p], 1))
     points = np.concatenate(trajectories)
     segments = np.repeat(np.arange(len(trajectories)), 25)
-    spring = binary("add", unary("square", Q), binary("mul", param(), unary("square", P)))
-    pendulum = binary("sub", unary("square", P), binary("mul", param(), unary("cos", Q)))
     results = []
-    for formula, rows in ((spring, slice(0, 12 * 25)), (pendulum, slice(12 * 25, None))):
+    for formula, rows in ((SPRING_LAW, slice(0, 12 * 25)), (PENDULUM_LAW, slice(12 * 25, None))):
         data = FitData.from_arrays(points[rows], segments[rows] - segments[rows][0])
         results.append(fit_formulas([formula, unary("square", Q)], data, steps=300, lr=0.1))
     assert results[0].params[0, 0].item() == pytest.approx(5.0, rel=1e-3)
@@ -229,37 +227,36 @@ def test_jackknife_stderr_of_a_mean_is_the_textbook_one() -> None:
 
 def test_jackknife_interval_covers_the_true_constant_at_its_level() -> None:
     # Scatter of the fitted spring constant over data draws vs the jackknife's standard error.
-    spring = binary("add", unary("square", Q), binary("mul", param(), unary("square", P)))
     estimates, errors = [], []
     for seed in range(20):
         train = generate("spring", 12, 0.05, np.random.default_rng(seed),
                          points_per_trajectory=20)
         points, segments = train.points()
         data = FitData.from_arrays(points, segments)
-        fitted = fit_formulas([spring], data, steps=300, lr=0.1).params
+        fitted = fit_formulas([SPRING_LAW], data, steps=300, lr=0.1).params
         weights = torch.as_tensor(jackknife_weights(segments))
-        refits = refit_params([spring], data, fitted, weights, steps=150, lr=0.1)
+        refits = refit_params([SPRING_LAW], data, fitted, weights, steps=150, lr=0.1)
         estimates.append(float(fitted[0, 0]))
         errors.append(float(jackknife_stderr(refits[0].numpy())[0]))
     estimates_array, errors_array = np.array(estimates), np.array(errors)
     assert 0.6 < np.std(estimates_array, ddof=1) / np.sqrt(np.mean(errors_array**2)) < 1.6
     assert np.mean(np.abs(estimates_array - 1.0) <= 2.2 * errors_array) >= 0.75
     # The full data refit to the fit itself.
-    again = refit_params([spring], data, fitted, torch.ones(1, len(segments)), steps=150, lr=0.1)
+    again = refit_params([SPRING_LAW], data, fitted, torch.ones(1, len(segments)), steps=150,
+                         lr=0.1)
     torch.testing.assert_close(again[0], fitted, rtol=1e-5, atol=0)
 
 
 def test_box_random_states_do_not_reward_poles_next_to_them() -> None:
     # One trajectory (the box is the only null): q/(k - p*q) places its pole where the data
     # never goes but uniform states do; their variance used to rank it 1e10 above the law.
-    law = binary("sub", unary("square", P), binary("mul", param(), unary("cos", Q)))
     pole = binary("div", Q, binary("sub", param(), binary("mul", P, Q)))
     for seed in (0, 1):
         rng = np.random.default_rng(seed)
         one = generate("pendulum", 2, 0.01, rng, points_per_trajectory=200).subset([0])
         points, segments = one.points()
         data = FitData.from_arrays(points, segments, random="box", rng=rng)
-        fit = fit_formulas([law, pole], data, steps=300, lr=0.1)
+        fit = fit_formulas([PENDULUM_LAW, pole], data, steps=300, lr=0.1)
         assert fit.params[0, 0].item() == pytest.approx(3.0, rel=0.01)
         assert fit.variance_ratio[0] > 500 and fit.variance_ratio[1] < 1
 
@@ -372,13 +369,11 @@ def test_loader_rejects_unknown_units(tmp_path: Path) -> None:
 
 def test_fitted_survivors_of_one_law_merge() -> None:
     probe = torch.as_tensor(np.random.default_rng(0).uniform(-2, 2, (2, 64)))
-    law_a = binary("add", unary("square", Q), binary("mul", param(), unary("square", P)))
     law_b = binary("add", unary("square", Q), binary("div", unary("square", P), param()))
-    other = binary("sub", unary("square", P), binary("mul", param(), unary("cos", Q)))
     params = torch.tensor([[1.031], [1 / 1.0335], [3.0]], dtype=torch.float64)
-    assert merge_equivalent([law_a, law_b, other], probe, params) == [0, 2]
+    assert merge_equivalent([SPRING_LAW, law_b, PENDULUM_LAW], probe, params) == [0, 2]
     params[1, 0] = 1 / 1.5  # a different constant is a different law
-    assert merge_equivalent([law_a, law_b, other], probe, params) == [0, 1, 2]
+    assert merge_equivalent([SPRING_LAW, law_b, PENDULUM_LAW], probe, params) == [0, 1, 2]
 
 
 def test_noise_estimate_and_smoothing_gains_match_the_generated_noise() -> None:
@@ -402,12 +397,11 @@ def test_noise_corrected_ratio_separates_the_law_from_near_misses() -> None:
     points = np.concatenate(clean) + rng.normal(0, sigma, (30 * 40, 2))
     segments = np.repeat(np.arange(30), 40)
     law = binary("add", unary("square", Q), unary("square", P))
-    near_miss = binary("add", unary("square", Q), binary("mul", param(), unary("square", P)))
-    params = torch.tensor([[0.0], [0.5]], dtype=torch.float64)
+    params = torch.tensor([[0.0], [0.5]], dtype=torch.float64)  # SPRING_LAW at k = 0.5: a near miss
     plain = FitData.from_arrays(points, segments)
     corrected = FitData.from_arrays(points, segments, noise_var=np.full(points.shape, sigma**2))
-    _, raw, _ = score_formulas([law, near_miss], plain, params)
-    ratio, raw_again, trivial = score_formulas([law, near_miss], corrected, params,
+    _, raw, _ = score_formulas([law, SPRING_LAW], plain, params)
+    ratio, raw_again, trivial = score_formulas([law, SPRING_LAW], corrected, params,
                                                noise_floor=0.1)
     torch.testing.assert_close(raw, raw_again)
     assert not trivial.any()
