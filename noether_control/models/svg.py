@@ -7,11 +7,18 @@ frame ``t + 1``. A reward head reads the LSTM's top hidden state (the reward of 
 ``t`` in frame ``t``) and an optional head regresses the true low-dimensional state of frame
 ``t + 1``.
 
-Functional verbs, batch first (house rule 4)::
+Functional verbs, batch first::
 
     state = model.observe(frames, actions)          # encode the context (B, P, C, H, W), (B, P, A)
     rollout = model.imagine(state, actions)        # closed loop: frames, rewards, hidden
     frames = model.predict(frames, actions, n_future)
+
+Planning verbs (:class:`noether_control.models.planning.PlanningModel`), for a planner that
+scores candidate action sequences by their predicted rewards::
+
+    state = model.encode_context(frames, actions)   # P frames, the P - 1 actions between them
+    state = model.expand(state, n)                  # every row repeated for n candidates
+    rewards = model.rollout(state, actions).rewards # (B, H) without decoding a frame
 
 Per-example adaptation: every verb takes ``adapt``, a dict of per-example tensors (see
 :meth:`SVGWorldModel.adapt_init`): ``(γ, β)`` of every normalisation layer (``(B, C)`` each) and
@@ -131,30 +138,82 @@ class SVGConfig:
             )
 
 
+def as_model_frames(frames: Tensor, config: SVGConfig) -> Tensor:
+    """Frames as the model reads them: float ``(B, P, C, S, S)`` in [0, 1].
+
+    Accepts that layout, or uint8 ``(B, P, S, S, C)`` as the environments render them (converted
+    on ``frames``' device). Raises ``ValueError`` for any other shape or dtype.
+    """
+    size, channels = config.image_size, config.channels
+    if not isinstance(frames, Tensor):
+        raise TypeError(f"frames: expected a tensor, got {type(frames).__name__}")
+    if frames.dtype == torch.uint8:
+        if frames.dim() != 5 or tuple(frames.shape[2:]) != (size, size, channels):
+            raise ValueError(
+                f"frames: expected uint8 (B, P, {size}, {size}, {channels}) as the env renders "
+                f"them (the model was trained on {size}px frames), got {tuple(frames.shape)}"
+            )
+        return frames.permute(0, 1, 4, 2, 3).float().div(255.0)
+    if not frames.is_floating_point() or frames.dim() != 5 or tuple(frames.shape[2:]) != (
+            channels, size, size):
+        raise ValueError(
+            f"frames: expected float (B, P, {channels}, {size}, {size}) in [0, 1] or uint8 "
+            f"(B, P, {size}, {size}, {channels}), got {frames.dtype} {tuple(frames.shape)}; the "
+            f"model was trained on {size}px {channels}-channel frames"
+        )
+    return frames
+
+
 class WorldState(NamedTuple):
     """The model's belief after observing a context (all tensors batch first).
 
-    ``lstm``: ``(h, c)``, each ``(layers, B, rnn_size)``; ``code``: ``(B, g_dim)``, the predicted
-    code of the next frame; ``skips``: encoder features of the last context frame;
-    ``prior``: the prior LSTM's ``(h, c)`` (SVG-LP) or ``None``.
+    ``lstm``: ``(h, c)``, each ``(layers, B, rnn_size)``; ``code``: ``(B, g_dim)``, the code the
+    next predictor step reads; ``skips``: encoder features of the last context frame;
+    ``prior``: the prior LSTM's ``(h, c)`` (SVG-LP) or ``None``; ``observed``: whether ``code``
+    is the encoder's code of a true frame (:meth:`SVGWorldModel.encode_context`) rather than the
+    predictor's code of the next frame (:meth:`SVGWorldModel.observe`). An observed code is read
+    as it is; a predicted one goes through the pixels first when ``feedback == "pixels"``.
     """
 
     lstm: tuple[Tensor, Tensor]
     code: Tensor
     skips: list[Tensor]
     prior: tuple[Tensor, Tensor] | None
+    observed: bool = False
+
+    @property
+    def batch_size(self) -> int:
+        """B, the number of rows (examples, or episodes × candidates)."""
+        return self.code.shape[0]
+
+    def expand(self, n: int) -> WorldState:
+        """Every row repeated ``n`` times, row-major: row ``b`` becomes rows ``b·n … b·n + n-1``."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n: expected an int >= 1 (candidates per state), got {n!r}")
+
+        def rows(value: Tensor) -> Tensor:
+            return value.repeat_interleave(n, dim=0)
+
+        def lstm_rows(pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            return pair[0].repeat_interleave(n, dim=1), pair[1].repeat_interleave(n, dim=1)
+
+        return WorldState(
+            lstm_rows(self.lstm), rows(self.code), [rows(s) for s in self.skips],
+            None if self.prior is None else lstm_rows(self.prior), self.observed,
+        )
 
 
 class Rollout(NamedTuple):
     """A closed-loop imagined rollout of ``H`` steps.
 
     ``frames``: ``(B, H, C, H_img, W_img)`` in [0, 1], frame ``k`` being the one action ``k``
-    is applied to; ``rewards``: ``(B, H)``, reward of action ``k`` in frame ``k`` (zeros without a
-    reward head); ``hidden``: ``(B, H, rnn_size)``, the (adapted) top LSTM output after step ``k``;
+    is applied to (``None`` when the rollout was asked not to decode); ``rewards``: ``(B, H)``,
+    reward of action ``k`` in frame ``k`` (zeros without a reward head); ``hidden``:
+    ``(B, H, rnn_size)``, the (adapted) top LSTM output after step ``k``;
     ``states``: ``(B, H, state_dim)`` predicted true state of frame ``k + 1``, or ``None``.
     """
 
-    frames: Tensor
+    frames: Tensor | None
     rewards: Tensor
     hidden: Tensor
     states: Tensor | None
@@ -372,27 +431,84 @@ class SVGWorldModel(nn.Module):
         noise (ignored when deterministic).
         """
         self.check_inputs(frames, actions, frames.shape[1])
-        batch, n_past = frames.shape[:2]
+        self.check_adapt(adapt, frames.shape[0])
+        codes, last_skips = self._encode_frames(frames, adapt)
+        lstm, code, prior = self._context_steps(codes, actions, frames.shape[1], adapt, generator)
+        return WorldState(lstm, code, last_skips, prior)
+
+    def encode_context(
+        self,
+        frames: Tensor,
+        actions: Tensor,
+        adapt: Adapt | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> WorldState:
+        """The state *before* the decision action, from ``P`` frames and the actions between.
+
+        ``frames``: ``(B, P, C, S, S)`` float in [0, 1], or ``(B, P, S, S, C)`` uint8 as the
+        environments give them; ``actions``: ``(B, P - 1, A)``, action ``t`` applied to frame
+        ``t``. Every frame is encoded once; the predictor steps through the first ``P - 1``, and
+        the state holds the code of the last, observed frame, which the next action (the one a
+        planner decides) is applied to. :meth:`rollout` continues from it.
+        """
+        frames = as_model_frames(frames, self.config)
+        batch, n_frames = frames.shape[:2]
+        if n_frames < 1:
+            raise ValueError(f"frames: expected at least one context frame, got {n_frames}")
+        expected = (batch, n_frames - 1, self.config.action_dim)
+        if not isinstance(actions, Tensor) or tuple(actions.shape) != expected:
+            raise ValueError(
+                f"actions: expected the {n_frames - 1} actions between {n_frames} context frames, "
+                f"shape {expected}, got {getattr(actions, 'shape', type(actions).__name__)}"
+            )
         self.check_adapt(adapt, batch)
+        codes, last_skips = self._encode_frames(frames, adapt)
+        lstm, _, prior = self._context_steps(codes, actions, n_frames - 1, adapt, generator)
+        return WorldState(lstm, codes[:, -1], last_skips, prior, observed=True)
+
+    def expand(self, state: WorldState, n: int) -> WorldState:
+        """``state`` with each row repeated for ``n`` candidates (:meth:`WorldState.expand`)."""
+        return state.expand(n)
+
+    def _encode_frames(self, frames: Tensor, adapt: Adapt | None) -> tuple[Tensor, list[Tensor]]:
+        """Codes ``(B, P, g_dim)`` of ``(B, P, C, S, S)`` frames and the last frame's skips."""
+        batch, n_frames = frames.shape[:2]
         codes, skips = self.encode(frames.flatten(0, 1), adapt)
-        codes = codes.unflatten(0, (batch, n_past))
-        last_skips = [s.unflatten(0, (batch, n_past))[:, -1] for s in skips]
+        last_skips = [s.unflatten(0, (batch, n_frames))[:, -1] for s in skips]
+        return codes.unflatten(0, (batch, n_frames)), last_skips
+
+    def _context_steps(
+        self,
+        codes: Tensor,
+        actions: Tensor,
+        n_steps: int,
+        adapt: Adapt | None,
+        generator: torch.Generator | None,
+    ) -> tuple[tuple[Tensor, Tensor], Tensor, tuple[Tensor, Tensor] | None]:
+        """Teacher-forced predictor steps over the first ``n_steps`` of ``codes`` ``(B, P, g)``.
+
+        Returns the LSTM state, the last step's predicted code (the first code when
+        ``n_steps == 0``) and the prior LSTM state. SVG-LP's ``z_t`` comes from the posterior
+        where frame ``t + 1`` is among ``codes``, from the prior otherwise.
+        """
+        batch, n_codes = codes.shape[:2]
         lstm = self.predictor.initial_state(batch, codes)
         prior = posterior = None
         if self.config.stochastic:
             prior = self.prior.initial_state(batch, codes)
             posterior = self.posterior.initial_state(batch, codes)
-        out = None
-        for t in range(n_past):
+        code = codes[:, 0]
+        for t in range(n_steps):
             z, prior = self._prior_sample(codes[:, t], prior, generator)
-            if posterior is not None and t < n_past - 1:
+            if posterior is not None and t < n_codes - 1:
                 mean, logvar, posterior = self.gaussian("posterior", codes[:, t + 1], posterior)
                 noise = torch.randn(mean.shape, generator=generator, device=mean.device,
                                     dtype=mean.dtype)
                 z = mean + noise * torch.exp(0.5 * logvar)
             out, lstm = self.step(codes[:, t], actions[:, t], lstm, z, adapt)
-        assert out is not None  # n_past ≥ 1 is checked by the frames shape
-        return WorldState(lstm, out.code, last_skips, prior)
+            code = out.code
+        return lstm, code, prior
 
     def _prior_sample(
         self,
@@ -407,6 +523,15 @@ class SVGWorldModel(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + noise * torch.exp(0.5 * logvar), prior
 
+    def _check_rollout_actions(self, state: WorldState, actions: Tensor) -> None:
+        batch = state.batch_size
+        if (not isinstance(actions, Tensor) or actions.dim() != 3 or actions.shape[0] != batch
+                or actions.shape[1] < 1 or actions.shape[2] != self.config.action_dim):
+            raise ValueError(
+                f"actions: expected shape ({batch}, H ≥ 1, {self.config.action_dim}) for a state "
+                f"of batch {batch}, got {getattr(actions, 'shape', type(actions).__name__)}"
+            )
+
     def imagine(
         self,
         state: WorldState,
@@ -420,15 +545,29 @@ class SVGWorldModel(nn.Module):
         Frame ``k`` of the rollout is decoded from the state, re-encoded and stepped with action
         ``k``; no ground truth is used. Returns a :class:`Rollout` of ``H`` frames and rewards.
         """
-        batch = state.code.shape[0]
-        if (actions.dim() != 3 or actions.shape[0] != batch or actions.shape[1] < 1
-                or actions.shape[2] != self.config.action_dim):
-            raise ValueError(
-                f"actions: expected shape ({batch}, H ≥ 1, {self.config.action_dim}) for a state "
-                f"of batch {batch}, got {tuple(actions.shape)}"
-            )
-        self.check_adapt(adapt, batch)
+        self._check_rollout_actions(state, actions)
+        self.check_adapt(adapt, state.batch_size)
         return self._unroll(state, actions, actions.shape[1], adapt, generator)
+
+    def rollout(
+        self,
+        state: WorldState,
+        actions: Tensor,
+        adapt: Adapt | None = None,
+        *,
+        decode: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Rollout:
+        """Predicted rewards ``(B, H)`` of action sequences ``(B, H, A)`` applied from ``state``.
+
+        Reward ``k`` is that of action ``k`` in the ``k``-th frame from ``state`` (frame 0 being
+        the observed one of :meth:`encode_context`). Differentiable in ``actions``. Frames are
+        decoded only with ``decode=True`` (for videos): planners need rewards alone, and with
+        ``feedback="latent"`` nothing is decoded at all then.
+        """
+        self._check_rollout_actions(state, actions)
+        self.check_adapt(adapt, state.batch_size)
+        return self._unroll(state, actions, actions.shape[1], adapt, generator, decode=decode)
 
     def _unroll(
         self,
@@ -437,18 +576,22 @@ class SVGWorldModel(nn.Module):
         n_frames: int,
         adapt: Adapt | None,
         generator: torch.Generator | None,
+        decode: bool = True,
     ) -> Rollout:
-        """Decode ``n_frames`` frames, stepping with the first ``len(actions)`` actions between."""
+        """Decode ``n_frames`` frames, stepping with the first ``len(actions)`` actions between
+        (``decode=False``: no frames returned, and none decoded unless fed back as pixels)."""
         lstm, code, prior = state.lstm, state.code, state.prior
         pixel_feedback = self.config.feedback == "pixels"
         n_steps = min(n_frames, actions.shape[1])
         n_frames = min(n_frames, n_steps + 1)
         codes, frames, rewards, hiddens, states = [code], [], [], [], []
         for k in range(n_steps):
-            if pixel_feedback:
+            if pixel_feedback and (k > 0 or not state.observed):
                 frame = self.decode(code, state.skips, adapt)
                 frames.append(frame)
                 code, _ = self.encode(frame, adapt)
+            elif pixel_feedback and decode:
+                frames.append(self.decode(code, state.skips, adapt))
             z, prior = self._prior_sample(code, prior, generator)
             out, lstm = self.step(code, actions[:, k], lstm, z, adapt)
             code = out.code
@@ -457,19 +600,20 @@ class SVGWorldModel(nn.Module):
             hiddens.append(out.hidden)
             if out.state_pred is not None:
                 states.append(out.state_pred)
-        if pixel_feedback:
+        stacked = None
+        if decode and pixel_feedback:
             if n_frames > n_steps:
                 frames.append(self.decode(code, state.skips, adapt))
             stacked = torch.stack(frames, dim=1)
-        else:
+        elif decode:
             # Nothing is fed back through pixels: decode every step in one batch.
             stacked = self._decode_steps(torch.stack(codes[:n_frames], dim=1), state.skips, adapt)
         if hiddens:
             hidden = torch.stack(hiddens, dim=1)
             reward = torch.stack(rewards, dim=1)
         else:
-            hidden = stacked.new_zeros(stacked.shape[0], 0, self.config.rnn_size)
-            reward = stacked.new_zeros(stacked.shape[0], 0)
+            hidden = code.new_zeros(code.shape[0], 0, self.config.rnn_size)
+            reward = code.new_zeros(code.shape[0], 0)
         return Rollout(stacked, reward, hidden, torch.stack(states, dim=1) if states else None)
 
     def _decode_steps(self, codes: Tensor, skips: list[Tensor], adapt: Adapt | None) -> Tensor:
