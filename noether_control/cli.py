@@ -45,6 +45,10 @@ COMMANDS: dict[str, Command] = {
         "noether_control.noether.compare",
         "compare baseline, more-steps control and Noether checkpoints per horizon",
     ),
+    "plan": Command(
+        "noether_control.agents.plan",
+        "evaluate an agent (MPC through a world model, oracle, random) on seeded episodes",
+    ),
     "discover": Command(
         "noether_control.discovery.discover",
         "find conserved quantities (with units) in measured trajectories",

@@ -21,6 +21,7 @@ Guarantees of :func:`write_dataset`:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -115,6 +116,27 @@ def open_hdf5(path: str | os.PathLike[str]) -> h5py.File:
         handle.close()
         raise DatasetError(f"{str(file_path)!r} is corrupt: {error}") from error
     return handle
+
+
+def dataset_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A dataset's size and source: ``{"total_steps", "total_episodes", "env_id"}``.
+
+    Read from the ``metadata.json`` beside its HDF5 file (``env_id`` is None for data from no
+    registered env).
+
+    Raises:
+        DatasetError: no readable dataset or metadata at ``path``.
+    """
+    file = hdf5_path(path).parent / METADATA_FILE
+    try:
+        metadata = json.loads(file.read_text())
+        spec = metadata.get("env_spec")
+        env_id = json.loads(spec)["id"] if isinstance(spec, str) else None
+        return {"total_steps": int(metadata["total_steps"]),
+                "total_episodes": int(metadata["total_episodes"]), "env_id": env_id}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DatasetError(f"{str(file)!r}: expected a Minari metadata file with total_steps "
+                           f"and total_episodes, got an unreadable one ({error})") from error
 
 
 def episode_buffer(

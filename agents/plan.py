@@ -1,0 +1,267 @@
+"""``noether-control plan``: evaluate an agent on seeded episodes of a real pixel env.
+
+    noether-control plan agent=cem checkpoint=RUN env=pendulum episodes=20
+    noether-control plan agent=oracle_mppi episodes=20
+    noether-control plan agent=random episodes=20
+
+``agent`` picks the agent and its planner: ``random`` (uniform actions), MPC through a world-model
+checkpoint (``cem``, ``icem``, ``mppi``, ``gradient``, ``shooting``), or the oracle through the
+true simulator (``oracle_cem``, ``oracle_mppi``). Episode ``i`` is seeded ``seed + i`` whatever
+the agent, so runs with the same ``seed`` are paired episode by episode (see
+:mod:`noether_control.agents.plan_table`). The run directory receives ``results.json`` and
+``episodes.gif`` (real frames; for MPC agents beside what the model imagines under the chosen
+plan).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from noether_control.agents.harness import EpisodeResults, run_episodes
+from noether_control.agents.mpc import MPCAgent, MPCConfig, OracleAgent
+from noether_control.agents.planners import make_planner, planner_config
+from noether_control.agents.policies import UniformPolicy
+from noether_control.data.env_config import EnvConfig, env_spec, make_vector_env
+from noether_control.data.minari_io import dataset_metadata
+from noether_control.evaluation.evaluate import resolve_checkpoint
+from noether_control.models.checkpoint import load_world_model, read_checkpoint
+from noether_control.noether.meta import load_noether
+from noether_control.runtime import (
+    atomic_path,
+    resolve_device,
+    run_dir,
+    seed_everything,
+    to_dataclass,
+    write_json,
+)
+
+AGENT_KINDS = ("random", "mpc", "oracle")
+
+
+@dataclass
+class AgentConfig(MPCConfig):
+    """Group ``agent``: which agent acts, and the MPC settings of ``mpc``/``oracle`` agents."""
+
+    kind: str = "mpc"
+    """``random`` (uniform actions), ``mpc`` (plans through ``checkpoint``'s world model) or
+    ``oracle`` (plans through the true simulator from the true state)."""
+
+
+@dataclass
+class PlanConfig:
+    """Config of ``noether-control plan`` (``conf/commands/plan/plan.yaml``)."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The real environment the episodes run in."""
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    """The agent (group ``agent``)."""
+    planner: dict[str, Any] = field(default_factory=lambda: {"kind": "cem"})
+    """The planner of ``mpc``/``oracle`` agents (group ``planner``, set by the agent preset)."""
+    checkpoint: str | None = None
+    """World-model checkpoint (file or train run directory) for ``agent.kind=mpc``."""
+    episodes: int = 20
+    """Seeded episodes; episode ``i`` resets with seed ``seed + i``."""
+    num_envs: int = 20
+    """Episodes run in parallel (one batched planner call decides for all of them)."""
+    seed: int = 0
+    """First episode seed; also seeds the agent's randomness."""
+    device: str = "auto"
+    """Where the model and planner run: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    threads: int | None = 1
+    """torch CPU threads (1 on shared small machines); null: torch's default."""
+    record: int = 3
+    """Episodes shown in ``episodes.gif`` (0: no GIF)."""
+    gif_fps: int = 20
+    """Frames per second of the GIF (the env's 20 Hz is real time)."""
+    gif_scale: int = 2
+    """Integer upscaling of the GIF's frames."""
+    progress: bool = True
+    """A tqdm bar over the episodes' steps."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid setting."""
+        if self.agent.kind not in AGENT_KINDS:
+            raise ValueError(f"agent.kind: expected one of {AGENT_KINDS}, got "
+                             f"{self.agent.kind!r}")
+        self.agent.validate()
+        for name in ("episodes", "num_envs", "gif_fps", "gif_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        if self.record < 0:
+            raise ValueError(f"record: expected >= 0, got {self.record}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
+        if self.agent.kind == "mpc" and not self.checkpoint:
+            raise ValueError("checkpoint: agent.kind=mpc plans through a world model; expected "
+                             "checkpoint=PATH (a train run directory or a .pt file), got none")
+        if self.agent.kind != "mpc" and self.agent.tailor != "none":
+            raise ValueError(f"agent.tailor={self.agent.tailor!r}: only agent.kind=mpc tailors "
+                             f"a model, got agent.kind={self.agent.kind!r}")
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's world model, its g_φ (or None) and what it was trained on."""
+
+    model: Any
+    noether: Any
+    context_frames: int
+    real_steps: int | None
+    env_id: str | None
+    path: Path
+
+
+def load_planning_checkpoint(path: str, device: torch.device) -> LoadedModel:
+    """The world model (and g_φ) of ``path`` with its context length and training data size."""
+    file = resolve_checkpoint(path)
+    model, config = load_world_model(file, device)
+    noether = load_noether(read_checkpoint(file, device), model)
+    data = config.get("data") or {}
+    real_steps = env_id = None
+    if data.get("path"):
+        try:
+            metadata = dataset_metadata(data["path"])
+        except (OSError, ValueError) as error:
+            warnings.warn(f"checkpoint {str(file)!r}: its dataset {data['path']!r} cannot be "
+                          f"read ({error}); the real steps behind the model are unknown",
+                          stacklevel=2)
+        else:
+            real_steps = int(metadata["total_steps"])
+            env_id = metadata["env_id"]
+    return LoadedModel(model, noether, int(data.get("n_past", 1)), real_steps, env_id, file)
+
+
+def check_env_fits(loaded: LoadedModel, env: Any, env_id: str) -> None:
+    """Refuse an env whose frames or actions the model cannot read; warn for another env id.
+
+    A model trained on another env (e.g. fixed physics, evaluated on random physics) can still
+    plan, but it plans with the dynamics it learned: that is a warning, not an error.
+    """
+    config = loaded.model.config
+    pixels = env.single_observation_space
+    shape = tuple(getattr(pixels, "shape", ()) or ())
+    expected = (config.image_size, config.image_size, config.channels)
+    if shape != expected:
+        raise ValueError(f"env {env_id!r}: the checkpoint's model reads {expected} frames, the "
+                         f"env gives {shape}; set env.kwargs.image_size={config.image_size}")
+    actions = env.single_action_space.shape
+    if actions != (config.action_dim,):
+        raise ValueError(f"env {env_id!r}: the checkpoint's model takes actions of shape "
+                         f"({config.action_dim},), the env's are {actions}")
+    if loaded.env_id is not None and loaded.env_id != env_id:
+        warnings.warn(f"the checkpoint's model was trained on {loaded.env_id!r}, the episodes "
+                      f"run in {env_id!r}: it plans with the dynamics it learned there",
+                      stacklevel=2)
+
+
+def build_agent(config: PlanConfig, env: Any, loaded: LoadedModel | None, num_envs: int) -> Any:
+    """The agent ``config.agent`` describes, for ``num_envs`` sub-envs of ``env``."""
+    kind = config.agent.kind
+    if kind == "random":
+        return UniformPolicy(env.single_action_space, num_envs)
+    box = env.single_action_space
+    planner = make_planner(config.planner, box.low, box.high)
+    if kind == "oracle":
+        return OracleAgent(env, planner, config.agent.replan_every,
+                           config.agent.exploration_std, seed=config.seed)
+    assert loaded is not None  # validate() requires a checkpoint for mpc
+    mpc = MPCConfig(**{f.name: getattr(config.agent, f.name)
+                       for f in dataclasses.fields(MPCConfig)})
+    return MPCAgent(loaded.model, planner, box, num_envs, loaded.context_frames, mpc,
+                    noether=loaded.noether, seed=config.seed, record=config.record)
+
+
+def episodes_gif(results: EpisodeResults, path: Path, fps: int, scale: int) -> Path | None:
+    """Write the recorded episodes as a GIF: one row per episode, the real frame on the left,
+    then (MPC agents) the frames the model imagines 1, 5 and 10 steps ahead under its plan."""
+    import imageio.v3 as iio
+
+    if results.frames is None:
+        return None
+    real = results.frames[:-1]  # (T, K, S, S, 3): the frame each action was chosen in
+    panels = [real]
+    if results.imagined is not None:
+        horizon = results.imagined.shape[2]
+        panels += [results.imagined[:, :, k] for k in (1, 5, 10) if k < horizon]
+    steps, rows, size = real.shape[0], real.shape[1], real.shape[2]
+    # a grey border keeps the panels apart on the envs' white background
+    padded = [np.pad(panel, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)), constant_values=160)
+              for panel in panels]
+    grid = np.stack(padded, axis=2)  # (T, K, columns, S+2, S+2, 3)
+    grid = grid.transpose(0, 1, 3, 2, 4, 5).reshape(steps, rows * (size + 2),
+                                                    len(panels) * (size + 2), 3)
+    grid = grid.repeat(scale, axis=1).repeat(scale, axis=2)
+    with atomic_path(path) as temporary:
+        iio.imwrite(temporary, grid, extension=".gif", duration=1000 / fps, loop=0)
+    return path
+
+
+def plan_episodes(config: PlanConfig, out_dir: Path) -> dict[str, Any]:
+    """Run ``config.episodes`` episodes of the configured agent; write results and the GIF."""
+    config.validate()
+    device = resolve_device(config.device)
+    spec = env_spec(config.env)
+    num_envs = min(config.num_envs, config.episodes)
+    loaded = None
+    if config.agent.kind == "mpc":
+        assert config.checkpoint is not None
+        loaded = load_planning_checkpoint(config.checkpoint, device)
+    env = make_vector_env(config.env, num_envs, obs_type="pixels")
+    try:
+        if loaded is not None:
+            check_env_fits(loaded, env, spec.id)
+        agent = build_agent(config, env, loaded, num_envs)
+        rng = np.random.default_rng(config.seed)
+        results = run_episodes(agent, env, config.episodes, config.seed, rng,
+                               record=config.record, progress=config.progress)
+    finally:
+        env.close()
+    gif = episodes_gif(results, out_dir / "episodes.gif", config.gif_fps, config.gif_scale)
+    returns = results.returns
+    document = {
+        "env_id": spec.id,
+        "agent": dataclasses.asdict(config.agent),
+        "planner": (dataclasses.asdict(planner_config(config.planner))
+                    if config.agent.kind != "random" else None),
+        "checkpoint": str(loaded.path) if loaded is not None else None,
+        "real_env_steps": loaded.real_steps if loaded is not None else None,
+        "episodes": config.episodes,
+        "seeds": results.seeds,
+        "episode_returns": returns.tolist(),
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std(ddof=1)) if len(returns) > 1 else 0.0,
+        "stderr_return": (float(returns.std(ddof=1) / np.sqrt(len(returns)))
+                          if len(returns) > 1 else None),
+        "num_envs": results.num_envs,
+        "ms_per_action": results.ms_per_action,
+        "ms_per_call": results.ms_per_call,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "gif": str(gif) if gif is not None else None,
+    }
+    write_json(out_dir / "results.json", document)
+    return document
+
+
+def run(cfg: DictConfig) -> None:
+    """Entry point of ``noether-control plan``."""
+    config = to_dataclass(PlanConfig, cfg)
+    if config.threads is not None and config.threads >= 1:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    out_dir = run_dir()
+    document = plan_episodes(config, out_dir)
+    print(f"{document['agent']['kind']} on {document['env_id']}: mean return "
+          f"{document['mean_return']:.1f} ± {document['stderr_return'] or 0:.1f} over "
+          f"{document['episodes']} episodes, {document['ms_per_action']:.1f} ms per action "
+          f"({document['ms_per_call']:.1f} ms per call for {document['num_envs']} envs)\n"
+          f"results: {out_dir / 'results.json'}")
