@@ -18,7 +18,7 @@ Each policy has a typed config dataclass mirrored by ``conf/policy/<kind>.yaml``
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -71,12 +71,31 @@ class SB3PolicyConfig:
     device: str = "auto"
 
 
-PolicyConfig = UniformPolicyConfig | OUPolicyConfig | SB3PolicyConfig
+@dataclass
+class MPCPolicyConfig:
+    """Model-predictive control through a world-model checkpoint, with exploration noise: how
+    a model's own planner grows its data where the task needs it (PlaNet's data collection)."""
 
-POLICY_CONFIGS: dict[str, type[UniformPolicyConfig | OUPolicyConfig | SB3PolicyConfig]] = {
+    kind: str = "mpc"
+    #: world-model checkpoint (file or train run directory) to plan through
+    checkpoint: str = ""
+    #: a planner group node (conf/planner), validated by agents.planners.planner_config
+    planner: dict[str, Any] = field(default_factory=lambda: {"kind": "mppi"})
+    #: plan every this many steps
+    replan_every: int = 1
+    #: Gaussian noise on every action, in half-ranges of the action box
+    exploration_std: float = 0.3
+    #: device of the model and planner: auto | cpu | cuda | cuda:N
+    device: str = "auto"
+
+
+PolicyConfig = UniformPolicyConfig | OUPolicyConfig | SB3PolicyConfig | MPCPolicyConfig
+
+POLICY_CONFIGS: dict[str, type[PolicyConfig]] = {
     "uniform": UniformPolicyConfig,
     "ou": OUPolicyConfig,
     "sb3": SB3PolicyConfig,
+    "mpc": MPCPolicyConfig,
 }
 
 SB3_ALGORITHMS: tuple[str, ...] = ("ppo", "sac", "td3", "a2c", "ddpg")
@@ -301,9 +320,25 @@ class SB3Policy:
         _check_mask(mask, self.num_envs)
 
 
+def _mpc_policy(config: MPCPolicyConfig, action_space: spaces.Space, num_envs: int) -> Policy:
+    """The MPC agent of ``config`` (imported here: it needs the models, collection does not)."""
+    from noether_control.agents.mpc import MPCAgent, MPCConfig
+    from noether_control.agents.plan import load_planning_checkpoint
+    from noether_control.agents.planners import make_planner
+
+    if not config.checkpoint:
+        raise ValueError("policy.checkpoint: expected a world-model checkpoint or train run "
+                         "directory to plan through, got none")
+    box = _check_box(action_space)
+    loaded = load_planning_checkpoint(config.checkpoint, resolve_device(config.device))
+    planner = make_planner(config.planner, box.low, box.high)
+    mpc = MPCConfig(replan_every=config.replan_every, exploration_std=config.exploration_std)
+    return MPCAgent(loaded.model, planner, box, num_envs, loaded.context_frames, mpc)
+
+
 def policy_config(cfg: DictConfig | dict[str, Any] | PolicyConfig) -> PolicyConfig:
     """Validate a policy config node (its ``kind`` picks the dataclass) and return it."""
-    if isinstance(cfg, UniformPolicyConfig | OUPolicyConfig | SB3PolicyConfig):
+    if isinstance(cfg, UniformPolicyConfig | OUPolicyConfig | SB3PolicyConfig | MPCPolicyConfig):
         return cfg
     kind = cfg.get("kind") if isinstance(cfg, dict | DictConfig) else None
     if kind not in POLICY_CONFIGS:
@@ -313,13 +348,15 @@ def policy_config(cfg: DictConfig | dict[str, Any] | PolicyConfig) -> PolicyConf
 
 def make_policy(
     cfg: DictConfig | dict[str, Any] | PolicyConfig, action_space: spaces.Space, num_envs: int
-) -> UniformPolicy | OUPolicy | SB3Policy:
+) -> Policy:
     """Build the policy described by ``cfg`` for ``num_envs`` sub-envs of ``action_space``."""
     config = policy_config(cfg)
     if isinstance(config, UniformPolicyConfig):
         return UniformPolicy(action_space, num_envs)
     if isinstance(config, OUPolicyConfig):
         return OUPolicy(action_space, num_envs, theta=config.theta, sigma=config.sigma)
+    if isinstance(config, MPCPolicyConfig):
+        return _mpc_policy(config, action_space, num_envs)
     if not config.path:
         raise ValueError("policy.path: expected the path of an SB3 checkpoint, got none")
     return SB3Policy.load(

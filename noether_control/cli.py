@@ -49,6 +49,10 @@ COMMANDS: dict[str, Command] = {
         "noether_control.agents.plan",
         "evaluate an agent (MPC through a world model, oracle, random) on seeded episodes",
     ),
+    "plan_table": Command(
+        "noether_control.agents.plan_table",
+        "several plan results side by side, paired by episode seed",
+    ),
     "discover": Command(
         "noether_control.discovery.discover",
         "find conserved quantities (with units) in measured trajectories",

@@ -11,6 +11,7 @@ energy, physical parameters) are kept as well. See ``docs/datasets.md``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -27,8 +28,10 @@ from noether_control.agents.policies import Policy, make_policy, policy_config
 from noether_control.data.env_config import EnvConfig, env_spec, make_vector_env
 from noether_control.data.minari_io import (
     check_writable,
+    dataset_metadata,
     dataset_path,
     episode_buffer,
+    read_episodes,
     write_dataset,
 )
 from noether_control.runtime import run_dir, seed_everything, to_dataclass, write_json
@@ -49,6 +52,10 @@ class DatasetConfig:
     overwrite: bool = False
     #: lossless compression of the frames: gzip | lzf | null (raw: ~20x larger, ~3x faster reads)
     compression: str | None = "gzip"
+    #: an existing dataset of the same env whose episodes come first in the new one (copied;
+    #: the base itself is never modified), e.g. to grow a model's data with a planner's
+    #: episodes; null: only the newly collected episodes
+    base: str | None = None
 
 
 @dataclass
@@ -99,6 +106,7 @@ def rollout_rounds(
     env_seeds: np.ndarray,
     rng: np.random.Generator,
     on_step: Callable[[int], object] | None = None,
+    first_id: int = 0,
 ) -> Iterator[tuple[list[Any], RoundStats]]:
     """Yield ``(episode buffers, stats)`` per round of ``env.num_envs`` parallel episodes.
 
@@ -106,14 +114,15 @@ def rollout_rounds(
     Gymnasium's NEXT_STEP autoreset. Round ``r`` resets with ``env_seeds[r]``; the last round
     keeps only the episodes still needed. An episode ends at the env's own termination or
     truncation, or after ``episode_steps`` steps (then marked truncated). ``on_step(count)``
-    is called after each vector step with the number of kept sub-envs still running.
+    is called after each vector step with the number of kept sub-envs still running. Episode
+    ids count from ``first_id``.
     """
     num_envs = env.num_envs
     if len(env_seeds) < math.ceil(episodes / num_envs):
         raise ValueError(f"expected a seed per round, got {len(env_seeds)}")
-    next_id = 0
+    next_id = first_id
     for round_index in range(math.ceil(episodes / num_envs)):
-        keep = min(num_envs, episodes - next_id)
+        keep = min(num_envs, episodes - (next_id - first_id))
         observation, info = env.reset(seed=int(env_seeds[round_index]))
         policy.reset(np.ones(num_envs, dtype=bool), rng)
         infos = _info_arrays(info, num_envs)
@@ -180,12 +189,41 @@ def rollout_rounds(
         yield buffers, RoundStats(returns=returns, lengths=lengths[:keep].copy())
 
 
+@dataclass
+class BaseEpisodes:
+    """The episodes of ``dataset.base`` to copy first: their count, a lazy reader, and the
+    steps copied so far."""
+
+    count: int
+    episodes: Iterator[Any]
+    steps: int = 0
+
+
+def _base_episodes(base: str | None, env_id: str, observation_space: gym.Space) -> BaseEpisodes:
+    """Open ``dataset.base`` after checking it comes from ``env_id`` with the same frames."""
+    if base is None:
+        return BaseEpisodes(0, iter(()))
+    metadata = dataset_metadata(base)
+    if metadata["env_id"] != env_id:
+        raise ValueError(f"dataset.base: expected a dataset of {env_id!r}, got one of "
+                         f"{metadata['env_id']!r} ({base!r})")
+    episodes = read_episodes(base)
+    first = next(episodes)
+    pixels = first.observations["pixels"] if isinstance(first.observations, dict) else None
+    expected = observation_space["pixels"].shape
+    if pixels is None or pixels.shape[1:] != expected:
+        raise ValueError(f"dataset.base: expected pixel frames {expected} like the env's, got "
+                         f"{None if pixels is None else pixels.shape[1:]} ({base!r})")
+    return BaseEpisodes(metadata["total_episodes"], itertools.chain([first], episodes))
+
+
 def collect(config: CollectConfig, *, policy: Policy | None = None) -> dict[str, Any]:
     """Collect ``config.episodes`` episodes into a new dataset; return the summary.
 
     ``policy`` overrides ``config.policy`` (e.g. a planner built in code). The summary holds
-    ``path``, ``dataset_id``, ``episodes``, ``steps``, ``mean_return``, ``std_return``,
-    ``seconds`` and ``steps_per_second``.
+    ``path``, ``dataset_id``, ``episodes``, ``steps`` (collected now), ``base_episodes`` and
+    ``total_steps`` (with ``dataset.base``'s), ``mean_return``, ``std_return`` (of the new
+    episodes), ``seconds`` and ``steps_per_second``.
 
     Raises:
         ValueError: bad config values.
@@ -232,6 +270,7 @@ def collect(config: CollectConfig, *, policy: Policy | None = None) -> dict[str,
         env_seeds = env_seed_sequence.generate_state(rounds, dtype=np.uint32)
         rng = np.random.default_rng(policy_seed_sequence)
 
+        base = _base_episodes(config.dataset.base, spec.id, observation_space)
         all_returns: list[np.ndarray] = []
         all_lengths: list[np.ndarray] = []
         bar = tqdm(
@@ -243,8 +282,12 @@ def collect(config: CollectConfig, *, policy: Policy | None = None) -> dict[str,
         started = time.perf_counter()
 
         def batches() -> Iterator[list[Any]]:
+            for buffer in base.episodes:
+                base.steps += len(buffer.rewards)
+                yield [buffer]
             for buffers, stats in rollout_rounds(
-                env, policy, config.episodes, episode_steps, env_seeds, rng, on_step=bar.update
+                env, policy, config.episodes, episode_steps, env_seeds, rng, on_step=bar.update,
+                first_id=base.count,
             ):
                 all_returns.append(stats.returns)
                 all_lengths.append(stats.lengths)
@@ -256,6 +299,7 @@ def collect(config: CollectConfig, *, policy: Policy | None = None) -> dict[str,
             "episode_steps": episode_steps,
             "env": dataclasses.asdict(config.env),
             "policy": dataclasses.asdict(policy_cfg),
+            "base": config.dataset.base,
         }
         with bar:
             write_dataset(
@@ -286,6 +330,8 @@ def collect(config: CollectConfig, *, policy: Policy | None = None) -> dict[str,
         "policy": policy_cfg.kind,
         "episodes": len(returns),
         "steps": steps,
+        "base_episodes": base.count,
+        "total_steps": steps + base.steps,
         "mean_return": float(returns.mean()),
         "std_return": float(returns.std()),
         "seconds": seconds,
@@ -303,6 +349,9 @@ def run(cfg: DictConfig) -> None:
     write_json(results, summary)
     print(
         f"collected {summary['episodes']} episodes ({summary['steps']} steps, mean return "
-        f"{summary['mean_return']:.1f}) in {summary['seconds']:.1f} s\n"
+        f"{summary['mean_return']:.1f}) in {summary['seconds']:.1f} s"
+        + (f", after {summary['base_episodes']} episodes of the base dataset "
+           f"({summary['total_steps']} steps in all)" if summary["base_episodes"] else "")
+        + "\n"
         f"dataset: {summary['path']}\nresults: {results}"
     )

@@ -184,6 +184,35 @@ def episode_buffer(
     )
 
 
+def _group_arrays(node: h5py.Dataset | h5py.Group) -> np.ndarray | dict[str, Any]:
+    """An HDF5 dataset as an array, a group as a dict of its members (recursively)."""
+    if isinstance(node, h5py.Dataset):
+        return node[()]
+    return {key: _group_arrays(node[key]) for key in node}
+
+
+def read_episodes(path: str | os.PathLike[str], first_id: int = 0) -> Iterator[EpisodeBuffer]:
+    """Every episode of a dataset as an :class:`EpisodeBuffer`, in order, renumbered from
+    ``first_id`` (one episode in memory at a time), e.g. to copy them into a new dataset.
+
+    Raises:
+        DatasetError: no readable dataset at ``path``.
+    """
+    with open_hdf5(path) as handle:
+        count = sum(1 for key in handle if key.startswith("episode_"))
+        for index in range(count):
+            episode = handle[f"episode_{index}"]
+            yield episode_buffer(
+                first_id + index,
+                _group_arrays(episode["observations"]),
+                episode["actions"][()],
+                episode["rewards"][()],
+                episode["terminations"][()],
+                episode["truncations"][()],
+                _group_arrays(episode["infos"]) if "infos" in episode else {},
+            )
+
+
 IMAGE_COMPRESSIONS: tuple[str | None, ...] = ("gzip", "lzf", None)
 
 

@@ -210,6 +210,16 @@ class EpisodeWindows(Dataset[dict[str, torch.Tensor]]):
             self._episodes[episode_id] = cached
         return cached
 
+    def columns(self, episode_id: int) -> dict[str, np.ndarray]:
+        """One episode's per-step float32 arrays without its frames: ``actions (T, A)``,
+        ``states (T + 1, S)``, ``rewards (T,)`` and ``energy (T + 1,)`` (as stored)."""
+        if episode_id not in self.episode_ids:
+            raise ValueError(
+                f"episode_id: expected one of this {self.split!r} split's episode_ids, "
+                f"got {episode_id}"
+            )
+        return dict(self._episode(int(episode_id))[1])
+
     def fingerprint(self) -> str:
         """SHA-256 of this split's episodes (ids, actions, states): the same data gives the same
         string wherever the file lies; another collection (seed, env, policy) another one."""

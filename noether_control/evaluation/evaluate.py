@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -32,6 +33,7 @@ from noether_control.evaluation.references import (
     mean_frame,
 )
 from noether_control.models.checkpoint import load_world_model, read_checkpoint
+from noether_control.models.svg import SVGWorldModel
 from noether_control.noether.meta import NoetherEvalConfig, noether_predictor
 from noether_control.runtime import (
     resolve_device,
@@ -413,6 +415,64 @@ def training_mean_frame(data: DataSettings, num_workers: int = 0) -> torch.Tenso
     )
 
 
+def training_mean_reward(data: DataSettings) -> float:
+    """The mean reward per step over the training split: the reward reference's prediction."""
+    split = {"split_fractions": data.split_fractions, "seed": data.split_seed}
+    windows = EpisodeWindows(data.path, 1, "train", **split)
+    try:
+        rewards = [windows.columns(int(episode))["rewards"] for episode in windows.episode_ids]
+    finally:
+        windows.close()
+    return float(np.concatenate(rewards).astype(np.float64).mean())
+
+
+@torch.no_grad()
+def evaluate_rewards(
+    model: SVGWorldModel,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    *,
+    n_past: int,
+    horizon: int,
+    mean_reward: float,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Squared errors of the reward head, per test window and horizon, as planners use it.
+
+    From the state before the action at frame ``n_past - 1`` (``encode_context`` of the context
+    frames and the actions between them), the model predicts the rewards of the next ``horizon``
+    true actions in closed loop (``rollout``); the reference predicts the training mean reward.
+
+    Returns:
+        ``{"model": float64 (N, horizon), "mean_reward": float64 (N, horizon)}``.
+    """
+    errors: dict[str, list[torch.Tensor]] = {MODEL: [], "mean_reward": []}
+    for batch in batches:
+        frames = batch["frames"].to(device=device, dtype=torch.float32)
+        actions = batch["actions"].to(device=device, dtype=torch.float32)
+        truth = batch["rewards"].to(device=device, dtype=torch.float64)
+        truth = truth[:, n_past - 1 : n_past - 1 + horizon]
+        state = model.encode_context(frames[:, :n_past], actions[:, : n_past - 1],
+                                     generator=generator)
+        predicted = model.rollout(state, actions[:, n_past - 1 : n_past - 1 + horizon],
+                                  generator=generator).rewards
+        errors[MODEL].append(((predicted.double() - truth) ** 2).cpu())
+        errors["mean_reward"].append(((mean_reward - truth) ** 2).cpu())
+    return {name: torch.cat(chunks) for name, chunks in errors.items()}
+
+
+def reward_summary(errors: Mapping[str, torch.Tensor], mean_reward: float) -> dict[str, Any]:
+    """``results.json``'s ``reward`` section: per-horizon MSE and standard error of the model's
+    predicted reward and of the mean-reward reference."""
+    if not bool(torch.isfinite(errors[MODEL]).all()):
+        raise ValueError("model reward: expected finite predicted rewards, got NaN or infinity")
+    summary: dict[str, Any] = {"training_mean_reward": mean_reward}
+    for name, values in errors.items():
+        mean, stderr = mean_and_stderr(values)
+        summary[name] = {"mse": _as_list(mean), "mse_stderr": _as_list(stderr)}
+    return summary
+
+
 def spread_subset(dataset: Dataset, count: int | None) -> Dataset:
     """At most ``count`` items of ``dataset``, evenly spaced so every part of the split is seen."""
     size = len(dataset)  # type: ignore[arg-type]
@@ -518,19 +578,24 @@ def evaluate_checkpoint(config: EvaluateConfig, output: str | Path) -> dict[str,
         "last_frame": LastFramePredictor(),
         "mean_frame": MeanFramePredictor(average),
     }
+    windows = spread_subset(test, config.max_sequences)
     evaluation = evaluate_predictors(
         predictors,
-        DataLoader(
-            spread_subset(test, config.max_sequences),
-            batch_size=config.batch_size,
-            **loader_options,
-        ),
+        DataLoader(windows, batch_size=config.batch_size, **loader_options),
         n_past=data.n_past,
         horizon=config.horizon,
         lpips=lpips_model,
         device=device,
         n_examples=config.gif_sequences,
     )
+    reward = None
+    if model.config.reward_head:
+        mean_reward = training_mean_reward(data)
+        errors = evaluate_rewards(
+            model, DataLoader(windows, batch_size=config.batch_size, **loader_options),
+            n_past=data.n_past, horizon=config.horizon, mean_reward=mean_reward, device=device,
+            generator=torch.Generator(device=device).manual_seed(config.seed))
+        reward = reward_summary(errors, mean_reward)
     output = Path(output)
     document = results_document(
         evaluation,
@@ -543,6 +608,7 @@ def evaluate_checkpoint(config: EvaluateConfig, output: str | Path) -> dict[str,
         device=str(device),
         seconds=round(time.perf_counter() - started, 3),
         config=asdict(config),
+        reward=reward,
         **(tailored.summary() if tailored is not None else {}),
     )
     results_path = output / "results.json"
@@ -550,6 +616,11 @@ def evaluate_checkpoint(config: EvaluateConfig, output: str | Path) -> dict[str,
     plot_path = output / "per_horizon.png"
     plot_per_horizon(document, plot_path)
     print(format_table(document))
+    if reward is not None:
+        shown = sorted({h for h in (1, 5, 10, 25) if h <= config.horizon} | {config.horizon})
+        print("reward MSE (model / mean-reward reference): " + ", ".join(
+            f"h{h} {reward[MODEL]['mse'][h - 1]:.3g} / {reward['mean_reward']['mse'][h - 1]:.3g}"
+            for h in shown))
     print(f"results: {results_path}")
     print(f"plot: {plot_path}")
     if config.gif_sequences > 0:

@@ -1,0 +1,166 @@
+"""``noether-control plan_table``: several ``plan`` results side by side, paired by episode seed.
+
+    noether-control plan_table +runs.random=RUN_A +runs.cem=RUN_B +runs.oracle=RUN_C \
+        reference=random
+
+Each run is a ``noether-control plan`` run directory (or its ``results.json``). The table gives
+every agent's mean return with its standard error, ms per action and the real environment steps
+behind its model; and, for agents evaluated on the same episode seeds as ``reference``, the
+paired difference of returns (agent − reference) with a 95 % t-interval over episodes. Written
+to the run directory as ``table.md``, ``table.csv``, ``results.json`` and ``returns.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+from scipy import stats
+
+from noether_control.runtime import atomic_path, run_dir, to_dataclass, write_json
+
+
+@dataclass
+class PlanTableConfig:
+    """Config of ``noether-control plan_table`` (``conf/commands/plan_table/plan_table.yaml``)."""
+
+    runs: dict[str, str] = field(default_factory=dict)
+    """Agent name -> ``plan`` run directory or results file (``+runs.NAME=PATH``)."""
+    reference: str | None = None
+    """The run the paired differences are taken against; ``None``: the first run."""
+
+
+def read_plan_results(path: str | Path) -> dict[str, Any]:
+    """A ``plan`` run's ``results.json`` (given the file or its run directory)."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "results.json"
+    try:
+        document = json.loads(file.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"runs: expected a `noether-control plan` run directory or its "
+                         f"results.json, got {str(path)!r} ({error})") from error
+    if not {"episode_returns", "seeds"} <= set(document):
+        raise ValueError(f"runs: {str(file)!r} is not a `noether-control plan` result (no "
+                         "episode_returns and seeds)")
+    return document
+
+
+def paired_difference(returns: np.ndarray, reference: np.ndarray) -> dict[str, float | None]:
+    """Mean of ``returns − reference`` (paired episodes) with its standard error and 95 %
+    t-interval; the interval is None for fewer than two pairs."""
+    differences = np.asarray(returns, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    mean = float(differences.mean())
+    if len(differences) < 2:
+        return {"mean": mean, "stderr": None, "low": None, "high": None}
+    stderr = float(differences.std(ddof=1) / math.sqrt(len(differences)))
+    half = float(stats.t.ppf(0.975, len(differences) - 1)) * stderr
+    return {"mean": mean, "stderr": stderr, "low": mean - half, "high": mean + half}
+
+
+def table_rows(runs: dict[str, dict[str, Any]], reference: str) -> list[dict[str, Any]]:
+    """One row per run: returns, cost, data, and the paired difference against ``reference``."""
+    base = runs[reference]
+    base_returns = dict(zip(base["seeds"], base["episode_returns"], strict=True))
+    rows = []
+    for name, document in runs.items():
+        returns = np.asarray(document["episode_returns"], dtype=np.float64)
+        shared = [seed for seed in document["seeds"] if seed in base_returns]
+        paired = None
+        if name != reference and shared:
+            mine = dict(zip(document["seeds"], returns, strict=True))
+            paired = paired_difference(np.array([mine[s] for s in shared]),
+                                       np.array([base_returns[s] for s in shared]))
+        rows.append({
+            "agent": name,
+            "kind": (document.get("agent") or {}).get("kind"),
+            "planner": (document.get("planner") or {}).get("kind"),
+            "episodes": len(returns),
+            "mean_return": float(returns.mean()),
+            "stderr_return": (float(returns.std(ddof=1) / math.sqrt(len(returns)))
+                              if len(returns) > 1 else None),
+            "ms_per_action": document.get("ms_per_action"),
+            "real_env_steps": document.get("real_env_steps"),
+            "paired_episodes": len(shared) if name != reference else None,
+            "difference": paired,
+        })
+    return rows
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(rows: list[dict[str, Any]], reference: str) -> str:
+    """The rows as a markdown table."""
+    lines = [
+        f"| agent | planner | episodes | mean return ± s.e. | − {reference} (95 % CI, paired) "
+        "| ms/action | real steps |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        difference = row["difference"]
+        paired = "–" if difference is None else (
+            f"{difference['mean']:+.1f} [{_number(difference['low'])}, "
+            f"{_number(difference['high'])}]")
+        lines.append(
+            f"| {row['agent']} | {row['planner'] or '–'} | {row['episodes']} | "
+            f"{row['mean_return']:.1f} ± {_number(row['stderr_return'])} | {paired} | "
+            f"{_number(row['ms_per_action'])} | {row['real_env_steps'] or '–'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]], reference: str,
+                  out_dir: Path) -> None:
+    """``table.md``, ``table.csv``, ``results.json`` and ``returns.png`` in ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with atomic_path(out_dir / "table.md") as temporary:
+        temporary.write_text(markdown_table(rows, reference))
+    columns = ["agent", "kind", "planner", "episodes", "mean_return", "stderr_return",
+               "ms_per_action", "real_env_steps", "paired_episodes", "difference_mean",
+               "difference_low", "difference_high"]
+    with atomic_path(out_dir / "table.csv") as temporary, temporary.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            difference = row["difference"] or {}
+            writer.writerow({**{key: row[key] for key in columns[:9]},
+                             "difference_mean": difference.get("mean"),
+                             "difference_low": difference.get("low"),
+                             "difference_high": difference.get("high")})
+    write_json(out_dir / "results.json", {"reference": reference, "rows": rows})
+    figure, axis = plt.subplots(figsize=(1.6 * len(runs) + 2, 4))
+    axis.boxplot([runs[name]["episode_returns"] for name in runs], showmeans=True)
+    axis.set_xticks(range(1, len(runs) + 1), list(runs))
+    axis.set_ylabel("episode return")
+    axis.set_title("returns per agent (same episode seeds)")
+    figure.tight_layout()
+    with atomic_path(out_dir / "returns.png") as temporary:
+        figure.savefig(temporary, format="png", dpi=120)
+    plt.close(figure)
+
+
+def run(cfg: DictConfig) -> None:
+    """Entry point of ``noether-control plan_table``."""
+    config = to_dataclass(PlanTableConfig, cfg)
+    if not config.runs:
+        raise ValueError("runs: expected at least one plan run, e.g. +runs.random=RUN_DIR, "
+                         "got none")
+    runs = {name: read_plan_results(path) for name, path in config.runs.items()}
+    reference = config.reference or next(iter(runs))
+    if reference not in runs:
+        raise ValueError(f"reference: expected one of {sorted(runs)}, got {reference!r}")
+    rows = table_rows(runs, reference)
+    out_dir = run_dir()
+    write_outputs(rows, runs, reference, out_dir)
+    print(markdown_table(rows, reference) + f"results: {out_dir / 'table.md'}")
