@@ -18,7 +18,10 @@ Stages now:
    episodes against the last-frame and mean-frame predictors (``world_model/evaluate/``);
 5. ``noether``: a small Algorithm 1 from that model (the baseline, E₁): a more-steps control and
    Noether meta-trained for a few more steps, compared side by side on the same test windows
-   (:func:`noether_control.noether.compare.demo_comparison`).
+   (:func:`noether_control.noether.compare.demo_comparison`);
+6. ``planning``: a few seeded episodes of MPC through the trained world model beside random
+   actions on the same seeds (:func:`noether_control.agents.plan.plan_episodes`), with their
+   returns, ms per action and a GIF of the real frames beside what the model imagines.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from noether_control.agents.plan import AgentConfig, PlanConfig, plan_episodes
+from noether_control.agents.plan_table import markdown_table, table_rows, write_outputs
 from noether_control.agents.policies import OUPolicy
 from noether_control.data.collect import CollectConfig, collect
 from noether_control.data.env_config import EnvConfig, make_vector_env
@@ -102,6 +107,22 @@ class WorldModelStageConfig:
 
 
 @dataclass
+class PlanningStageConfig:
+    """The ``planning`` stage: MPC through the trained model beside random actions."""
+
+    #: false skips the stage
+    enabled: bool = True
+    #: seeded episodes per agent (all run in parallel)
+    episodes: int = 4
+    #: first episode seed (not among the collection's seeds)
+    seed: int = 1000
+    #: a planner group node (``conf/planner``)
+    planner: dict[str, Any] = field(default_factory=lambda: {"kind": "mppi"})
+    #: episodes shown in the GIF
+    record: int = 2
+
+
+@dataclass
 class DemoConfig:
     """Config of ``noether-control demo`` (``conf/commands/demo/demo.yaml``)."""
 
@@ -114,6 +135,7 @@ class DemoConfig:
     gif: GifConfig = field(default_factory=GifConfig)
     world_model: WorldModelStageConfig = field(default_factory=WorldModelStageConfig)
     noether: DemoComparisonConfig = field(default_factory=DemoComparisonConfig)
+    planning: PlanningStageConfig = field(default_factory=PlanningStageConfig)
 
 
 StageOutputs = dict[str, Any]
@@ -278,12 +300,38 @@ def noether_stage(
     return demo_comparison(config.noether, baseline, out_dir / "world_model", out_dir / "noether")
 
 
+def planning_stage(
+    config: DemoConfig, outputs: dict[str, StageOutputs], out_dir: Path
+) -> StageOutputs:
+    """MPC through the trained world model and random actions on the same seeded episodes."""
+    stage = config.planning
+    if not stage.enabled:
+        return {"skipped": True}
+    common = {"env": config.collect.env, "planner": stage.planner, "episodes": stage.episodes,
+              "num_envs": stage.episodes, "seed": stage.seed, "device": "auto",
+              "threads": config.threads, "record": stage.record, "progress": False}
+    checkpoint = str(out_dir / "world_model" / "checkpoints" / "last.pt")
+    runs = {
+        "mpc": plan_episodes(PlanConfig(agent=AgentConfig(kind="mpc"), checkpoint=checkpoint,
+                                        **common), out_dir / "planning" / "mpc"),
+        "random": plan_episodes(PlanConfig(agent=AgentConfig(kind="random"), **common),
+                                out_dir / "planning" / "random"),
+    }
+    rows = table_rows(runs, "random")
+    write_outputs(rows, runs, "random", out_dir / "planning")
+    print(markdown_table(rows, "random"), end="", flush=True)
+    return {name: {"mean_return": run["mean_return"], "episode_returns": run["episode_returns"],
+                   "ms_per_action": run["ms_per_action"], "gif": run["gif"]}
+            for name, run in runs.items()} | {"table": str(out_dir / "planning" / "table.md")}
+
+
 STAGES: list[Stage] = [
     Stage("collect", "collect a small dataset", collect_stage),
     Stage("windows", "check the dataset as train/val/test windows", windows_stage),
     Stage("gif", "render the pixel environments to a GIF", gif_stage),
     Stage("world_model", "train the world model; evaluate it", world_model_stage),
     Stage("noether", "continue it as control and as Noether; compare", noether_stage),
+    Stage("planning", "plan through the trained model beside random actions", planning_stage),
 ]
 
 
@@ -309,5 +357,7 @@ def run(cfg: DictConfig) -> None:
     print(
         f"dataset: {outputs['collect']['path']}\n"
         f"gif:     {outputs['gif']['path']}\n"
+        + (f"planning gif: {outputs['planning']['mpc']['gif']}\n"
+           if outputs["planning"].get("mpc") else "") +
         f"results: {results}"
     )

@@ -121,7 +121,14 @@ def test_demo_smoke_writes_the_gif(tmp_path: Path) -> None:
     assert frames.std() > 0  # the pendulums are drawn, not a blank canvas
     assert not np.array_equal(frames[0], frames[-1])  # and they move
     results = json.loads((out / "results.json").read_text())
-    assert set(results) >= {"collect", "windows", "gif", "world_model", "noether", "seconds"}
+    assert set(results) >= {"collect", "windows", "gif", "world_model", "noether", "planning",
+                            "seconds"}
+    # the planning stage ran MPC through the trained model and random actions on the same seeds
+    planning = results["planning"]
+    assert len(planning["mpc"]["episode_returns"]) == len(planning["random"]["episode_returns"])
+    assert planning["mpc"]["ms_per_action"] > 0 and Path(planning["mpc"]["gif"]).is_file()
+    assert str(planning["mpc"]["gif"]) in result.stdout
+    assert "| mpc | mppi | 2 |" in Path(planning["table"]).read_text()
     assert results["windows"]["train"]["frames_shape"] == [6, 3, 64, 64]
     world_model = results["world_model"]
     evaluation = json.loads(Path(world_model["results"]).read_text())
