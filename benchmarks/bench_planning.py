@@ -7,7 +7,7 @@ Three tables, every number measured in this run (absolute times depend on the ma
 what else runs on it, so each is also given against a reference measured alongside it):
 
 1. **Cost per action, one CPU thread, one episode.** For each planner (CEM 500×15×5, the
-   the project's reference configuration; MPPI 500×15×1; MPPI 200×15×1, the ``mppi_cpu`` preset;
+   reference configuration; MPPI 500×15×1; MPPI 200×15×1, the ``mppi_cpu`` preset;
    iCEM, gradient and random shooting at their defaults) the median wall time of a full
    ``MPCAgent.act`` on one 64×64 frame once the agent has its context frames: the frame pushed,
    the context encoded (``MPCAgent`` encodes it again at every objective call, so once per
