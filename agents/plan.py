@@ -33,7 +33,8 @@ from noether_control.data.env_config import EnvConfig, env_spec, make_vector_env
 from noether_control.data.minari_io import dataset_metadata
 from noether_control.evaluation.evaluate import resolve_checkpoint
 from noether_control.models.checkpoint import load_world_model, read_checkpoint
-from noether_control.noether.meta import load_noether
+from noether_control.models.svg import SVGWorldModel
+from noether_control.noether.meta import NoetherModule, load_noether
 from noether_control.runtime import (
     atomic_path,
     resolve_device,
@@ -112,8 +113,8 @@ class PlanConfig:
 class LoadedModel:
     """A checkpoint's world model, its g_φ (or None) and what it was trained on."""
 
-    model: Any
-    noether: Any
+    model: SVGWorldModel
+    noether: NoetherModule | None
     context_frames: int
     real_steps: int | None
     env_id: str | None
