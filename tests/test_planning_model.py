@@ -9,7 +9,7 @@ from noether_control.models.planning import PlanningModel, plan_returns
 from noether_control.models.svg import SVGConfig, SVGWorldModel
 from noether_control.noether.embedding import EmbeddingConfig
 from noether_control.noether.meta import NoetherConfig, NoetherModule
-from noether_control.noether.planning import tailor_to_plan
+from noether_control.noether.planning import TailoredWorldModel, tailor_to_plan
 from noether_control.noether.tailoring import TailoringConfig
 
 P, H = 3, 5
@@ -183,3 +183,21 @@ def test_all_weights_checkpoint_cannot_plan_per_episode() -> None:
     frames, actions = episode()
     with pytest.raises(ValueError, match="tailored=lstm or norm"):
         tailor_to_plan(noether, model, frames[:, :P], actions[:, : P - 1], actions[:, P - 1 :], 1)
+
+
+def test_tailored_prediction_carries_the_tailored_rewards() -> None:
+    model = model_for()
+    noether = noether_for(model)
+    frames, actions = episode()
+    with torch.no_grad():
+        untailored = noether.predict(model, frames[:, :P], actions, H, steps=0)
+        imagined = model.imagine(model.observe(frames[:, :P], actions[:, :P]),
+                                 actions[:, P : P + H - 1])
+        tailored = noether.predict(model, frames[:, :P], actions, H, steps=2)
+        adapted = TailoredWorldModel(model, tailored.params)
+        rewards = adapted.rollout(adapted.encode_context(frames[:, :P], actions[:, : P - 1]),
+                                  actions[:, P - 1 : P - 1 + H]).rewards
+    assert untailored.rewards.shape == (2, H - 1)
+    torch.testing.assert_close(untailored.rewards, imagined.rewards)
+    torch.testing.assert_close(tailored.rewards, rewards[:, 1:])
+    assert not torch.allclose(tailored.rewards, untailored.rewards)

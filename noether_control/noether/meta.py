@@ -111,16 +111,20 @@ class NoetherConfig:
 
 
 class TailoredPrediction(NamedTuple):
-    """Frames predicted after tailoring and the per-example conservation losses.
+    """Frames and rewards predicted after tailoring, and the per-example conservation losses.
 
     ``frames``: ``(B, H, C, S, S)`` in [0, 1]; ``before``/``after``: ``(B,)`` conservation loss of
-    the un-tailored and of the tailored rollout; ``params``: the tailored parameters.
+    the un-tailored and of the tailored rollout; ``params``: the tailored parameters;
+    ``rewards``: ``(B, H - 1)``, the tailored model's rewards of the actions applied to the first
+    ``H - 1`` predicted frames (the action applied to the last context frame is part of the
+    context, and the last predicted frame has no action).
     """
 
     frames: Tensor
     before: Tensor
     after: Tensor
     params: Params
+    rewards: Tensor
 
 
 class NoetherModule(nn.Module):
@@ -315,7 +319,8 @@ class NoetherModule(nn.Module):
         rollout = self.rollout(model, params, context, actions, horizon, generator)
         after = self.conservation(rollout, context)
         before = first[0] if first else after
-        return TailoredPrediction(rollout.frames, before.detach(), after.detach(), params)
+        return TailoredPrediction(rollout.frames, before.detach(), after.detach(), params,
+                                  rollout.rewards)
 
     # ------------------------------------------------------------------ meta-training
     def train_forward(
