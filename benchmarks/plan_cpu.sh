@@ -9,9 +9,10 @@
 # 2. ROUNDS (default 2) times: collect 30 episodes (6 000 steps) with MPC through the latest
 #    model plus exploration noise (policy=mpc, planner mppi_cpu), on top of the previous
 #    dataset (dataset.base: nothing is overwritten), and train a fresh model on the grown data;
-# 3. `noether-control plan experiment=plan_cpu` through the last model (agent=mppi_cpu: MPPI 200 x 15), random
-#    actions and the oracle (MPPI through the true simulator), 20 episodes each with seeds
-#    1000..1019 (never seen in training), and `noether-control plan_table` over them.
+# 3. `noether-control plan experiment=plan_cpu` through the last model (agent=mppi_cpu: MPPI
+#    200 x 15), random actions and the oracle (MPPI through the true simulator), 20 episodes
+#    each with seeds 1000..1019 (never seen in training), and `noether-control plan_table`.
+# About an hour on the 2-core CPU (measured 55 min, round 0's training reused: 47 min).
 # A stage whose results.json exists is skipped, so an interrupted run picks up where it stopped
 # (train resumes from its last checkpoint). Figures: docs/planning.md.
 set -euo pipefail
