@@ -35,6 +35,7 @@ from torch import Tensor
 
 from noether_control.agents.oracle import true_dynamics_objective
 from noether_control.agents.planners import Objective, Planner
+from noether_control.agents.policies import check_box, check_mask
 from noether_control.envs.vector import PixelVectorEnv
 from noether_control.models.planning import PlanningModel, plan_returns
 from noether_control.models.svg import SVGWorldModel
@@ -89,19 +90,6 @@ class MPCConfig:
                              f"{self.exploration_std}")
 
 
-def _box(action_space: spaces.Space) -> spaces.Box:
-    if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
-        raise TypeError(f"expected a 1-D Box action space, got {action_space!r}")
-    return action_space
-
-
-def _mask(mask: Any, num_envs: int) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.shape != (num_envs,) or mask.dtype != np.bool_:
-        raise ValueError(f"mask: expected bool ({num_envs},), got {mask.dtype} {mask.shape}")
-    return mask
-
-
 class RecedingHorizon:
     """The plan and warm start of ``num_envs`` episodes; the agents' shared MPC loop.
 
@@ -115,7 +103,7 @@ class RecedingHorizon:
 
     def __init__(self, planner: Planner, action_space: spaces.Space, num_envs: int,
                  replan_every: int, device: torch.device | str = "cpu") -> None:
-        box = _box(action_space)
+        box = check_box(action_space)
         self.planner = planner
         self.num_envs = num_envs
         self.replan_every = replan_every
@@ -234,7 +222,7 @@ class MPCAgent(_Agent):
                  noether: NoetherModule | None = None, seed: int = 0, record: int = 0) -> None:
         config = config or MPCConfig()
         config.validate()
-        box = _box(action_space)
+        box = check_box(action_space)
         if box.shape[0] != model.config.action_dim:
             raise ValueError(f"action space: the model was trained on {model.config.action_dim}-"
                              f"dimensional actions, got the env's {box.shape[0]}")
@@ -280,7 +268,7 @@ class MPCAgent(_Agent):
 
     def reset(self, mask: np.ndarray, rng: np.random.Generator | None = None) -> None:
         """Clear the frames, actions and warm start of the episodes in ``mask``."""
-        mask = _mask(mask, self.num_envs)
+        mask = check_mask(mask, self.num_envs)
         self.seen[mask] = 0
         index = torch.as_tensor(np.flatnonzero(mask), device=self.frames.device)
         self.frames[index] = 0
@@ -399,7 +387,7 @@ class OracleAgent(_Agent):
 
     def reset(self, mask: np.ndarray, rng: np.random.Generator | None = None) -> None:
         """Forget the plans of the episodes in ``mask``."""
-        self.loop.reset(_mask(mask, self.num_envs))
+        self.loop.reset(check_mask(mask, self.num_envs))
 
     def _objective(self, indices: np.ndarray, warm: Tensor) -> Objective:
         return true_dynamics_objective(self.env.system, self.env.states[indices],

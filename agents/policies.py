@@ -116,7 +116,8 @@ class Policy(Protocol):
         ...
 
 
-def _check_box(action_space: spaces.Space) -> spaces.Box:
+def check_box(action_space: spaces.Space) -> spaces.Box:
+    """``action_space`` if it is a 1-D ``Box`` with finite bounds, else a clear error."""
     if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
         raise TypeError(f"expected a 1-D Box action space, got {action_space!r}")
     if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
@@ -130,7 +131,8 @@ def _check_num_envs(num_envs: int) -> int:
     return int(num_envs)
 
 
-def _check_mask(mask: np.ndarray, num_envs: int) -> np.ndarray:
+def check_mask(mask: np.ndarray, num_envs: int) -> np.ndarray:
+    """``mask`` as a bool ``(num_envs,)`` array, else a ``ValueError`` naming what it got."""
     mask = np.asarray(mask)
     if mask.shape != (num_envs,) or mask.dtype != np.bool_:
         raise ValueError(f"mask: expected bool ({num_envs},), got {mask.dtype} {mask.shape}")
@@ -146,7 +148,7 @@ class UniformPolicy:
     """
 
     def __init__(self, action_space: spaces.Space, num_envs: int) -> None:
-        box = _check_box(action_space)
+        box = check_box(action_space)
         self.num_envs = _check_num_envs(num_envs)
         self.low = box.low.astype(np.float32)
         self.high = box.high.astype(np.float32)
@@ -158,7 +160,7 @@ class UniformPolicy:
 
     def reset(self, mask: np.ndarray, rng: np.random.Generator) -> None:
         """Nothing to restart: the policy has no state."""
-        _check_mask(mask, self.num_envs)
+        check_mask(mask, self.num_envs)
 
 
 class OUPolicy:
@@ -177,7 +179,7 @@ class OUPolicy:
     def __init__(
         self, action_space: spaces.Space, num_envs: int, theta: float = 0.15, sigma: float = 0.3
     ) -> None:
-        box = _check_box(action_space)
+        box = check_box(action_space)
         self.num_envs = _check_num_envs(num_envs)
         if not 0.0 < theta <= 1.0:
             raise ValueError(f"theta: expected a rate in (0, 1], got {theta!r}")
@@ -195,7 +197,7 @@ class OUPolicy:
 
     def reset(self, mask: np.ndarray, rng: np.random.Generator) -> None:
         """Draw fresh stationary noise for the sub-envs where ``mask`` is true."""
-        mask = _check_mask(mask, self.num_envs)
+        mask = check_mask(mask, self.num_envs)
         count = int(mask.sum())
         self.noise[mask] = rng.normal(0.0, self.stationary_std, size=(count, self.noise.shape[1]))
         self._started |= mask
@@ -231,7 +233,7 @@ class SB3Policy:
     def __init__(
         self, model: Any, action_space: spaces.Space, num_envs: int, deterministic: bool = True
     ) -> None:
-        box = _check_box(action_space)
+        box = check_box(action_space)
         self.num_envs = _check_num_envs(num_envs)
         model_actions = model.action_space
         if not isinstance(model_actions, spaces.Box) or model_actions.shape != box.shape:
@@ -317,7 +319,7 @@ class SB3Policy:
 
     def reset(self, mask: np.ndarray, rng: np.random.Generator) -> None:
         """Feed-forward agents keep no per-episode state."""
-        _check_mask(mask, self.num_envs)
+        check_mask(mask, self.num_envs)
 
 
 def _mpc_policy(config: MPCPolicyConfig, action_space: spaces.Space, num_envs: int) -> Policy:
@@ -329,7 +331,7 @@ def _mpc_policy(config: MPCPolicyConfig, action_space: spaces.Space, num_envs: i
     if not config.checkpoint:
         raise ValueError("policy.checkpoint: expected a world-model checkpoint or train run "
                          "directory to plan through, got none")
-    box = _check_box(action_space)
+    box = check_box(action_space)
     loaded = load_planning_checkpoint(config.checkpoint, resolve_device(config.device))
     planner = make_planner(config.planner, box.low, box.high)
     mpc = MPCConfig(replan_every=config.replan_every, exploration_std=config.exploration_std)
