@@ -1,4 +1,4 @@
-"""Benchmark and target check for conservation-law discovery (issue 5).
+"""Benchmark and target check for conservation-law discovery (docs/discovery.md).
 
 Speed: enumeration + de-duplication + batched fitting + filtering for the HNN spring and pendulum
 at size 7, in candidates per second, against a reference measured in the same run: the same
@@ -124,7 +124,7 @@ def fitted_constant_interval(formula: dict[str, Any], system: str
 
 
 def targets(system: str, seed: int, config: DiscoverConfig | None = None) -> dict[str, Any]:
-    """Run the full pipeline on one system and check the issue's targets."""
+    """Run the full pipeline on one system and check the discovery targets."""
     config = config or DiscoverConfig()
     config = replace(config, seed=seed, plot=False, system=SystemConfig(name=system))
     with tempfile.TemporaryDirectory() as output:

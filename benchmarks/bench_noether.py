@@ -1,6 +1,6 @@
 """Cost of Noether tailoring relative to the plain SVG world model, measured in one run.
 
-Prints two ratios (the issue's targets in brackets):
+Prints two ratios (the project's targets in brackets):
 
 * a second-order meta-training step (tailor K=1, tailored training unroll, backward through the
   inner step, Adam) ÷ a baseline training step on the same batch  [≤ 3×];

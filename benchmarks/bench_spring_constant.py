@@ -1,6 +1,6 @@
 """How precisely can any fit pin down the spring's constant from HNN-style data?
 
-Issue 5 asks for the spring law ``q**2 + c*p**2`` with c within 2% of 1, from 25 training
+The discovery target: the spring law ``q**2 + c*p**2``, c within 2% of 1, from 25 training
 trajectories of 30 samples with observation noise sigma = 0.1. This script fits that one formula
 (the pipeline's fitter, :func:`fit_formulas`) on many independent data draws and prints, per
 smoothing window, the mean and scatter of the fitted c, the fraction of draws within 2% of 1, and

@@ -279,7 +279,7 @@ def world_model_stage(
         "mse": {f"h{h}": model_mse[h - 1] for h in shown},
         "references": {name: {f"h{h}": mse[h - 1] for h in shown}
                        for name, mse in references.items()},
-        # the yardstick: how many times lower than the better reference (2x at h10)
+        # the world model's yardstick: how many times lower than the better reference (2x at h10)
         "best_reference_over_model": {
             f"h{h}": min(mse[h - 1] for mse in references.values()) / model_mse[h - 1]
             for h in shown

@@ -1,4 +1,4 @@
-"""Issue 5 targets on generated HNN data (slow: minutes; also printed by the benchmark)."""
+"""The discovery targets on generated HNN data (slow: minutes; also printed by the benchmark)."""
 
 from __future__ import annotations
 

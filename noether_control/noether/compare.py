@@ -13,7 +13,7 @@ Three parts, written to the run directory:
 3. **Linear probe** of the true mechanical energy from g_φ along true trajectories of held-out
    episodes: fitted on the validation split, R² on the test split.
 
-``results.json`` holds all of it plus the issue's targets checked against the measurements.
+``results.json`` holds all of it plus the comparison's targets checked against the measurements.
 """
 
 from __future__ import annotations
@@ -384,7 +384,7 @@ def _episode_of_each_window(windows: Any) -> Tensor:
 
 
 def targets(document: Mapping[str, Any]) -> dict[str, Any]:
-    """The issue's targets, checked against the measurements (``None`` where not measurable)."""
+    """The comparison's targets, checked against the measurements (``None``: not measurable)."""
     reference = document["reference"]
     checks: dict[str, Any] = {}
     horizon_index = min(25, document["horizon"]) - 1
