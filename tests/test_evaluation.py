@@ -228,8 +228,12 @@ def test_evaluation_aligns_context_actions_and_horizons() -> None:
     )
     assert evaluation.n_sequences == 5
     integrator = evaluation.per_sequence["integrator"]
-    assert set(integrator) == {"mse", "psnr", "ssim"}
+    assert set(integrator) == {"mse", "psnr", "ssim", "motion"}
     assert integrator["mse"].shape == (5, horizon)
+    # A predictor that follows the truth moves as the truth does; holding a frame does not move.
+    assert evaluation.true_motion.shape == (5, horizon) and evaluation.true_motion.min() > 0
+    torch.testing.assert_close(integrator["motion"], evaluation.true_motion, rtol=1e-4, atol=1e-7)
+    assert evaluation.per_sequence["last_frame"]["motion"].abs().max() == 0
     # The integrator follows the true dynamics only if it got the right actions.
     assert integrator["mse"].max().item() < 1e-12
     torch.testing.assert_close(integrator["ssim"], torch.ones(5, horizon, dtype=torch.float64))
@@ -269,10 +273,11 @@ def test_results_document_schema_and_table() -> None:
         horizon=horizon,
     )
     document = results_document(evaluation, n_past=N_PAST, horizon=horizon, checkpoint="c.pt")
-    assert set(document["per_horizon"]) == {"mse", "psnr", "ssim", "lpips"}
+    assert set(document["per_horizon"]) == {"mse", "psnr", "ssim", "lpips", "motion"}
+    assert len(document["true_motion"]) == horizon == len(document["true_motion_stderr"])
     assert document["per_horizon"]["lpips"] is None
     assert document["lpips_stderr"] is None
-    for metric in ("mse", "psnr", "ssim"):
+    for metric in ("mse", "psnr", "ssim", "motion"):
         assert len(document["per_horizon"][metric]) == horizon
         assert len(document[f"{metric}_stderr"]) == horizon
         assert len(document["references"]["last_frame"][metric]) == horizon

@@ -21,6 +21,7 @@ from noether_control.evaluation.metrics import (
     PSNR_MIN_MSE,
     gaussian_window,
     mean_and_stderr,
+    motion,
     mse,
     psnr,
     ssim,
@@ -193,6 +194,20 @@ def test_metrics_reject_bad_input() -> None:
 
 
 # ----------------------------------------------------------------------------- mean and stderr
+
+
+def test_motion_is_the_mean_absolute_change_from_the_frame_before() -> None:
+    previous = torch.zeros(2, 1, 4, 4)
+    frames = torch.stack([torch.full((2, 1, 4, 4), value) for value in (0.5, 0.5, 0.2)], dim=1)
+    frames[1, 2, 0, 0, 0] = 1.0  # one pixel of one frame moves by 0.5 instead of 0.3
+    expected = torch.tensor([[0.5, 0.0, 0.3], [0.5, 0.0, 0.3 + (0.5 - 0.3) / 16]])
+    torch.testing.assert_close(motion(frames, previous), expected)
+    still = frames[:, :1].expand(2, 5, 1, 4, 4)
+    assert motion(still, frames[:, 0]).abs().max() == 0  # a frozen prediction does not move
+    with pytest.raises(ValueError, match=r"motion: expected frames \(\.\.\., T, C, H, W\)"):
+        motion(frames, frames)
+    with pytest.raises(ValueError, match="one shape"):
+        motion(frames, torch.zeros(2, 1, 4, 5))
 
 
 def test_mean_and_stderr_over_sequences() -> None:

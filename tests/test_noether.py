@@ -279,6 +279,7 @@ def test_extend_optimizer_state_keeps_the_baseline_moments() -> None:
 
 
 def test_inner_step_sweep_matches_separate_tailored_predictions() -> None:
+    from noether_control.evaluation.metrics import motion
     from noether_control.noether.compare import inner_step_sweep
 
     model = tiny_model()
@@ -296,7 +297,14 @@ def test_inner_step_sweep_matches_separate_tailored_predictions() -> None:
             out = noether.predict(model, frames[:, :N_PAST], actions, HORIZON, steps=k)
             assert mse == pytest.approx(float(((out.frames - truth) ** 2).mean()), rel=1e-5)
             assert conservation == pytest.approx(float(out.after.mean()), rel=1e-4)
+            moved = float(motion(out.frames, frames[:, N_PAST - 1]).mean())
+            assert sweep["motion"][sweep["steps"].index(k)] == pytest.approx(moved, rel=1e-4)
+            # the prediction before the first inner step is the K = 0 one, whatever K
+            untailored = noether.predict(model, frames[:, :N_PAST], actions, HORIZON, steps=0)
+            torch.testing.assert_close(out.untailored_frames, untailored.frames)
     assert sweep["conservation"][2] < sweep["conservation"][0]
+    assert sweep["true_motion"] == pytest.approx(
+        float(motion(truth, frames[:, N_PAST - 1]).mean()), rel=1e-5)
 
 
 def test_tailoring_refuses_a_rollout_too_short_for_the_loss() -> None:

@@ -9,15 +9,17 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 import noether_control as noether_control_package
 from noether_control.evaluation.evaluate import EvaluateConfig, evaluate_checkpoint
+from noether_control.evaluation.tailored import NoetherEvalConfig
 from noether_control.models.checkpoint import load_world_model, read_checkpoint
 from noether_control.noether.compare import CompareConfig, compare
-from noether_control.noether.meta import NoetherEvalConfig, load_noether
+from noether_control.noether.meta import load_noether
 from noether_control.runtime import to_dataclass
 from noether_control.training.config import TrainCommandConfig
 from noether_control.training.train import train_world_model
@@ -133,6 +135,13 @@ def test_evaluate_with_test_time_tailoring(runs: dict[str, Path], tmp_path: Path
     assert plain["conservation_loss"]["before"] == pytest.approx(conservation["before"])
     assert tailored["per_horizon"]["mse"] != plain["per_horizon"]["mse"]
     assert plain["n_sequences"] == tailored["n_sequences"]
+    # the motion of the prediction before and after tailoring, beside the true frames' motion
+    moved, moved_plain = tailored["predicted_motion"], plain["predicted_motion"]
+    assert moved_plain["before"] == moved_plain["after"]
+    assert moved["before"] == pytest.approx(moved_plain["after"])
+    assert moved["after"] == pytest.approx(np.mean(tailored["per_horizon"]["motion"]))
+    assert moved["after"] != moved["before"]
+    assert plain["true_motion"] == tailored["true_motion"] and min(plain["true_motion"]) > 0
     # K = 0 on the Noether checkpoint predicts exactly what the un-tailored model predicts.
     model, _ = load_world_model(runs["noether"] / "checkpoints" / "last.pt")
     assert load_noether(read_checkpoint(runs["noether"] / "checkpoints" / "last.pt"), model)
@@ -161,6 +170,11 @@ def test_compare_report(runs: dict[str, Path], tmp_path: Path) -> None:
     assert noether["inner_steps"] == 1 and baseline["inner_steps"] == 0
     sweep = saved["sweep"]
     assert sweep["steps"] == [0, 1, 3] and sweep["conservation"][2] < sweep["conservation"][0]
+    assert len(sweep["motion"]) == 3 and sweep["true_motion"] > 0
+    assert len(saved["true_motion"]) == 4 and len(noether["motion"]) == 4
+    assert noether["motion"] != baseline["motion"]
+    assert noether["predicted_motion"]["after"] == pytest.approx(np.mean(noether["motion"]))
+    assert "motion_within_10pct_of_true" in saved["targets"]
     assert saved["probe"]["n_test"] > 0 and saved["probe"]["input"] == "hidden"
     assert (tmp_path / "comparison.png").stat().st_size > 0
     assert (tmp_path / "sweep.png").stat().st_size > 0

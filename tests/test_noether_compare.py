@@ -76,9 +76,14 @@ def test_targets_follow_the_measured_intervals() -> None:
         "reference": "noether", "horizon": 25,
         "paired": {"mse": {"noether − baseline": diff(-0.06, -0.001),
                            "noether − control": diff(-0.06, 0.002)}},
-        "runs": {"noether": {"conservation_loss": {"before": 1.0, "after": 0.05}}},
+        "runs": {"noether": {"conservation_loss": {"before": 1.0, "after": 0.05},
+                             "motion": [0.9, 1.1]}},
+        "true_motion": [1.0, 1.0],
     }
     checks = targets(document)
     assert checks["mse_h25_5pct_lower_than_baseline"] is True
     assert checks["mse_h25_5pct_lower_than_control"] is False  # the interval includes zero
     assert checks["conservation_cut_10x"] is True
+    assert checks["motion_within_10pct_of_true"] is True
+    document["runs"]["noether"]["motion"] = [0.7, 1.0]  # a damped prediction: 15 % slower
+    assert targets(document)["motion_within_10pct_of_true"] is False

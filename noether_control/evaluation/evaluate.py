@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from noether_control.data.windows import EpisodeWindows
 from noether_control.evaluation.lpips import LPIPS, load_lpips
-from noether_control.evaluation.metrics import mean_and_stderr, mse, psnr, ssim
+from noether_control.evaluation.metrics import mean_and_stderr, motion, mse, psnr, ssim
 from noether_control.evaluation.plots import plot_per_horizon, write_comparison_gif
 from noether_control.evaluation.references import (
     LastFramePredictor,
@@ -32,9 +32,9 @@ from noether_control.evaluation.references import (
     Predictor,
     mean_frame,
 )
+from noether_control.evaluation.tailored import NoetherEvalConfig, noether_predictor
 from noether_control.models.checkpoint import load_world_model, read_checkpoint
 from noether_control.models.svg import SVGWorldModel
-from noether_control.noether.meta import NoetherEvalConfig, noether_predictor
 from noether_control.runtime import (
     resolve_device,
     run_dir,
@@ -43,8 +43,9 @@ from noether_control.runtime import (
     write_json,
 )
 
-#: Metric names in the order they are reported.
-METRICS = ("mse", "psnr", "ssim", "lpips")
+#: Metric names in the order they are reported; ``motion`` (mean |x̂ₜ − x̂ₜ₋₁|) scores the
+#: prediction alone and is read against the true frames' motion (``true_motion``).
+METRICS = ("mse", "psnr", "ssim", "lpips", "motion")
 #: Name of the evaluated model in per-predictor tables; the references keep their own names.
 MODEL = "model"
 
@@ -103,11 +104,14 @@ class Evaluation:
     """Per-sequence metrics of several predictors on the same test windows.
 
     ``per_sequence[name][metric]`` is a float64 ``(N, horizon)`` tensor (``lpips`` missing when
-    LPIPS was not computed); ``examples`` keeps the first few windows for the GIF: ``context``
-    ``(K, n_past, C, H, W)``, ``truth`` and one entry per predictor ``(K, horizon, C, H, W)``.
+    LPIPS was not computed); ``true_motion`` ``(N, horizon)`` is the motion of the true frames,
+    the yardstick of every predictor's ``motion``; ``examples`` keeps the first few windows for
+    the GIF: ``context`` ``(K, n_past, C, H, W)``, ``truth`` and one entry per predictor
+    ``(K, horizon, C, H, W)``.
     """
 
     per_sequence: dict[str, dict[str, torch.Tensor]]
+    true_motion: torch.Tensor
     examples: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
@@ -197,6 +201,7 @@ def evaluate_predictors(
         raise ValueError(f"expected n_past >= 1 and horizon >= 1, got {n_past} and {horizon}")
     window = n_past + horizon
     scores: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in predictors}
+    true_motion: list[torch.Tensor] = []
     examples: dict[str, list[torch.Tensor]] = {}
     kept = 0
     for batch in batches:
@@ -218,6 +223,7 @@ def evaluate_predictors(
         inputs = actions[:, : window - 1]
         # The target's AlexNet features serve every predictor.
         target_features = lpips.unit_features(truth) if lpips is not None else None
+        true_motion.append(motion(truth, context[:, -1]).double().cpu())
         take = min(n_examples - kept, frames.shape[0])
         if take > 0:
             examples.setdefault("context", []).append(context[:take].cpu())
@@ -230,6 +236,7 @@ def evaluate_predictors(
                     f"got {tuple(prediction.shape)}"
                 )
             metrics = score_frames(prediction, truth, lpips, target_features)
+            metrics["motion"] = motion(prediction.float(), context[:, -1]).double().cpu()
             for metric, values in metrics.items():
                 scores[name].setdefault(metric, []).append(values)
             if take > 0:
@@ -244,7 +251,8 @@ def evaluate_predictors(
         name: {metric: torch.cat(chunks) for metric, chunks in by_metric.items()}
         for name, by_metric in scores.items()
     }
-    return Evaluation(per_sequence, {key: torch.cat(parts) for key, parts in examples.items()})
+    return Evaluation(per_sequence, torch.cat(true_motion),
+                      {key: torch.cat(parts) for key, parts in examples.items()})
 
 
 def _as_list(values: torch.Tensor | None) -> list[float] | None:
@@ -294,9 +302,12 @@ def results_document(
             f"expected a predictor named {MODEL!r}, got {sorted(evaluation.per_sequence)}"
         )
     model = summarise(evaluation.per_sequence[MODEL], MODEL)
+    true_motion, true_motion_stderr = mean_and_stderr(evaluation.true_motion)
     document: dict[str, Any] = {
         "per_horizon": {metric: model[metric] for metric in METRICS},
         **{f"{metric}_stderr": model[f"{metric}_stderr"] for metric in METRICS},
+        "true_motion": _as_list(true_motion),
+        "true_motion_stderr": _as_list(true_motion_stderr),
         "references": {
             name: summarise(values, name)
             for name, values in evaluation.per_sequence.items()
@@ -313,11 +324,13 @@ def results_document(
 
 
 def format_table(document: Mapping[str, Any], horizons: Iterable[int] = (1, 5, 10, 25)) -> str:
-    """A compact text table of MSE, PSNR and SSIM (and LPIPS) per horizon and predictor."""
-    rows = {MODEL: document["per_horizon"], **document["references"]}
+    """A compact text table of the metrics per horizon and predictor, and the true motion."""
+    rows = {MODEL: document["per_horizon"], **document["references"],
+            "true_frames": {"motion": document["true_motion"]}}
     available = [metric for metric in METRICS if document["per_horizon"].get(metric) is not None]
     shown = sorted({h for h in horizons if 1 <= h <= document["horizon"]} | {document["horizon"]})
-    formats = {"mse": "{:.2e}", "psnr": "{:.2f}", "ssim": "{:.4f}", "lpips": "{:.4f}"}
+    formats = {"mse": "{:.2e}", "psnr": "{:.2f}", "ssim": "{:.4f}", "lpips": "{:.4f}",
+               "motion": "{:.2e}"}
     name_width = max(len(name) for name in rows)
     header = f"{'h':>3}  {'predictor':<{name_width}}" + "".join(
         f"  {metric.upper():>9}" for metric in available
@@ -326,7 +339,9 @@ def format_table(document: Mapping[str, Any], horizons: Iterable[int] = (1, 5, 1
     for h in shown:
         for name, values in rows.items():
             cells = "".join(
-                f"  {formats[metric].format(values[metric][h - 1]):>9}" for metric in available
+                f"  {formats[metric].format(values[metric][h - 1]):>9}"
+                if values.get(metric) is not None else f"  {'-':>9}"
+                for metric in available
             )
             lines.append(f"{h:>3}  {name:<{name_width}}{cells}")
     return "\n".join(lines)

@@ -11,6 +11,10 @@ in ``[0, 1]``) and returns one value per frame, shape ``(...)``: evaluation call
 - SSIM: Wang et al. (2004) with an 11×11 Gaussian window (σ = 1.5), K1 = 0.01, K2 = 0.03, the
   window applied without padding ("valid"), computed per channel and averaged over channels and
   positions.
+
+:func:`motion` scores a sequence on its own (no target): how much it changes from frame to frame.
+A prediction whose motion falls below the true frames' has slowed the system down, a cheap way
+for a model to lower a conservation loss without getting the physics right.
 """
 
 from __future__ import annotations
@@ -79,6 +83,27 @@ def psnr(
         raise ValueError(f"psnr: expected data_range > 0, got {data_range}")
     error = (prediction - target).square().mean(dim=(-3, -2, -1))
     return 10.0 * torch.log10(data_range**2 / error.clamp_min(PSNR_MIN_MSE))
+
+
+def motion(frames: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """Mean absolute change of each frame from the one before it.
+
+    Args:
+        frames: float ``(..., T, C, H, W)``, a sequence of frames.
+        previous: float ``(..., C, H, W)``, the frame before ``frames[..., 0, :, :, :]`` (e.g. the
+            last context frame of a prediction).
+
+    Returns:
+        ``(..., T)``: ``mean |x_t − x_{t−1}|`` over the pixels of each frame.
+    """
+    if frames.ndim < 4 or frames.ndim != previous.ndim + 1:
+        raise ValueError(
+            f"motion: expected frames (..., T, C, H, W) and the previous frame (..., C, H, W), "
+            f"got shapes {tuple(frames.shape)} and {tuple(previous.shape)}"
+        )
+    _check_frame_pair(frames[..., 0, :, :, :], previous, "motion")
+    sequence = torch.cat([previous.unsqueeze(-4), frames], dim=-4)
+    return (sequence[..., 1:, :, :, :] - sequence[..., :-1, :, :, :]).abs().mean(dim=(-3, -2, -1))
 
 
 def gaussian_window(

@@ -20,6 +20,7 @@ _LABELS = {
     "psnr": "PSNR in dB (higher is better)",
     "ssim": "SSIM (higher is better)",
     "lpips": "LPIPS (lower is better)",
+    "motion": "motion mean |x̂ₜ − x̂ₜ₋₁| (true: black)",
 }
 
 
@@ -57,6 +58,9 @@ def plot_per_horizon(document: Mapping[str, Any], path: str | os.PathLike[str]) 
                 )
         if metric == "mse":
             axis.set_yscale("log")
+        if metric == "motion" and document.get("true_motion") is not None:
+            axis.plot(horizons, np.asarray(document["true_motion"], dtype=float), color="black",
+                      linestyle="--", label="true frames")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("horizon (predicted frame)")
         axis.set_title(_LABELS[metric], fontsize=10)

@@ -8,12 +8,15 @@ Three parts, written to the run directory:
    (Noether) to every other run per horizon with a Student-t confidence interval, clustered by
    episode (windows of one episode share its physics, so they are not independent samples).
 2. **Inner-step sweep** (``sweep.png``): the reference run tailored with 0, 1, 2, 5, … 500 test
-   inner steps (one inner loop of the largest K, recorded at each K): task MSE and conservation
-   loss against K.
+   inner steps (one inner loop of the largest K, recorded at each K): task MSE, conservation
+   loss and predicted motion (beside the true frames' motion) against K.
 3. **Linear probe** of the true mechanical energy from g_φ along true trajectories of held-out
    episodes: fitted on the validation split, R² on the test split.
 
-``results.json`` holds all of it plus the comparison's targets checked against the measurements.
+Every run's predicted motion (mean |x̂ₜ − x̂ₜ₋₁| per horizon) is reported beside the true frames'
+motion: a tailoring that lowers the conservation loss by slowing the prediction down is visible
+in every result. ``results.json`` holds all of it plus the comparison's targets checked against
+the measurements.
 """
 
 from __future__ import annotations
@@ -41,14 +44,11 @@ from noether_control.evaluation.evaluate import (
     spread_subset,
     training_data_settings,
 )
+from noether_control.evaluation.metrics import motion
+from noether_control.evaluation.tailored import TailoredPredictor
 from noether_control.models.checkpoint import load_world_model, read_checkpoint
 from noether_control.models.svg import SVGWorldModel
-from noether_control.noether.meta import (
-    NoetherConfig,
-    NoetherModule,
-    TailoredPredictor,
-    load_noether,
-)
+from noether_control.noether.meta import NoetherConfig, NoetherModule, load_noether
 from noether_control.noether.tailoring import TailoringConfig
 from noether_control.runtime import (
     atomic_path,
@@ -196,11 +196,12 @@ def inner_step_sweep(
     steps: Sequence[int],
     device: torch.device | str = "cpu",
 ) -> dict[str, list[Any]]:
-    """Task MSE and conservation loss after each K in ``steps`` (one inner loop of max K).
+    """Task MSE, conservation loss and motion after each K in ``steps`` (one inner loop of max K).
 
-    Returns ``{"steps": [...], "mse": [...], "conservation": [...]}``: means over the
-    sequences of ``batches`` (``frames`` ``(B, T ≥ n_past + horizon, C, S, S)``, ``actions``);
-    ``None`` where the inner loop diverged to a non-finite value.
+    Returns ``{"steps": [...], "mse": [...], "conservation": [...], "motion": [...],
+    "true_motion": m}``: means over the sequences of ``batches`` (``frames`` ``(B, T ≥ n_past +
+    horizon, C, S, S)``, ``actions``), motion as mean |x̂ₜ − x̂ₜ₋₁| over the horizon from the
+    last context frame; ``None`` where the inner loop diverged to a non-finite value.
     """
     wanted = sorted(set(int(k) for k in steps))
     if not wanted or wanted[0] < 0:
@@ -208,11 +209,14 @@ def inner_step_sweep(
     last = wanted[-1]
     mse_sum = dict.fromkeys(wanted, 0.0)
     conservation_sum = dict.fromkeys(wanted, 0.0)
+    motion_sum = dict.fromkeys(wanted, 0.0)
+    true_motion_sum = 0.0
     count = 0
     for batch in batches:
         frames = batch["frames"].to(device=device, dtype=torch.float32)
         actions = batch["actions"].to(device=device, dtype=torch.float32)
         context, truth = frames[:, :n_past], frames[:, n_past : n_past + horizon]
+        true_motion_sum += float(motion(truth, context[:, -1]).mean(1).sum())
 
         def record(step: int, rollout: Any, context: Tensor = context,
                    truth: Tensor = truth) -> None:
@@ -221,6 +225,7 @@ def inner_step_sweep(
                     error = (rollout.frames - truth) ** 2
                     mse_sum[step] += float(error.mean((1, 2, 3, 4)).sum())
                     conservation_sum[step] += float(noether.conservation(rollout, context).sum())
+                    motion_sum[step] += float(motion(rollout.frames, context[:, -1]).mean(1).sum())
 
         params = noether.tailor(model, context, actions, horizon, steps=last, second_order=False,
                                 on_rollout=record)
@@ -233,7 +238,9 @@ def inner_step_sweep(
         return value if math.isfinite(value) else None
 
     return {"steps": wanted, "mse": [finite(mse_sum[k] / count) for k in wanted],
-            "conservation": [finite(conservation_sum[k] / count) for k in wanted]}
+            "conservation": [finite(conservation_sum[k] / count) for k in wanted],
+            "motion": [finite(motion_sum[k] / count) for k in wanted],
+            "true_motion": true_motion_sum / count}
 
 
 @torch.no_grad()
@@ -334,7 +341,11 @@ def plot_comparison(document: Mapping[str, Any], path: Path) -> None:
 
 
 def plot_sweep(sweep: Mapping[str, list[Any]], path: Path) -> None:
-    """Task MSE and conservation loss against test-time inner steps (symlog x axis)."""
+    """Task MSE, conservation loss and predicted motion against test-time inner steps.
+
+    Two panels on a symlog K axis: MSE (left axis) and conservation loss (right axis); the
+    predicted motion with the true frames' motion as a dashed line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -343,13 +354,18 @@ def plot_sweep(sweep: Mapping[str, list[Any]], path: Path) -> None:
     def values(key: str) -> np.ndarray:  # diverged (None) points leave a gap
         return np.array([np.nan if v is None else v for v in sweep[key]], dtype=float)
 
-    figure, left = plt.subplots(figsize=(6, 4))
+    figure, (left, motion_axis) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot(sweep["steps"], values("mse"), "o-", color="tab:blue")
     left.set(xlabel="test-time inner steps K", ylabel="task MSE", xscale="symlog")
     right = left.twinx()
     right.plot(sweep["steps"], values("conservation"), "s--", color="tab:red")
     right.set(ylabel="conservation loss", yscale="log")
     left.set_title("inner-step sweep (blue: MSE, red: conservation)")
+    motion_axis.plot(sweep["steps"], values("motion"), "o-", color="tab:green", label="predicted")
+    motion_axis.axhline(sweep["true_motion"], color="black", linestyle="--", label="true frames")
+    motion_axis.set(xlabel="test-time inner steps K", ylabel="mean |x̂ₜ − x̂ₜ₋₁|",
+                    xscale="symlog", title="predicted motion")
+    motion_axis.legend()
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=100)
@@ -397,6 +413,10 @@ def targets(document: Mapping[str, Any]) -> dict[str, Any]:
     conservation = document["runs"][reference].get("conservation_loss")
     if conservation and conservation["after"] > 0:
         checks["conservation_cut_10x"] = bool(conservation["before"] / conservation["after"] >= 10)
+    true_motion = float(np.mean(document["true_motion"]))
+    predicted_motion = float(np.mean(document["runs"][reference]["motion"]))
+    checks["motion_within_10pct_of_true"] = bool(
+        abs(predicted_motion - true_motion) <= 0.1 * true_motion)
     return checks
 
 
@@ -465,6 +485,7 @@ def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
             entry[metric] = values.mean(0).tolist()
             entry[f"{metric}_stderr"] = (values.std(0) / math.sqrt(values.shape[0])).tolist() \
                 if values.shape[0] > 1 else None
+        entry["motion"] = per_sequence[name]["motion"].mean(0).tolist()
         if isinstance(predictor, TailoredPredictor):
             entry.update(predictor.summary())
         runs[name] = entry
@@ -492,6 +513,7 @@ def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
         "n_sequences": evaluation.n_sequences,
         "confidence": config.confidence,
         "data": data.path,
+        "true_motion": evaluation.true_motion.mean(0).tolist(),
         "runs": runs,
         "paired": paired,
     }
@@ -551,6 +573,14 @@ def format_report(document: Mapping[str, Any], horizons: Sequence[int] = (1, 5, 
         c = reference["conservation_loss"]
         lines.append(f"conservation loss of {document['reference']} before/after tailoring: "
                      f"{c['before']:.3e} / {c['after']:.3e}")
+    moving = ", ".join(f"{name} {np.mean(run['motion']):.3e}"
+                       for name, run in document["runs"].items())
+    lines.append(f"motion mean |x̂ₜ − x̂ₜ₋₁|: true {np.mean(document['true_motion']):.3e}, "
+                 f"{moving}")
+    if "predicted_motion" in reference:
+        m = reference["predicted_motion"]
+        lines.append(f"motion of {document['reference']} before/after tailoring: "
+                     f"{m['before']:.3e} / {m['after']:.3e}")
     if "probe" in document:
         probe = document["probe"]
         raw = "n/a" if probe["r2_raw_input"] is None else f"{probe['r2_raw_input']:.3f}"

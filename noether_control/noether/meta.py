@@ -117,7 +117,8 @@ class TailoredPrediction(NamedTuple):
     the un-tailored and of the tailored rollout; ``params``: the tailored parameters;
     ``rewards``: ``(B, H - 1)``, the tailored model's rewards of the actions applied to the first
     ``H - 1`` predicted frames (the action applied to the last context frame is part of the
-    context, and the last predicted frame has no action).
+    context, and the last predicted frame has no action); ``untailored_frames``: ``(B, H, C, S,
+    S)``, detached, the prediction before the first inner step (``frames`` itself for K = 0).
     """
 
     frames: Tensor
@@ -125,6 +126,7 @@ class TailoredPrediction(NamedTuple):
     after: Tensor
     params: Params
     rewards: Tensor
+    untailored_frames: Tensor
 
 
 class NoetherModule(nn.Module):
@@ -305,22 +307,28 @@ class NoetherModule(nn.Module):
             steps = self.config.test_inner_steps
             steps = self.config.inner.steps if steps is None else steps
         first: list[Tensor] = []
+        untailored: list[Tensor] = []
 
         def record(step: int, losses: Tensor) -> None:
             if step == 0:
                 first.append(losses)
 
+        def keep_untailored(step: int, rollout: Rollout) -> None:
+            if step == 0:
+                untailored.append(rollout.frames.detach())
+
         start = generator.get_state() if generator is not None else None
         params = self.tailor(model, context, actions, horizon, steps=steps,
                              second_order=torch.is_grad_enabled(), generator=generator,
-                             callback=record)
+                             callback=record, on_rollout=keep_untailored)
         if generator is not None:
             generator.set_state(start)  # the tailored rollout replays the inner loop's draws
         rollout = self.rollout(model, params, context, actions, horizon, generator)
         after = self.conservation(rollout, context)
         before = first[0] if first else after
         return TailoredPrediction(rollout.frames, before.detach(), after.detach(), params,
-                                  rollout.rewards)
+                                  rollout.rewards,
+                                  untailored[0] if untailored else rollout.frames.detach())
 
     # ------------------------------------------------------------------ meta-training
     def train_forward(
@@ -378,72 +386,6 @@ class NoetherModule(nn.Module):
         config = asdict(self.config)
         config["inner"]["adam_betas"] = list(self.config.inner.adam_betas)
         return {"config": config, "state": self.state_dict()}
-
-
-@dataclass
-class NoetherEvalConfig:
-    """Test-time tailoring of ``noether-control evaluate`` (key ``noether``)."""
-
-    test_inner_steps: int | None = None
-    """Inner steps K before predicting; ``None``: the checkpoint's own setting (0 for a
-    baseline). K > 0 needs a checkpoint trained with Noether (it holds g_φ)."""
-
-
-class TailoredPredictor:
-    """A ``Predictor`` (``predict(frames, actions, n_future)``) that tailors before predicting.
-
-    Keeps every sequence's conservation loss before and after tailoring, so an evaluation can
-    report their means (:meth:`summary`).
-    """
-
-    def __init__(self, model: SVGWorldModel, noether: NoetherModule, steps: int,
-                 generator: torch.Generator | None = None) -> None:
-        if steps < 0:
-            raise ValueError(f"test_inner_steps: expected >= 0, got {steps}")
-        self.model, self.noether, self.steps, self.generator = model, noether, steps, generator
-        self.before: list[Tensor] = []
-        self.after: list[Tensor] = []
-
-    def predict(self, frames: Tensor, actions: Tensor, n_future: int) -> Tensor:
-        """Frames ``(B, n_future, C, S, S)`` predicted after ``steps`` tailoring steps."""
-        out = self.noether.predict(self.model, frames, actions, n_future, steps=self.steps,
-                                   generator=self.generator)
-        self.before.append(out.before.double().cpu())
-        self.after.append(out.after.double().cpu())
-        return out.frames.detach()
-
-    def summary(self) -> dict[str, Any]:
-        """``{"inner_steps": K, "conservation_loss": {"before": x, "after": y}}`` (means)."""
-        if not self.before:
-            raise ValueError("TailoredPredictor.summary: expected predictions first, got none")
-        return {
-            "inner_steps": self.steps,
-            "conservation_loss": {"before": float(torch.cat(self.before).mean()),
-                                  "after": float(torch.cat(self.after).mean())},
-        }
-
-
-def noether_predictor(
-    payload: dict[str, Any], model: SVGWorldModel, steps: int | None,
-    generator: torch.Generator | None = None,
-) -> TailoredPredictor | None:
-    """The tailored predictor of a checkpoint, or ``None`` to predict without tailoring.
-
-    ``steps=None`` takes the checkpoint's test-time K (``None`` for a baseline checkpoint).
-    Raises ``ValueError`` for ``steps > 0`` on a checkpoint without g_φ.
-    """
-    noether = load_noether(payload, model)
-    if noether is None:
-        if steps:
-            raise ValueError(
-                f"noether.test_inner_steps={steps}: expected a checkpoint trained with Noether "
-                "(noether=default), got a baseline checkpoint without a conserved embedding"
-            )
-        return None
-    if steps is None:
-        steps = noether.config.test_inner_steps
-        steps = noether.config.inner.steps if steps is None else steps
-    return TailoredPredictor(model, noether, steps, generator)
 
 
 def noether_config_from(stored: dict[str, Any]) -> NoetherConfig:
