@@ -339,3 +339,44 @@ def test_meta_training_unroll_can_reconstruct_with_the_tailored_norms() -> None:
     # The reconstructions use the tailored (per-example) norms, not the plain model's.
     untailored = model(frames, actions, N_PAST, reconstruct=True).reconstructions
     assert not torch.allclose(out.reconstructions, untailored)
+
+
+# ---------------------------------------------------------------------------- diagnostics
+def test_carry_detached_changes_no_value_and_is_restored() -> None:
+    model = tiny_model()
+    frames, actions = window()
+    with torch.no_grad():
+        plain = model.predict(frames[:, :N_PAST], actions, HORIZON)
+        with model.carry_detached():
+            assert model.detach_carry
+            cut = model.predict(frames[:, :N_PAST], actions, HORIZON)
+    torch.testing.assert_close(cut, plain, rtol=0, atol=0)
+    with pytest.raises(RuntimeError), model.carry_detached():
+        raise RuntimeError("inside")
+    assert not model.detach_carry
+
+
+def test_inner_gradient_split_matches_the_inner_step_and_the_direct_path() -> None:
+    from noether_control.noether.diagnostics import inner_gradient_split
+
+    model = tiny_model(torch.float64)  # float64: the SGD step below is a small difference
+    noether = noether_for(model, torch.float64, lr=0.5, optimizer="sgd")
+    frames, actions = window(dtype=torch.float64)
+    context = frames[:, :N_PAST]
+    split = inner_gradient_split(noether, model, context, actions, HORIZON)
+    # total: the step one plain SGD inner step takes, divided by the inner lr
+    initial = noether.initial_params(model, 3, context)
+    stepped = noether.tailor(model, context, actions, HORIZON, steps=1, second_order=False)
+    moved = torch.cat([(stepped[k] - initial[k]).detach().flatten(1) for k in initial], 1)
+    torch.testing.assert_close(split["total"], moved.norm(dim=1) / 0.5, rtol=1e-7, atol=0)
+    # direct path, by hand: h = γ·raw + β is read by g_φ at every predicted step, so at the
+    # identity (γ, β) = (1, 0) its gradient is Σ_t ∂L/∂h_t · h_t for γ and Σ_t ∂L/∂h_t for β
+    params = {k: v.clone().requires_grad_(True) for k, v in initial.items()}
+    rollout = noether.rollout(model, params, context, actions, HORIZON)
+    loss = noether.conservation(rollout, context).sum()
+    (read,) = torch.autograd.grad(loss, rollout.hidden)
+    by_hand = torch.cat([(read * rollout.hidden).sum(1), read.sum(1)], 1).detach()
+    assert set(initial) == {"lstm.gamma", "lstm.beta"}
+    torch.testing.assert_close(split["through_input"], by_hand.norm(dim=1), rtol=1e-7, atol=0)
+    assert bool((split["through_dynamics"] > 0).all())
+    assert bool((split["total"] <= split["through_input"] + split["through_dynamics"] + 1e-9).all())

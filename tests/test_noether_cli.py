@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -93,6 +95,17 @@ def test_pretraining_matches_the_baseline_then_meta_training_departs(runs: dict[
     assert "noether" not in base["extra"]
     metrics = (runs["noether"] / "metrics.csv").read_text()
     assert "train/conservation" in metrics.splitlines()[0]
+    # meta steps log each group's share of the gradient: the groups partition the parameters
+    rows = [row for row in csv.DictReader(metrics.splitlines()) if row["train/grad_norm"]]
+    meta_rows = [row for row in rows if row.get("train/grad_norm_embedding")]
+    assert meta_rows and all(not row.get("train/grad_norm_model") for row in rows
+                             if row not in meta_rows)
+    for row in meta_rows:
+        groups = [float(row[f"train/grad_norm_{name}"])
+                  for name in ("model", "embedding", "inner_lr")]
+        assert min(groups) > 0
+        assert math.hypot(*groups) == pytest.approx(float(row["train/grad_norm"]), rel=1e-4)
+    assert "train/grad_norm_model" not in (runs["baseline"] / "metrics.csv").read_text()
 
 
 def test_resume_and_init_from_baseline(runs: dict[str, Path], dataset: str, tmp_path: Path
@@ -175,7 +188,11 @@ def test_compare_report(runs: dict[str, Path], tmp_path: Path) -> None:
     assert noether["motion"] != baseline["motion"]
     assert noether["predicted_motion"]["after"] == pytest.approx(np.mean(noether["motion"]))
     assert "motion_within_10pct_of_true" in saved["targets"]
+    paths = saved["inner_gradient"]
+    assert paths["sequences"] == 4 and paths["total"] > 0 and paths["through_dynamics"] > 0
     assert saved["probe"]["n_test"] > 0 and saved["probe"]["input"] == "hidden"
+    assert 0 <= saved["probe"]["variance"]["within_fraction"] <= 1
+    assert 0 <= saved["probe"]["energy_variance"]["within_fraction"] <= 1
     assert (tmp_path / "comparison.png").stat().st_size > 0
     assert (tmp_path / "sweep.png").stat().st_size > 0
     assert document["targets"] == saved["targets"]

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noether_control.noether.compare import linear_probe_r2, paired_difference, targets
+from noether_control.noether.compare import (
+    linear_probe_r2,
+    paired_difference,
+    targets,
+    variance_split,
+)
 
 
 def test_paired_difference_interval_on_known_data() -> None:
@@ -87,3 +92,18 @@ def test_targets_follow_the_measured_intervals() -> None:
     assert checks["motion_within_10pct_of_true"] is True
     document["runs"]["noether"]["motion"] = [0.7, 1.0]  # a damped prediction: 15 % slower
     assert targets(document)["motion_within_10pct_of_true"] is False
+
+
+def test_variance_split_separates_conserved_from_varying_embeddings() -> None:
+    levels = torch.arange(4.0)[:, None, None]
+    conserved = levels.expand(4, 6, 2)  # constant along each trajectory, distinct between
+    split = variance_split(conserved)
+    assert split["within"] == 0 and split["between"] > 0 and split["within_fraction"] == 0
+    shared = torch.linspace(0, 1, 6)[None, :, None].expand(4, 6, 2)  # one curve for all
+    assert variance_split(shared)["within_fraction"] == pytest.approx(1.0)
+    mixed = conserved + 0.5 * shared
+    fraction = variance_split(mixed)["within_fraction"]
+    assert 0 < fraction < 1
+    assert variance_split(100 * mixed)["within_fraction"] == pytest.approx(fraction)
+    with pytest.raises(ValueError, match=r"expected \(N >= 2, T >= 2, k\)"):
+        variance_split(conserved[:1])

@@ -28,7 +28,9 @@ functions of parameters and inputs, so ``torch.func.functional_call`` / ``grad``
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -257,6 +259,7 @@ class SVGWorldModel(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
+        self.detach_carry = False
         c = config
         self.encoder = FrameEncoder(
             c.encoder, c.channels, c.image_size, c.width, c.g_dim, c.code_head, c.keypoints,
@@ -507,7 +510,7 @@ class SVGWorldModel(nn.Module):
                                     dtype=mean.dtype)
                 z = mean + noise * torch.exp(0.5 * logvar)
             out, lstm = self.step(codes[:, t], actions[:, t], lstm, z, adapt)
-            code = out.code
+            code, lstm = self._carried(out.code, lstm)
         return lstm, code, prior
 
     def _prior_sample(
@@ -596,6 +599,7 @@ class SVGWorldModel(nn.Module):
             out, lstm = self.step(code, actions[:, k], lstm, z, adapt)
             code = out.code
             codes.append(code)
+            code, lstm = self._carried(code, lstm)
             rewards.append(out.reward)
             hiddens.append(out.hidden)
             if out.state_pred is not None:
@@ -615,6 +619,28 @@ class SVGWorldModel(nn.Module):
             hidden = code.new_zeros(code.shape[0], 0, self.config.rnn_size)
             reward = code.new_zeros(code.shape[0], 0)
         return Rollout(stacked, reward, hidden, torch.stack(states, dim=1) if states else None)
+
+    @contextlib.contextmanager
+    def carry_detached(self) -> Iterator[None]:
+        """Inside the block, the state carried from one predictor step to the next (code and
+        LSTM state) is cut from the autograd graph: a gradient reaches a step's parameters only
+        through that step's own outputs (its hidden activations, reward and predicted code),
+        not through the steps after it; with pixel feedback the next step's decoding of the
+        carried code counts as that next step's. Values are unchanged. A diagnostic: it splits a
+        loss's gradient into the path through what each step emits and the path through the
+        dynamics."""
+        previous, self.detach_carry = self.detach_carry, True
+        try:
+            yield
+        finally:
+            self.detach_carry = previous
+
+    def _carried(self, code: Tensor, lstm: tuple[Tensor, Tensor]
+                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``(code, lstm)`` as carried to the next step (detached inside :meth:`carry_detached`)."""
+        if not self.detach_carry:
+            return code, lstm
+        return code.detach(), (lstm[0].detach(), lstm[1].detach())
 
     def _decode_steps(self, codes: Tensor, skips: list[Tensor], adapt: Adapt | None) -> Tensor:
         """Decode codes ``(B, H, g_dim)`` with one context frame's ``skips`` → ``(B, H, C, S, S)``.

@@ -48,6 +48,7 @@ from noether_control.evaluation.metrics import motion
 from noether_control.evaluation.tailored import TailoredPredictor
 from noether_control.models.checkpoint import load_world_model, read_checkpoint
 from noether_control.models.svg import SVGWorldModel
+from noether_control.noether.diagnostics import inner_gradient_split
 from noether_control.noether.meta import NoetherConfig, NoetherModule, load_noether
 from noether_control.noether.tailoring import TailoringConfig
 from noether_control.runtime import (
@@ -243,6 +244,26 @@ def inner_step_sweep(
             "true_motion": true_motion_sum / count}
 
 
+def inner_gradient_paths(
+    model: SVGWorldModel, noether: NoetherModule, batches: Iterable[Mapping[str, Tensor]], *,
+    n_past: int, horizon: int, device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Means over the windows of ``batches`` of :func:`inner_gradient_split`'s per-example
+    norms (and ``sequences``, their number)."""
+    parts: dict[str, list[Tensor]] = {}
+    for batch in batches:
+        frames = batch["frames"].to(device=device, dtype=torch.float32)
+        actions = batch["actions"].to(device=device, dtype=torch.float32)
+        split = inner_gradient_split(noether, model, frames[:, :n_past], actions, horizon)
+        for key, value in split.items():
+            parts.setdefault(key, []).append(value.cpu())
+    if not parts:
+        raise ValueError("inner gradient: expected at least one test window, got none")
+    summary = {key: float(torch.cat(values).mean()) for key, values in parts.items()}
+    summary["sequences"] = int(torch.cat(parts["total"]).shape[0])
+    return summary
+
+
 @torch.no_grad()
 def embedding_along_truth(
     model: SVGWorldModel, noether: NoetherModule, batch: Mapping[str, Tensor], n_past: int,
@@ -252,8 +273,8 @@ def embedding_along_truth(
 
     ``frames`` input: pairs ``(t-1, t)`` ↔ energy of frame ``t``; ``hidden``: the LSTM
     activations after the true frame ``t`` (teacher-forced) ↔ energy of frame ``t``; ``state``:
-    the true state ``t``. Returns ``(embeddings (N, k), raw (N, d) or None for frames,
-    energy (N,))`` flattened over windows and steps.
+    the true state ``t``. Returns ``(embeddings (B, T', k), raw (B, T', d) or None for frames,
+    energy (B, T'))`` for the ``B`` windows of ``batch``.
     """
     frames = batch["frames"].to(device=device, dtype=torch.float32)
     energy = batch["energy"].to(device=device, dtype=torch.float64)
@@ -280,15 +301,42 @@ def embedding_along_truth(
             handle.remove()
         raw = torch.stack(captured, 1)
         embedded, energy = noether.embedding(raw), energy[:, :-1]
-    flat_raw = None if raw is None else raw.flatten(0, 1)
-    return embedded.flatten(0, 1), flat_raw, energy.flatten()
+    return embedded, raw, energy
+
+
+def variance_split(embedded: Tensor) -> dict[str, float]:
+    """How much of g_φ's variance lies within trajectories rather than between them.
+
+    A conserved quantity barely moves along one trajectory and differs between trajectories
+    of different energy; an embedding that is flat everywhere (a way to make the conservation
+    loss vanish) has both parts near zero.
+
+    Args:
+        embedded: ``(N, T, k)``, g_φ along ``N`` true trajectories of ``T`` steps.
+
+    Returns:
+        ``within`` (the variance over steps, averaged over trajectories) and ``between`` (the
+        variance of the trajectories' means), each summed over the ``k`` components, and
+        ``within_fraction`` = within / (within + between) (0: conserved along every trajectory
+        and distinct between them; 1: nothing trajectory-specific).
+    """
+    if embedded.dim() != 3 or embedded.shape[0] < 2 or embedded.shape[1] < 2:
+        raise ValueError(f"variance_split: expected (N >= 2, T >= 2, k) embeddings, got "
+                         f"{tuple(embedded.shape)}")
+    values = embedded.double()
+    within = float(values.var(dim=1, unbiased=False).mean(0).sum())
+    between = float(values.mean(dim=1).var(dim=0, unbiased=False).sum())
+    total = within + between
+    return {"within": within, "between": between,
+            "within_fraction": within / total if total > 0 else float("nan")}
 
 
 def energy_probe(
     model: SVGWorldModel, noether: NoetherModule, train_batches: Iterable[Mapping[str, Tensor]],
     test_batches: Iterable[Mapping[str, Tensor]], n_past: int, device: torch.device | str,
 ) -> dict[str, Any]:
-    """R² of linear probes of the true energy: from g_φ and from the raw input g_φ reads."""
+    """R² of linear probes of the true energy: from g_φ and from the raw input g_φ reads; and
+    g_φ's :func:`variance_split` along the test windows, beside the true energy's."""
     def gather(batches: Iterable[Mapping[str, Tensor]]) -> tuple[Tensor, Tensor | None, Tensor]:
         parts = [embedding_along_truth(model, noether, b, n_past, device) for b in batches]
         raw = None if parts[0][1] is None else torch.cat([p[1] for p in parts])  # type: ignore[misc]
@@ -298,13 +346,18 @@ def energy_probe(
     test_g, test_raw, test_energy = gather(test_batches)
     raw_r2 = None
     if train_raw is not None and test_raw is not None:
-        raw_r2 = linear_probe_r2(train_raw, train_energy, test_raw, test_energy)
+        raw_r2 = linear_probe_r2(train_raw.flatten(0, 1), train_energy.flatten(),
+                                 test_raw.flatten(0, 1), test_energy.flatten())
     return {
         "input": noether.config.embedding.input,
-        "r2": linear_probe_r2(train_g, train_energy, test_g, test_energy),
+        "r2": linear_probe_r2(train_g.flatten(0, 1), train_energy.flatten(),
+                              test_g.flatten(0, 1), test_energy.flatten()),
         "r2_raw_input": raw_r2,
-        "n_train": int(train_g.shape[0]),
-        "n_test": int(test_g.shape[0]),
+        "variance": variance_split(test_g) if test_g.shape[0] > 1 else None,
+        "energy_variance": variance_split(test_energy[..., None])
+        if test_g.shape[0] > 1 else None,
+        "n_train": int(train_g.shape[0] * train_g.shape[1]),
+        "n_test": int(test_g.shape[0] * test_g.shape[1]),
         "fit_on": "val split", "scored_on": "test windows",
     }
 
@@ -527,6 +580,11 @@ def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
             horizon=config.horizon, steps=config.sweep_steps, device=device,
         )
         plot_sweep(document["sweep"], output / "sweep.png")
+    if reference_noether is not None:
+        document["inner_gradient"] = inner_gradient_paths(
+            models[reference], reference_noether,
+            _windows_loader(data, window, "test", config.sweep_sequences, config.batch_size),
+            n_past=data.n_past, horizon=config.horizon, device=device)
     if reference_noether is not None and config.probe:
         probe_test = _windows_loader(data, window, "test", config.probe_windows, config.batch_size)
         try:
@@ -581,10 +639,19 @@ def format_report(document: Mapping[str, Any], horizons: Sequence[int] = (1, 5, 
         m = reference["predicted_motion"]
         lines.append(f"motion of {document['reference']} before/after tailoring: "
                      f"{m['before']:.3e} / {m['after']:.3e}")
+    if "inner_gradient" in document:
+        paths = document["inner_gradient"]
+        lines.append(f"first inner step's gradient: |total| {paths['total']:.3e}, through g's "
+                     f"input {paths['through_input']:.3e}, through the dynamics "
+                     f"{paths['through_dynamics']:.3e} (input share {paths['input_share']:.2f})")
     if "probe" in document:
         probe = document["probe"]
         raw = "n/a" if probe["r2_raw_input"] is None else f"{probe['r2_raw_input']:.3f}"
         lines.append(f"energy probe R² from g: {probe['r2']:.3f} (raw input: {raw})")
+        if probe["variance"] is not None:
+            lines.append(f"share of variance within test windows: g "
+                         f"{probe['variance']['within_fraction']:.3f}, true energy "
+                         f"{probe['energy_variance']['within_fraction']:.3f}")
     return "\n".join(lines)
 
 

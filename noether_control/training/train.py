@@ -21,7 +21,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -332,6 +332,11 @@ def _train(
     if noether is not None:
         groups.append({"params": list(noether.parameters())})
     optimizer = torch.optim.Adam(groups, lr=optim_config.lr)
+    meta_groups = {"model": list(model.parameters())}
+    if noether is not None:
+        meta_groups["embedding"] = list(noether.embedding.parameters())
+        if noether.inner_lr is not None:
+            meta_groups["inner_lr"] = list(noether.inner_lr.parameters())
     start = dynamics_start = 0
     stored_metrics: dict[str, Any] = {}
     last = checkpoints / "last.pt"
@@ -437,8 +442,10 @@ def _train(
             parameters = [p for group in optimizer.param_groups for p in group["params"]]
             lr = learning_rate(optim_config, step)
             # the meta step bypasses DDP's gradient hooks: average its gradients explicitly
-            grad_norm = _update(loss, parameters, optimizer, lr, optim_config, job,
-                                f"step {step + 1}", book.last, average=meta)
+            grad_norm, group_norms = _update(
+                loss, parameters, optimizer, lr, optim_config, job, f"step {step + 1}",
+                book.last, average=meta, norms_of=meta_groups if meta else None)
+            metrics.update(group_norms)
             step += 1
             metrics["train/teacher_probability"] = grad_norm.new_tensor(probability)
             book.after_update(metrics, grad_norm, lr, optim_config.batch_size, step,
@@ -469,9 +476,13 @@ def _train(
 def _update(
     loss: torch.Tensor, parameters: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
     lr: float, optim: OptimConfig, job: distributed.Distributed, where: str, last: Path,
-    *, average: bool,
-) -> torch.Tensor:
-    """Backward, (``average``: all-reduce gradients), clip, step at ``lr``; the gradient norm.
+    *, average: bool, norms_of: Mapping[str, list[torch.nn.Parameter]] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Backward, (``average``: all-reduce gradients), clip, step at ``lr``.
+
+    Returns the gradient norm before clipping and, for each named group of ``norms_of``, its
+    own gradient norm before clipping as ``train/grad_norm_NAME`` (how much of the update each
+    part of a meta step drives).
 
     Raises :class:`NonFiniteLossError` on a non-finite loss or gradient norm, before any
     parameter changes, naming ``where`` and the last good checkpoint.
@@ -487,6 +498,12 @@ def _update(
     loss.backward()
     if average:
         average_gradients(parameters)
+    group_norms = {
+        f"train/grad_norm_{name}": torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(p.grad.detach()) if p.grad is not None
+             else loss.new_zeros(()) for p in group] or [loss.new_zeros(())]))
+        for name, group in (norms_of or {}).items()
+    }
     max_norm = optim.grad_clip if optim.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
     if not torch.isfinite(grad_norm):
@@ -497,7 +514,7 @@ def _update(
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
-    return grad_norm
+    return grad_norm, group_norms
 
 
 def _dynamics_phase(
@@ -526,8 +543,8 @@ def _dynamics_phase(
             loss, metrics = dynamics_losses(model, episodes.windows(indices.to(job.device)),
                                             n_past, optim.reward_weight, optim.state_weight)
         lr = dynamics_learning_rate(optim, dynamics_step)
-        grad_norm = _update(loss, parameters, optimizer, lr, optim, job,
-                            f"dynamics step {dynamics_step + 1}", book.last, average=True)
+        grad_norm, _ = _update(loss, parameters, optimizer, lr, optim, job,
+                               f"dynamics step {dynamics_step + 1}", book.last, average=True)
         book.after_update(metrics, grad_norm, lr, batch, step, dynamics_step + 1,
                           phase_step=dynamics_step + 1, phase_end=optim.dynamics_steps)
 
