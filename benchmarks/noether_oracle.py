@@ -1,19 +1,22 @@
 """Does tailoring a world model to the *true* conservation law improve its prediction?
 
     python benchmarks/noether_oracle.py CHECKPOINT [--windows 48] [--horizon 25]
-        [--lrs 0.01 0.03 0.1] [--steps 1 2 5 10] [--tailored lstm norm] [--out FILE.json]
+        [--lrs 0.01 0.03 0.1] [--steps 1 2 5 10] [--tailored lstm norm]
+        [--mode consecutive|start] [--select-horizon H] [--out FILE.json]
 
 The oracle check of the Noether lever (``noether_control/noether/oracle.py``): the model's
 predicted frames are read as angles (its own encoder and a linear probe of (cos θ, sin θ)
 fitted on training frames) and tailored, per test window, to keep the pendulum's discrete
-energy balance (energy change = work of the torque). If even the true law does not lower the
+energy balance (energy change = work of the torque), step by step (``--mode consecutive``) or
+every energy against the true first one (``--mode start``). If even the true law does not lower the
 error at long horizons, the tailored parameters are the bottleneck, not g_φ.
 
 For every tailored group (``lstm``: the LSTM output's (γ, β); ``norm``: every normalisation
 layer's) and inner lr (normalised gradient steps of that length), the inner loop runs
 ``max(steps)`` first-order steps and records after each K in ``steps``: the task MSE per
 horizon, the predicted motion beside the true frames' motion, and the energy-balance residual.
-The setting with the lowest validation MSE at the last horizon is then run on the test windows
+The setting with the lowest validation MSE at ``--select-horizon`` (default: the last) is then
+run on the test windows
 and compared with K = 0 (paired by window, the interval clustered by test episode). Prints a
 table; ``--out`` writes everything as JSON. Figures: docs/noether.md.
 """
@@ -41,6 +44,7 @@ from noether_control.models.svg import SVGWorldModel
 from noether_control.noether.compare import paired_difference
 from noether_control.noether.meta import NoetherConfig, NoetherModule
 from noether_control.noether.oracle import (
+    BALANCE_MODES,
     AngleProbe,
     PendulumPhysics,
     oracle_loss,
@@ -66,7 +70,7 @@ def fit_probe(model: SVGWorldModel, settings: Any, length: int) -> tuple[AnglePr
 
 def run_setting(
     model: SVGWorldModel, probe: AngleProbe, physics: PendulumPhysics, batches: Iterable[dict],
-    n_past: int, horizon: int, tailored: str, lr: float, steps: list[int],
+    n_past: int, horizon: int, tailored: str, lr: float, steps: list[int], mode: str,
 ) -> dict[str, Any]:
     """Per-window MSE ``(N, H)``, motion and residual after each K in ``steps`` (and K = 0)."""
     tailoring = NoetherModule(NoetherConfig(enabled=True, tailored=tailored), model.config)
@@ -81,13 +85,14 @@ def run_setting(
         context, truth = frames[:, :n_past], frames[:, n_past:n_past + horizon]
         true_motion.append(motion(truth, context[:, -1]).mean(1))
         with torch.no_grad():
-            true_residual.append(oracle_loss(model, probe, physics, context, truth, actions))
+            true_residual.append(oracle_loss(model, probe, physics, context, truth, actions,
+                                             mode))
         params = tailoring.initial_params(model, frames.shape[0], context)
 
         def loss(current: dict[str, torch.Tensor], _: object, context: torch.Tensor = context,
                  actions: torch.Tensor = actions) -> torch.Tensor:
             rollout = tailoring.rollout(model, current, context, actions, horizon)
-            return oracle_loss(model, probe, physics, context, rollout.frames, actions)
+            return oracle_loss(model, probe, physics, context, rollout.frames, actions, mode)
 
         done = 0
         for k in recorded:
@@ -101,7 +106,7 @@ def run_setting(
                 mse[k].append((predicted - truth).square().mean((2, 3, 4)))
                 moved[k].append(motion(predicted, context[:, -1]).mean(1))
                 residual[k].append(oracle_loss(model, probe, physics, context, predicted,
-                                               actions))
+                                               actions, mode))
     return {
         "steps": recorded,
         "mse": {k: torch.cat(v) for k, v in mse.items()},
@@ -121,6 +126,8 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.03, 0.1])
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10])
     parser.add_argument("--tailored", nargs="+", default=["lstm", "norm"])
+    parser.add_argument("--mode", choices=BALANCE_MODES, default="consecutive")
+    parser.add_argument("--select-horizon", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -139,29 +146,33 @@ def main() -> None:
         return DataLoader(windows(settings, split, length, count), batch_size=args.batch_size)
 
     steps = sorted(set(args.steps))
+    select = args.select_horizon or horizon
+    if not 1 <= select <= horizon:
+        raise ValueError(f"--select-horizon: expected 1 … {horizon}, got {select}")
     print(f"{'tailored':>8} {'lr':>6} {'K':>3} {'val MSE h1':>11} {'h10':>10} "
           f"{'h' + str(horizon):>10} {'motion':>9} {'residual':>9}")
     grid: list[dict[str, Any]] = []
     for tailored in args.tailored:
         for lr in args.lrs:
             result = run_setting(model, probe, physics, loader("val", args.val_windows), n_past,
-                                 horizon, tailored, lr, steps)
+                                 horizon, tailored, lr, steps, args.mode)
             for k in result["steps"]:
                 mean = result["mse"][k].mean(0)
                 row = {"tailored": tailored, "lr": lr, "steps": k, "mse_h1": float(mean[0]),
                        "mse_h10": float(mean[min(9, horizon - 1)]),
-                       "mse_last": float(mean[-1]), "motion": result["motion"][k],
-                       "residual": result["residual"][k]}
+                       "mse_last": float(mean[-1]), "mse_selected": float(mean[select - 1]),
+                       "motion": result["motion"][k], "residual": result["residual"][k]}
                 grid.append(row)
                 print(f"{tailored:>8} {lr:>6.3f} {k:>3} {row['mse_h1']:>11.3e} "
                       f"{row['mse_h10']:>10.3e} {row['mse_last']:>10.3e} "
                       f"{row['motion']:>9.3e} {row['residual']:>9.3e}")
             print(f"{'':>8} true frames: motion {result['true_motion']:.3e}, residual "
                   f"{result['true_residual']:.3e}")
-    best = min((row for row in grid if row["steps"] > 0), key=lambda row: row["mse_last"])
-    print(f"best on validation: tailored={best['tailored']} lr={best['lr']} K={best['steps']}")
+    best = min((row for row in grid if row["steps"] > 0), key=lambda row: row["mse_selected"])
+    print(f"best on validation at h{select}: tailored={best['tailored']} lr={best['lr']} "
+          f"K={best['steps']}")
     test = run_setting(model, probe, physics, loader("test", args.windows), n_past, horizon,
-                       best["tailored"], best["lr"], [best["steps"]])
+                       best["tailored"], best["lr"], [best["steps"]], args.mode)
     test_windows = loader("test", args.windows).dataset
     base = getattr(test_windows, "dataset", test_windows)
     indices = getattr(test_windows, "indices", range(len(base)))
@@ -182,7 +193,7 @@ def main() -> None:
     if args.out:
         document = {
             "checkpoint": str(resolve_checkpoint(args.checkpoint)), "probe_r2": probe_r2,
-            "horizon": horizon, "validation": grid, "best": best,
+            "horizon": horizon, "mode": args.mode, "validation": grid, "best": best,
             "test": {"windows": int(tailored_mse.shape[0]),
                      "mse_untailored": untailored_mse.mean(0).tolist(),
                      "mse_tailored": tailored_mse.mean(0).tolist(),

@@ -48,6 +48,17 @@ def test_true_trajectories_keep_the_energy_balance() -> None:
     assert float(true.mean()) < 0.03 * float(reversed_torques.mean())
     other_gravity = energy_balance_residual(angles, torques, PendulumPhysics(gravity=12.0))
     assert float(true.mean()) < 0.1 * float(other_gravity.mean())
+    # held to the first energy, the balance holds as well on the truth, and a pendulum that
+    # stops (its last angles frozen) violates it from the moment it stops
+    anchored = energy_balance_residual(angles, torques, physics, "start")
+    stopped = angles.clone()
+    stopped[:, 15:] = stopped[:, 15:16]
+    assert float(anchored.mean()) < 0.1 * float(
+        energy_balance_residual(stopped, torques, physics, "start").mean())
+    assert float(anchored.mean()) < 0.1 * float(
+        energy_balance_residual(angles, torch.zeros_like(torques), physics, "start").mean())
+    with pytest.raises(ValueError, match="mode: expected one of"):
+        energy_balance_residual(angles, torques, physics, "last")
     wrapped = energy_balance_residual(wrap_angle(angles + 2 * math.pi), torques, physics)
     torch.testing.assert_close(wrapped, true)
     with pytest.raises(ValueError, match=r"actions: expected one torque per frame but the last"):
@@ -119,3 +130,14 @@ def test_oracle_tailoring_lowers_the_energy_balance_violation_of_the_prediction(
         not torch.equal(moved[name], initial[name]) for name in initial)
     with pytest.raises(ValueError, match=r"context: expected >= 2 frames"):
         oracle_loss(model, probe, physics, context[:, :1], frames[:, 3:5], actions)
+    with pytest.raises(ValueError, match=r"context: expected >= 3 frames for mode 'start'"):
+        oracle_loss(model, probe, physics, context[:, :2], frames[:, 3:5], actions, "start")
+    anchored = oracle_tailor(model, noether, probe, physics, context, actions, horizon, steps=5,
+                             lr=0.05, mode="start")
+    with torch.no_grad():
+        start_before = oracle_loss(model, probe, physics, context, noether.rollout(
+            model, noether.initial_params(model, 4, context), context, actions, horizon).frames,
+            actions, "start")
+        start_after = oracle_loss(model, probe, physics, context, noether.rollout(
+            model, anchored, context, actions, horizon).frames, actions, "start")
+    assert bool((start_after < start_before).all())

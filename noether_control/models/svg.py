@@ -204,6 +204,46 @@ class WorldState(NamedTuple):
             None if self.prior is None else lstm_rows(self.prior), self.observed,
         )
 
+    def latent(self) -> Tensor:
+        """The state as one flat vector per row: code ⊕ LSTM ``h`` ⊕ LSTM ``c`` (every layer),
+        ``(B, g_dim + 2 · layers · rnn_size)``. For a deterministic model with latent feedback
+        it determines every later prediction (an SVG-LP prior's state is not included)."""
+        h, c = self.lstm
+        return torch.cat([self.code, h.transpose(0, 1).flatten(1), c.transpose(0, 1).flatten(1)],
+                         dim=1)
+
+    def rows(self, index: Tensor) -> WorldState:
+        """The rows ``index`` ``(R,)`` of the batch, as a state of ``R`` rows."""
+        def pick(pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            return pair[0][:, index], pair[1][:, index]
+
+        return WorldState(pick(self.lstm), self.code[index], [s[index] for s in self.skips],
+                          None if self.prior is None else pick(self.prior), self.observed)
+
+    def with_rows(self, index: Tensor, other: WorldState) -> WorldState:
+        """A copy whose rows ``index`` ``(R,)`` are ``other``'s ``R`` rows (e.g. restarted
+        episodes of a batch); ``observed`` must agree."""
+        if other.batch_size != index.numel():
+            raise ValueError(f"other: expected {index.numel()} rows for the index, got "
+                             f"{other.batch_size}")
+        if other.observed != self.observed:
+            raise ValueError("other: expected a state of the same kind (observed flag)")
+
+        def put(value: Tensor, rows: Tensor, dim: int = 0) -> Tensor:
+            return value.index_copy(dim, index, rows.to(value.dtype))
+
+        def put_lstm(pair: tuple[Tensor, Tensor], rows: tuple[Tensor, Tensor]
+                     ) -> tuple[Tensor, Tensor]:
+            return put(pair[0], rows[0], 1), put(pair[1], rows[1], 1)
+
+        prior = None
+        if self.prior is not None and other.prior is not None:
+            prior = put_lstm(self.prior, other.prior)
+        return WorldState(put_lstm(self.lstm, other.lstm), put(self.code, other.code),
+                          [put(mine, theirs) for mine, theirs in zip(self.skips, other.skips,
+                                                                     strict=True)],
+                          prior, self.observed)
+
 
 class Rollout(NamedTuple):
     """A closed-loop imagined rollout of ``H`` steps.
@@ -550,7 +590,7 @@ class SVGWorldModel(nn.Module):
         """
         self._check_rollout_actions(state, actions)
         self.check_adapt(adapt, state.batch_size)
-        return self._unroll(state, actions, actions.shape[1], adapt, generator)
+        return self._unroll(state, actions, actions.shape[1], adapt, generator)[0]
 
     def rollout(
         self,
@@ -570,7 +610,27 @@ class SVGWorldModel(nn.Module):
         """
         self._check_rollout_actions(state, actions)
         self.check_adapt(adapt, state.batch_size)
-        return self._unroll(state, actions, actions.shape[1], adapt, generator, decode=decode)
+        return self._unroll(state, actions, actions.shape[1], adapt, generator, decode=decode)[0]
+
+    def advance(
+        self,
+        state: WorldState,
+        actions: Tensor,
+        adapt: Adapt | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, WorldState]:
+        """Apply ``actions`` ``(B, H, A)`` from ``state``: rewards ``(B, H)`` and the state after.
+
+        The verb of an environment stepped inside the model: the returned state continues
+        exactly where :meth:`rollout` of the same actions would (tested), with the predicted
+        code of the frame the last action leads to (``observed=False``).
+        """
+        self._check_rollout_actions(state, actions)
+        self.check_adapt(adapt, state.batch_size)
+        rollout, after = self._unroll(state, actions, actions.shape[1], adapt, generator,
+                                      decode=False)
+        return rollout.rewards, after
 
     def _unroll(
         self,
@@ -580,9 +640,10 @@ class SVGWorldModel(nn.Module):
         adapt: Adapt | None,
         generator: torch.Generator | None,
         decode: bool = True,
-    ) -> Rollout:
+    ) -> tuple[Rollout, WorldState]:
         """Decode ``n_frames`` frames, stepping with the first ``len(actions)`` actions between
-        (``decode=False``: no frames returned, and none decoded unless fed back as pixels)."""
+        (``decode=False``: no frames returned, and none decoded unless fed back as pixels); and
+        the state after the last step."""
         lstm, code, prior = state.lstm, state.code, state.prior
         pixel_feedback = self.config.feedback == "pixels"
         n_steps = min(n_frames, actions.shape[1])
@@ -618,7 +679,9 @@ class SVGWorldModel(nn.Module):
         else:
             hidden = code.new_zeros(code.shape[0], 0, self.config.rnn_size)
             reward = code.new_zeros(code.shape[0], 0)
-        return Rollout(stacked, reward, hidden, torch.stack(states, dim=1) if states else None)
+        after = WorldState(lstm, code, state.skips, prior, observed=state.observed and n_steps == 0)
+        return Rollout(stacked, reward, hidden,
+                       torch.stack(states, dim=1) if states else None), after
 
     @contextlib.contextmanager
     def carry_detached(self) -> Iterator[None]:
@@ -673,7 +736,7 @@ class SVGWorldModel(nn.Module):
         self.check_inputs(frames, actions, n_past + n_future - 1)
         state = self.observe(frames, actions[:, :n_past], adapt, generator=generator)
         future_actions = actions[:, n_past : n_past + n_future - 1]
-        return self._unroll(state, future_actions, n_future, adapt, generator).frames
+        return self._unroll(state, future_actions, n_future, adapt, generator)[0].frames
 
     def forward(
         self,

@@ -91,7 +91,13 @@ class AngleProbe:
         return float(1 - residual / total)
 
 
-def energy_balance_residual(angles: Tensor, actions: Tensor, physics: PendulumPhysics) -> Tensor:
+#: How the balance is compared along a sequence: step by step (Eq. 2b's form) or every energy
+#: against the first one plus the work done since (Eq. 2a's form, anchored to the start).
+BALANCE_MODES = ("consecutive", "start")
+
+
+def energy_balance_residual(angles: Tensor, actions: Tensor, physics: PendulumPhysics,
+                            mode: str = "consecutive") -> Tensor:
     """Per-example mean squared violation of the discrete energy balance along a sequence.
 
     With ``v_t = (θ_t − θ_{t−1}) / dt`` the environments' step is ``v_{t+1} − v_t = dt θ̈(θ_t,
@@ -106,10 +112,15 @@ def energy_balance_residual(angles: Tensor, actions: Tensor, physics: PendulumPh
         actions: ``(B, T − 1, 1)`` or ``(B, T − 1)``: the torque applied at each frame but the
             last (action ``t`` moves frame ``t`` to ``t + 1``).
         physics: the pendulum's constants.
+        mode: ``consecutive``: ``E_{t+1} − E_t − W_t`` for each step; ``start``: ``E_{t+1} − E_1
+            − Σ_{s ≤ t} W_s``, every energy against the first one (a prediction that loses
+            energy it was given, e.g. by slowing down, violates this at every later step).
 
     Returns:
         ``(B,)``: the mean over ``t = 1 … T − 3`` of the squared residual of the balance, in J².
     """
+    if mode not in BALANCE_MODES:
+        raise ValueError(f"mode: expected one of {BALANCE_MODES}, got {mode!r}")
     if angles.dim() != 2 or angles.shape[1] < 4:
         raise ValueError(f"angles: expected (B, T >= 4), got {tuple(angles.shape)}")
     torques = actions.reshape(actions.shape[0], -1) if actions.dim() == 3 else actions
@@ -123,32 +134,40 @@ def energy_balance_residual(angles: Tensor, actions: Tensor, physics: PendulumPh
     energy = (0.5 * inertia * step[:, :-1] * step[:, 1:] / physics.dt**2
               + m * g * (length / 2.0) * torch.cos(angles[:, 1:-1]))  # E_t, t = 1 … T − 2
     work = 0.5 * (torques[:, 1:-1] + torques[:, 2:]) * step[:, 1:-1]  # t = 1 … T − 3
-    return (energy[:, 1:] - energy[:, :-1] - work).square().mean(1)
+    if mode == "start":
+        residual = energy[:, 1:] - energy[:, :1] - work.cumsum(1)
+    else:
+        residual = energy[:, 1:] - energy[:, :-1] - work
+    return residual.square().mean(1)
 
 
 def oracle_loss(
     model: SVGWorldModel, probe: AngleProbe, physics: PendulumPhysics, context: Tensor,
-    predicted: Tensor, actions: Tensor,
+    predicted: Tensor, actions: Tensor, mode: str = "consecutive",
 ) -> Tensor:
-    """:func:`energy_balance_residual` along the last two true context frames and a prediction.
+    """:func:`energy_balance_residual` along the last true context frames and a prediction.
 
-    ``context`` ``(B, P ≥ 2, C, S, S)``, ``predicted`` ``(B, H, C, S, S)`` (the frames after the
-    context), ``actions`` ``(B, ≥ P + H − 1, A)`` aligned with the frames, ``H >= 2``. The true
-    context anchors the first velocity and energy to the truth. Returns ``(B,)``.
+    ``context`` ``(B, P, C, S, S)``, ``predicted`` ``(B, H ≥ 2, C, S, S)`` (the frames after the
+    context), ``actions`` ``(B, ≥ P + H − 1, A)`` aligned with the frames. The sequence starts
+    with the last 2 context frames (``consecutive``: the first velocity is the true one) or 3
+    (``start``: the first energy, which every later one is held to, is the true one).
+    Returns ``(B,)``.
     """
     n_past, horizon = context.shape[1], predicted.shape[1]
-    if n_past < 2:
-        raise ValueError(f"context: expected >= 2 frames (a velocity), got {n_past}")
-    frames = torch.cat([context[:, -2:].to(predicted), predicted], dim=1)
+    anchor = 3 if mode == "start" else 2
+    if n_past < anchor:
+        raise ValueError(f"context: expected >= {anchor} frames for mode {mode!r} (a true "
+                         f"{'energy' if anchor == 3 else 'velocity'}), got {n_past}")
+    frames = torch.cat([context[:, -anchor:].to(predicted), predicted], dim=1)
     angles = probe.angles(model, frames)
-    torques = actions[:, n_past - 2 : n_past + horizon - 1, 0]
-    return energy_balance_residual(angles, torques, physics)
+    torques = actions[:, n_past - anchor : n_past + horizon - 1, 0]
+    return energy_balance_residual(angles, torques, physics, mode)
 
 
 def oracle_tailor(
     model: SVGWorldModel, tailoring: NoetherModule, probe: AngleProbe, physics: PendulumPhysics,
     context: Tensor, actions: Tensor, horizon: int, *, steps: int, lr: float,
-    optimizer: str = "normalized",
+    optimizer: str = "normalized", mode: str = "consecutive",
 ) -> Params:
     """Per-example parameters after ``steps`` inner steps on :func:`oracle_loss`.
 
@@ -159,7 +178,7 @@ def oracle_tailor(
 
     def loss(params: Params, _: object) -> Tensor:
         rollout = tailoring.rollout(model, params, context, actions, horizon)
-        return oracle_loss(model, probe, physics, context, rollout.frames, actions)
+        return oracle_loss(model, probe, physics, context, rollout.frames, actions, mode)
 
     return tailor(initial, None, loss, steps=steps, lr=lr, optimizer=optimizer,
                   second_order=False)
