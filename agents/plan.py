@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from noether_control.agents.harness import EpisodeResults, run_episodes
 from noether_control.agents.mpc import MPCAgent, MPCConfig, OracleAgent
 from noether_control.agents.planners import make_planner, planner_config
-from noether_control.agents.policies import UniformPolicy
+from noether_control.agents.policies import SB3Policy, UniformPolicy
 from noether_control.data.env_config import EnvConfig, env_spec, make_vector_env
 from noether_control.data.minari_io import dataset_metadata
 from noether_control.evaluation.evaluate import resolve_checkpoint
@@ -44,7 +44,7 @@ from noether_control.runtime import (
     write_json,
 )
 
-AGENT_KINDS = ("random", "mpc", "oracle")
+AGENT_KINDS = ("random", "mpc", "oracle", "sb3")
 
 
 @dataclass
@@ -52,8 +52,13 @@ class AgentConfig(MPCConfig):
     """Group ``agent``: which agent acts, and the MPC settings of ``mpc``/``oracle`` agents."""
 
     kind: str = "mpc"
-    """``random`` (uniform actions), ``mpc`` (plans through ``checkpoint``'s world model) or
-    ``oracle`` (plans through the true simulator from the true state)."""
+    """``random`` (uniform actions), ``mpc`` (plans through ``checkpoint``'s world model),
+    ``oracle`` (plans through the true simulator from the true state) or ``sb3`` (a policy
+    trained in ``checkpoint``'s model by ``noether-control rl``, from ``policy_path``)."""
+    policy_path: str | None = None
+    """``sb3``: the saved policy (``policy.zip`` of an ``rl`` run)."""
+    algo: str = "sac"
+    """``sb3``: the algorithm that saved it (``sac`` or ``ppo``)."""
 
 
 @dataclass
@@ -101,9 +106,13 @@ class PlanConfig:
             raise ValueError(f"record: expected >= 0, got {self.record}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
-        if self.agent.kind == "mpc" and not self.checkpoint:
-            raise ValueError("checkpoint: agent.kind=mpc plans through a world model; expected "
-                             "checkpoint=PATH (a train run directory or a .pt file), got none")
+        if self.agent.kind in ("mpc", "sb3") and not self.checkpoint:
+            raise ValueError(f"checkpoint: agent.kind={self.agent.kind} acts through a world "
+                             "model; expected checkpoint=PATH (a train run directory or a .pt "
+                             "file), got none")
+        if self.agent.kind == "sb3" and not self.agent.policy_path:
+            raise ValueError("agent.policy_path: agent.kind=sb3 expected the policy.zip of a "
+                             "noether-control rl run, got none")
         if self.agent.kind != "mpc" and self.agent.tailor != "none":
             raise ValueError(f"agent.tailor={self.agent.tailor!r}: only agent.kind=mpc tailors "
                              f"a model, got agent.kind={self.agent.kind!r}")
@@ -174,11 +183,50 @@ def build_agent(config: PlanConfig, env: Any, loaded: LoadedModel | None, num_en
     if kind == "oracle":
         return OracleAgent(env, planner, config.agent.replan_every,
                            config.agent.exploration_std, seed=config.seed)
-    assert loaded is not None  # validate() requires a checkpoint for mpc
+    assert loaded is not None  # validate() requires a checkpoint for mpc and sb3
+    if kind == "sb3":
+        return load_latent_policy(config.agent, loaded, box, num_envs)
     mpc = MPCConfig(**{f.name: getattr(config.agent, f.name)
                        for f in dataclasses.fields(MPCConfig)})
     return MPCAgent(loaded.model, planner, box, num_envs, loaded.context_frames, mpc,
                     noether=loaded.noether, seed=config.seed, record=config.record)
+
+
+def load_latent_policy(agent: AgentConfig, loaded: LoadedModel, action_space: Any,
+                       num_envs: int) -> Any:
+    """The SB3 policy of ``agent.policy_path`` acting on the real env through ``loaded``'s
+    latent state; refused when its observations are not that model's latent vectors."""
+    from noether_control.agents.model_env import LatentPolicyAgent
+
+    device = str(next(loaded.model.parameters()).device)
+    policy = SB3Policy.load(str(agent.policy_path), agent.algo, action_space, num_envs,
+                            device=device).model
+    config = loaded.model.config
+    latent = (config.g_dim + 2 * config.rnn_layers * config.rnn_size,)
+    shape = tuple(policy.observation_space.shape or ())
+    if shape != latent:
+        raise ValueError(f"agent.policy_path: the policy observes vectors of shape {shape}, the "
+                         f"checkpoint's latent state has shape {latent}; evaluate it with the "
+                         "checkpoint it was trained in")
+    return LatentPolicyAgent(policy, loaded.model, action_space, num_envs,
+                             loaded.context_frames)
+
+
+def episode_summary(results: EpisodeResults) -> dict[str, Any]:
+    """The per-episode fields every agent's ``results.json`` shares."""
+    returns = results.returns
+    return {
+        "episodes": len(returns),
+        "seeds": results.seeds,
+        "episode_returns": returns.tolist(),
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std(ddof=1)) if len(returns) > 1 else 0.0,
+        "stderr_return": (float(returns.std(ddof=1) / np.sqrt(len(returns)))
+                          if len(returns) > 1 else None),
+        "num_envs": results.num_envs,
+        "ms_per_action": results.ms_per_action,
+        "ms_per_call": results.ms_per_call,
+    }
 
 
 def episodes_gif(results: EpisodeResults, path: Path, fps: int, scale: int) -> Path | None:
@@ -213,7 +261,7 @@ def plan_episodes(config: PlanConfig, out_dir: Path) -> dict[str, Any]:
     spec = env_spec(config.env)
     num_envs = min(config.num_envs, config.episodes)
     loaded = None
-    if config.agent.kind == "mpc":
+    if config.agent.kind in ("mpc", "sb3"):
         assert config.checkpoint is not None
         loaded = load_planning_checkpoint(config.checkpoint, device)
     env = make_vector_env(config.env, num_envs, obs_type="pixels")
@@ -227,24 +275,14 @@ def plan_episodes(config: PlanConfig, out_dir: Path) -> dict[str, Any]:
     finally:
         env.close()
     gif = episodes_gif(results, out_dir / "episodes.gif", config.gif_fps, config.gif_scale)
-    returns = results.returns
     document = {
         "env_id": spec.id,
         "agent": dataclasses.asdict(config.agent),
         "planner": (dataclasses.asdict(planner_config(config.planner))
-                    if config.agent.kind != "random" else None),
+                    if config.agent.kind in ("mpc", "oracle") else None),
         "checkpoint": str(loaded.path) if loaded is not None else None,
         "real_env_steps": loaded.real_steps if loaded is not None else None,
-        "episodes": config.episodes,
-        "seeds": results.seeds,
-        "episode_returns": returns.tolist(),
-        "mean_return": float(returns.mean()),
-        "std_return": float(returns.std(ddof=1)) if len(returns) > 1 else 0.0,
-        "stderr_return": (float(returns.std(ddof=1) / np.sqrt(len(returns)))
-                          if len(returns) > 1 else None),
-        "num_envs": results.num_envs,
-        "ms_per_action": results.ms_per_action,
-        "ms_per_call": results.ms_per_call,
+        **episode_summary(results),
         "device": str(device),
         "threads": torch.get_num_threads(),
         "gif": str(gif) if gif is not None else None,

@@ -53,6 +53,10 @@ COMMANDS: dict[str, Command] = {
         "noether_control.agents.plan_table",
         "several plan results side by side, paired by episode seed",
     ),
+    "rl": Command(
+        "noether_control.agents.rl",
+        "train an SB3 agent inside a world model, then evaluate it on the real env",
+    ),
     "discover": Command(
         "noether_control.discovery.discover",
         "find conserved quantities (with units) in measured trajectories",

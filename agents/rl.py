@@ -1,0 +1,227 @@
+"""``noether-control rl``: train a Stable-Baselines3 agent inside a learned world model, then
+evaluate it on the real pixel env.
+
+    noether-control rl checkpoint=RUN algo=sac steps=50000
+    noether-control rl checkpoint=RUN algo=ppo model_env.horizon=20
+    noether-control rl experiment=smoke
+
+The agent never touches the real env while it trains: :class:`WorldModelVecEnv` steps
+``num_envs`` imagined episodes (starting from real contexts of the checkpoint's dataset) in one
+model call per step. The trained policy then acts on the real env through
+:class:`LatentPolicyAgent` and the same harness and seeds as ``noether-control plan``, so its
+``results.json`` has the same fields and lines up in ``plan_table``. The run directory receives
+``tensorboard/`` (SB3's logs), ``checkpoints/`` (the policy, and SAC's replay buffer, every
+``checkpoint_every`` imagined steps: a killed run resumes from the last one), ``policy.zip``
+(written atomically at the end) and ``results.json``. ``noether-control plan agent=sb3
+policy_path=RUN/policy.zip checkpoint=MODEL`` evaluates a saved policy again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from noether_control.agents.harness import run_episodes
+from noether_control.agents.model_env import (
+    ContextSampler,
+    LatentPolicyAgent,
+    ModelEnvConfig,
+    WorldModelVecEnv,
+)
+from noether_control.agents.plan import (
+    LoadedModel,
+    check_env_fits,
+    episode_summary,
+    load_planning_checkpoint,
+)
+from noether_control.data.env_config import EnvConfig, env_spec, make_vector_env
+from noether_control.evaluation.evaluate import training_data_settings
+from noether_control.models.checkpoint import load_world_model
+from noether_control.runtime import (
+    atomic_path,
+    resolve_device,
+    run_dir,
+    seed_everything,
+    to_dataclass,
+    write_json,
+)
+
+ALGOS = ("sac", "ppo")
+_CHECKPOINT = re.compile(r"policy_(\d+)_steps\.zip$")
+
+
+def algorithm_class(algo: str) -> Any:
+    """The Stable-Baselines3 class of ``algo`` (``sac`` or ``ppo``)."""
+    from stable_baselines3 import PPO, SAC
+
+    classes = {"sac": SAC, "ppo": PPO}
+    if algo not in classes:
+        raise ValueError(f"algo: expected one of {ALGOS}, got {algo!r}")
+    return classes[algo]
+
+
+@dataclass
+class RLConfig:
+    """Config of ``noether-control rl`` (``conf/commands/rl/rl.yaml``)."""
+
+    checkpoint: str | None = None
+    """The world-model checkpoint (file or train run directory) to train in (required)."""
+    algo: str = "sac"
+    """``sac`` or ``ppo`` (Stable-Baselines3, ``MlpPolicy`` on the latent observation)."""
+    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Passed to the SB3 constructor, e.g. ``learning_rate``, ``batch_size``, ``buffer_size``."""
+    model_env: ModelEnvConfig = field(default_factory=ModelEnvConfig)
+    """The imagined episodes: horizon, observation, Noether tailoring."""
+    num_envs: int = 16
+    """Imagined episodes stepped together."""
+    steps: int = 20_000
+    """Imagined env steps to train for (over all imagined envs)."""
+    checkpoint_every: int = 5_000
+    """Save the policy (and SAC's replay buffer) every this many imagined steps; 0: never."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The real environment of the evaluation (its action box bounds the imagined actions)."""
+    episodes: int = 20
+    """Seeded real evaluation episodes; episode ``i`` resets with seed ``seed + i``."""
+    eval_num_envs: int = 20
+    """Real episodes run in parallel during the evaluation."""
+    seed: int = 0
+    """Seeds SB3, the imagined episodes' contexts and the evaluation."""
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (world model and SB3)."""
+    threads: int | None = 1
+    """torch CPU threads; null: torch's default."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid setting."""
+        if not self.checkpoint:
+            raise ValueError("checkpoint: expected the world model to train in (checkpoint=PATH, "
+                             "a train run directory or a .pt file), got none")
+        algorithm_class(self.algo)
+        self.model_env.validate()
+        for name in ("num_envs", "steps", "episodes", "eval_num_envs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every: expected >= 0, got {self.checkpoint_every}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
+
+
+def imagined_env(config: RLConfig, loaded: LoadedModel, action_space: Any) -> WorldModelVecEnv:
+    """The checkpoint's imagined vector env, its contexts drawn from its own training data."""
+    _, train_config = load_world_model(loaded.path, next(loaded.model.parameters()).device)
+    data = training_data_settings(train_config, None)
+    contexts = ContextSampler.from_dataset(data.path, data.n_past, config.model_env.split,
+                                           data.split_fractions, data.split_seed)
+    return WorldModelVecEnv(loaded.model, contexts, action_space, config.num_envs,
+                            config.model_env, seed=config.seed, noether=loaded.noether)
+
+
+def latest_checkpoint(directory: Path) -> tuple[Path, int] | None:
+    """The newest ``policy_N_steps.zip`` in ``directory`` and its step count N, if any."""
+    found = [(int(match.group(1)), path) for path in directory.glob("policy_*_steps.zip")
+             if (match := _CHECKPOINT.search(path.name))]
+    if not found:
+        return None
+    steps, path = max(found)
+    return path, steps
+
+
+def build_algorithm(config: RLConfig, env: WorldModelVecEnv, out_dir: Path,
+                    device: torch.device) -> tuple[Any, int]:
+    """A fresh SB3 agent, or the one saved last in ``out_dir/checkpoints`` (with its replay
+    buffer); and the imagined steps it has trained for."""
+    algorithm = algorithm_class(config.algo)
+    checkpoints = out_dir / "checkpoints"
+    latest = latest_checkpoint(checkpoints)
+    if latest is None:
+        agent = algorithm("MlpPolicy", env, seed=config.seed, device=device, verbose=0,
+                          tensorboard_log=str(out_dir / "tensorboard"), **config.algo_kwargs)
+        return agent, 0
+    path, steps = latest
+    agent = algorithm.load(path, env=env, device=device,
+                           tensorboard_log=str(out_dir / "tensorboard"))
+    buffer = checkpoints / f"policy_replay_buffer_{steps}_steps.pkl"
+    if hasattr(agent, "load_replay_buffer") and buffer.is_file():
+        agent.load_replay_buffer(buffer)
+    print(f"rl: resuming from {path} at {steps} imagined steps")
+    return agent, steps
+
+
+def train_in_model(config: RLConfig, out_dir: Path) -> dict[str, Any]:
+    """Train the agent in the model, save ``policy.zip``, evaluate it on the real env."""
+    from stable_baselines3.common.callbacks import CheckpointCallback
+
+    config.validate()
+    device = resolve_device(config.device)
+    assert config.checkpoint is not None
+    loaded = load_planning_checkpoint(config.checkpoint, device)
+    spec = env_spec(config.env)
+    num_eval = min(config.eval_num_envs, config.episodes)
+    real = make_vector_env(config.env, num_eval, obs_type="pixels")
+    try:
+        check_env_fits(loaded, real, spec.id)
+        imagined = imagined_env(config, loaded, real.single_action_space)
+        agent, done = build_algorithm(config, imagined, out_dir, device)
+        callbacks = []
+        if config.checkpoint_every:
+            # SB3 counts calls (one per vector step), not env steps
+            every = max(1, config.checkpoint_every // config.num_envs)
+            callbacks.append(CheckpointCallback(every, str(out_dir / "checkpoints"), "policy",
+                                                save_replay_buffer=config.algo == "sac"))
+        started = time.perf_counter()
+        remaining = max(config.steps - done, 0)
+        if remaining:
+            agent.learn(remaining, callback=callbacks, reset_num_timesteps=done == 0,
+                        tb_log_name=config.algo)
+        train_seconds = time.perf_counter() - started
+        with atomic_path(out_dir / "policy.zip") as temporary:
+            agent.save(temporary)
+        policy = LatentPolicyAgent(agent, loaded.model, real.single_action_space, num_eval,
+                                   loaded.context_frames)
+        results = run_episodes(policy, real, config.episodes, config.seed,
+                               np.random.default_rng(config.seed))
+    finally:
+        real.close()
+    document = {
+        "env_id": spec.id,
+        "agent": {"kind": "sb3", "algo": config.algo, "policy_path": str(out_dir / "policy.zip")},
+        "planner": None,
+        "checkpoint": str(loaded.path),
+        "real_env_steps": loaded.real_steps,
+        **episode_summary(results),
+        "imagined_steps": int(agent.num_timesteps),
+        "resumed_from_steps": done,
+        "train_seconds": round(train_seconds, 1),
+        "imagined_steps_per_second": (round(remaining / train_seconds, 1)
+                                      if remaining and train_seconds > 0 else None),
+        "model_env": dataclasses.asdict(config.model_env),
+        "algo_kwargs": dict(config.algo_kwargs),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    write_json(out_dir / "results.json", document)
+    return document
+
+
+def run(cfg: DictConfig) -> None:
+    """Entry point of ``noether-control rl``."""
+    config = to_dataclass(RLConfig, cfg)
+    if config.threads is not None and config.threads >= 1:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    out_dir = run_dir()
+    document = train_in_model(config, out_dir)
+    print(f"{config.algo} trained for {document['imagined_steps']} imagined steps "
+          f"({document['train_seconds']:.0f} s) on {document['env_id']}: mean return "
+          f"{document['mean_return']:.1f} ± {document['stderr_return'] or 0:.1f} over "
+          f"{document['episodes']} real episodes\nresults: {out_dir / 'results.json'}")
