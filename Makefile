@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_world_model.py
 	$(BIN)/python benchmarks/bench_noether.py
 	$(BIN)/python benchmarks/bench_planning.py
+	$(BIN)/python benchmarks/bench_model_env.py
 	$(BIN)/python benchmarks/bench_discovery.py --speed-only
 
 clean:
