@@ -134,6 +134,29 @@ def test_resume_and_init_from_baseline(runs: dict[str, Path], dataset: str, tmp_
                                        f"noether.init_from={start}"), tmp_path / "other")
 
 
+def test_train_init_from_continues_a_checkpoint_as_if_never_stopped(
+        runs: dict[str, Path], dataset: str, tmp_path: Path) -> None:
+    common = (f"data.path={dataset}", *TINY)
+    start = runs["baseline"] / "checkpoints" / "step_0000003.pt"
+    smoke = train_config("experiment=smoke", *common)
+    assert smoke.train.steps == 6
+    result = train_world_model(train_config("experiment=smoke", *common,
+                                            f"train.init_from={start}"), tmp_path / "continued")
+    assert result["steps"] == 6
+    # batches are drawn from (seed, step): steps 4-6 from step 3's weights and Adam state are
+    # the uninterrupted run's steps 4-6 (the dynamics phase after them too)
+    here = read_checkpoint(tmp_path / "continued" / "checkpoints" / "last.pt")
+    whole = read_checkpoint(runs["baseline"] / "checkpoints" / "last.pt")
+    for name, value in whole["model"].items():
+        torch.testing.assert_close(here["model"][name], value, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"train\.init_from .* expected the architecture"):
+        train_world_model(train_config("experiment=smoke", *common, "model.g_dim=8",
+                                       f"train.init_from={start}"), tmp_path / "other")
+    with pytest.raises(ValueError, match="expected at most one checkpoint to start from"):
+        train_config("experiment=noether_smoke", *common, f"train.init_from={start}",
+                     f"noether.init_from={start}").validate()
+
+
 def test_evaluate_with_test_time_tailoring(runs: dict[str, Path], tmp_path: Path) -> None:
     options = {"horizon": 4, "lpips": False, "gif_sequences": 0, "device": "cpu",
                "batch_size": 4}

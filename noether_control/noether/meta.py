@@ -434,16 +434,17 @@ def extend_optimizer_state(
 
 
 def init_from_baseline(
-    path: str | os.PathLike[str], model: SVGWorldModel, optimizer: torch.optim.Optimizer
+    path: str | os.PathLike[str], model: SVGWorldModel, optimizer: torch.optim.Optimizer,
+    setting: str = "noether.init_from",
 ) -> int:
-    """Start a Noether run from a baseline checkpoint: its weights, Adam moments and step.
+    """Start a run from a baseline checkpoint: its weights, Adam moments and step.
 
-    ``optimizer``'s first group must hold ``model``'s parameters (later groups: g_φ). Raises
-    ``ValueError`` when the checkpoint's architecture differs from ``model``'s. Returns the
-    checkpoint's step, where meta-training continues.
+    ``optimizer``'s first group must hold ``model``'s parameters (later groups, if any: g_φ).
+    Raises ``ValueError`` naming ``setting`` when the checkpoint's architecture differs from
+    ``model``'s. Returns the checkpoint's step, where training continues.
     """
     payload = read_checkpoint(path, "cpu")
-    source = f"noether.init_from {str(path)!r}"
+    source = f"{setting} {str(path)!r}"
     if payload["model_config"] != model.config_dict():
         raise ValueError(f"{source}: expected the architecture of this run "
                          f"{model.config_dict()}, got {payload['model_config']}")

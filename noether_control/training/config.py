@@ -66,6 +66,10 @@ class OptimConfig:
     """Weight of the state head's MSE (only with ``model.state_head``)."""
     kl_weight: float = 1e-4
     """Weight of SVG-LP's KL term per step (only with ``model.stochastic``)."""
+    init_from: str | None = None
+    """Start from this checkpoint's weights, Adam state and step instead of from scratch (e.g.
+    the previous model of a model-based loop, continued on its grown dataset); the architecture
+    must match. Ignored when the run directory holds a checkpoint to resume."""
     lr_decay_steps: int = 0
     """Decay the learning rate linearly towards 0 over the last this many steps of ``steps``
     (0: constant). With a constant rate a small-batch run's weights keep wandering: validation
@@ -122,7 +126,7 @@ RESUMABLE_CHANGES = {
     "train.steps", "train.lr_decay_steps", "train.dynamics_steps", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.image_every", "train.val_windows",
     "train.tensorboard", "train.progress",
-    "data.num_workers", "data.path", "device", "noether.init_from",
+    "data.num_workers", "data.path", "device", "noether.init_from", "train.init_from",
 }
 
 
@@ -185,6 +189,9 @@ class TrainCommandConfig:
                 f"got {t.dynamics_steps} (Noether meta-training from a baseline that had a "
                 "dynamics phase: pass train.dynamics_steps=0)"
             )
+        if t.init_from and self.noether.init_from:
+            raise ValueError("train.init_from and noether.init_from: expected at most one "
+                             "checkpoint to start from, got both")
         if t.schedule_steps < 1:
             raise ValueError(f"train.schedule_steps: expected ≥ 1, got {t.schedule_steps}")
         if self.noether.enabled:

@@ -371,6 +371,10 @@ def _train(
         start = init_from_baseline(config.noether.init_from, model, optimizer)
         if job.is_main:
             print(f"train: meta-training from {config.noether.init_from} at step {start}")
+    elif config.train.init_from:
+        start = init_from_baseline(config.train.init_from, model, optimizer, "train.init_from")
+        if job.is_main:
+            print(f"train: continuing {config.train.init_from} from step {start}")
     ddp_model: torch.nn.Module = model
     if job.enabled:
         ddp_model = DistributedDataParallel(
