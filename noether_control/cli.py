@@ -57,6 +57,10 @@ COMMANDS: dict[str, Command] = {
         "noether_control.agents.rl",
         "train an SB3 agent inside a world model, then evaluate it on the real env",
     ),
+    "mbrl": Command(
+        "noether_control.agents.mbrl",
+        "the model-based loop: collect with MPC, grow the data, continue the model, evaluate",
+    ),
     "discover": Command(
         "noether_control.discovery.discover",
         "find conserved quantities (with units) in measured trajectories",

@@ -1,0 +1,226 @@
+"""``noether-control mbrl``: the model-based loop, from a few random episodes to an agent.
+
+    noether-control mbrl iterations=2 hydra.run.dir=runs/mbrl
+    noether-control mbrl experiment=smoke
+
+Iteration 0 collects ``initial_episodes`` with the OU policy, trains the world model on them
+(``train_overrides``: the ``train`` command's own presets, e.g. ``experiment=demo``) and
+evaluates MPC through it. Each next iteration ``k``:
+
+1. collects ``episodes`` more with MPC through the latest model plus exploration noise
+   (``policy=mpc``), on top of the previous dataset (``dataset.base``: a new dataset version,
+   nothing overwritten);
+2. continues the world model from its checkpoint on the grown data (``train.init_from``:
+   ``train_steps`` more joint steps with their own lr decay, then the dynamics phase);
+3. evaluates MPC through the new model on seeded real episodes (``noether-control plan``,
+   episode ``i`` seeded ``eval_seed + i`` in every iteration).
+
+Every stage is a ``noether-control`` command run in its own directory under the run directory
+(``iter{k}/collect``, ``iter{k}/train``, ``iter{k}/plan``); a stage whose ``results.json``
+exists is done. A killed loop, run again with the same settings, picks up where it stopped: a
+killed training resumes from its last checkpoint, a killed collection is redone with the same
+seed (its dataset is written atomically, so no half-written episode survives). ``progress.csv``
+and ``progress.png``: the mean return against the real environment steps behind the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from noether_control.runtime import atomic_path, run_dir, to_dataclass, write_json
+
+
+@dataclass
+class MBRLConfig:
+    """Config of ``noether-control mbrl`` (``conf/commands/mbrl/mbrl.yaml``)."""
+
+    env: str = "pendulum"
+    """The env preset (``conf/env/``) of every stage."""
+    iterations: int = 2
+    """Iterations after the initial one (each collects, continues the model, evaluates)."""
+    initial_episodes: int = 40
+    """Episodes collected with the OU policy before the first model."""
+    episodes: int = 30
+    """Episodes collected with MPC through the latest model in each iteration."""
+    collect_num_envs: int = 15
+    """Episodes collected in parallel."""
+    planner: str = "mppi_cpu"
+    """The planner preset (``conf/planner/``, and the agent preset of the same name) of the MPC
+    agent that collects and is evaluated."""
+    exploration_std: float = 0.3
+    """Gaussian action noise while collecting, in half-ranges of the action box."""
+    train_steps: int = 700
+    """Joint steps each world model trains (the first from scratch, the next ones continuing
+    the previous), each with a linear lr decay over its own steps."""
+    train_overrides: list[str] = field(default_factory=lambda: ["experiment=demo"])
+    """``noether-control train`` overrides of every world model (its own presets)."""
+    collect_overrides: list[str] = field(default_factory=list)
+    """Extra ``noether-control collect`` overrides of every collection."""
+    plan_overrides: list[str] = field(default_factory=list)
+    """Extra ``noether-control plan`` overrides of every evaluation."""
+    eval_episodes: int = 20
+    """Seeded real episodes of every evaluation."""
+    eval_seed: int = 1000
+    """Evaluation episode ``i`` is seeded ``eval_seed + i`` (never a collection seed)."""
+    seed: int = 0
+    """Collection ``k`` is seeded ``seed + k``; every training ``seed``."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid setting."""
+        for name in ("initial_episodes", "episodes", "collect_num_envs", "train_steps",
+                     "eval_episodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        if isinstance(self.iterations, bool) or self.iterations < 0:
+            raise ValueError(f"iterations: expected an int >= 0, got {self.iterations!r}")
+        if not self.exploration_std >= 0:
+            raise ValueError(f"exploration_std: expected >= 0, got {self.exploration_std}")
+        for name in ("train_overrides", "collect_overrides", "plan_overrides"):
+            for item in getattr(self, name):
+                if "=" not in str(item) or str(item).startswith("hydra.run.dir"):
+                    raise ValueError(f"{name}: expected key=value overrides (the run directory "
+                                     f"is the loop's), got {item!r}")
+
+
+class StageError(RuntimeError):
+    """A stage's command exited with an error; its output is in the stage's ``stage.log``."""
+
+
+def run_stage(directory: Path, command: str, overrides: list[str]) -> dict[str, Any]:
+    """``noether-control COMMAND overrides`` in ``directory``, unless its results exist.
+
+    Returns the stage's ``results.json``. The command's output goes to ``directory/stage.log``.
+    """
+    results = directory / "results.json"
+    if results.is_file():
+        return json.loads(results.read_text())
+    directory.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "noether_control", command, *overrides,
+            f"hydra.run.dir={directory}"]
+    print(f"mbrl: {directory.parent.name}/{directory.name}: noether-control {command} "
+          + " ".join(overrides), flush=True)
+    environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    with open(directory / "stage.log", "w") as log:
+        done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=environment,
+                              check=False)
+    if done.returncode != 0 or not results.is_file():
+        tail = (directory / "stage.log").read_text()[-2000:]
+        raise StageError(f"mbrl: stage {directory} failed (exit {done.returncode}); the end of "
+                          f"its log:\n{tail}\nfix the cause and run the same command again to "
+                          "resume")
+    return json.loads(results.read_text())
+
+
+def collect_stage(config: MBRLConfig, out_dir: Path, iteration: int, base: str | None,
+                  model: Path | None) -> dict[str, Any]:
+    """Iteration 0: OU episodes; later: MPC through ``model`` with noise, on top of ``base``."""
+    overrides = [f"env={config.env}", f"seed={config.seed + iteration}", "progress=false",
+                 f"num_envs={config.collect_num_envs}",
+                 f"dataset.root={out_dir / 'datasets'}",
+                 f"dataset.id=noether-control/mbrl/iter{iteration}-v0"]
+    if model is None:
+        overrides += ["policy=ou", f"episodes={config.initial_episodes}"]
+    else:
+        overrides += ["policy=mpc", f"planner@policy.planner={config.planner}",
+                      f"policy.checkpoint={model}",
+                      f"policy.exploration_std={config.exploration_std}",
+                      f"episodes={config.episodes}", f"dataset.base={base}"]
+    return run_stage(out_dir / f"iter{iteration}" / "collect", "collect",
+                     overrides + list(config.collect_overrides))
+
+
+def train_stage(config: MBRLConfig, out_dir: Path, iteration: int, data: str,
+                previous: Path | None) -> Path:
+    """Train (iteration 0) or continue (``previous``) the world model on ``data``."""
+    steps = config.train_steps * (iteration + 1)
+    overrides = [*config.train_overrides, f"data.path={data}", f"train.steps={steps}",
+                 f"train.lr_decay_steps={config.train_steps}", f"seed={config.seed}",
+                 "train.progress=false"]
+    if previous is not None:
+        overrides.append(f"train.init_from={previous / 'checkpoints' / 'last.pt'}")
+    directory = out_dir / f"iter{iteration}" / "train"
+    run_stage(directory, "train", overrides)
+    return directory
+
+
+def plan_stage(config: MBRLConfig, out_dir: Path, iteration: int, model: Path
+               ) -> dict[str, Any]:
+    """MPC through ``model`` on the seeded evaluation episodes."""
+    overrides = [f"env={config.env}", f"agent={config.planner}", f"checkpoint={model}",
+                 f"episodes={config.eval_episodes}", f"seed={config.eval_seed}",
+                 "progress=false", *config.plan_overrides]
+    return run_stage(out_dir / f"iter{iteration}" / "plan", "plan", overrides)
+
+
+def write_progress(rows: list[dict[str, Any]], out_dir: Path) -> None:
+    """``progress.csv`` and ``progress.png``: mean return (± s.e.) against real env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with atomic_path(out_dir / "progress.csv") as temporary, temporary.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    steps = np.array([row["real_env_steps"] for row in rows], dtype=float)
+    mean = np.array([row["mean_return"] for row in rows], dtype=float)
+    error = np.array([row["stderr_return"] or 0.0 for row in rows], dtype=float)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.errorbar(steps, mean, yerr=error, marker="o", capsize=3, label="MPC through the model")
+    axis.set(xlabel="real environment steps behind the model", ylabel="mean return",
+             title="model-based loop")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    with atomic_path(out_dir / "progress.png") as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+    plt.close(figure)
+
+
+def model_based_loop(config: MBRLConfig, out_dir: Path) -> dict[str, Any]:
+    """Run (or resume) every iteration; write ``progress.csv/png`` and ``results.json``."""
+    config.validate()
+    rows: list[dict[str, Any]] = []
+    data: str | None = None
+    model: Path | None = None
+    for iteration in range(config.iterations + 1):
+        collected = collect_stage(config, out_dir, iteration, data, model)
+        data = str(collected["path"])
+        model = train_stage(config, out_dir, iteration, data, model)
+        evaluation = plan_stage(config, out_dir, iteration, model)
+        rows.append({"iteration": iteration, "real_env_steps": collected["total_steps"],
+                     "episodes": collected.get("base_episodes", 0) + collected["episodes"],
+                     "collection_return": collected["mean_return"],
+                     "mean_return": evaluation["mean_return"],
+                     "stderr_return": evaluation["stderr_return"],
+                     "ms_per_action": evaluation["ms_per_action"],
+                     "dataset": data, "model": str(model)})
+        write_progress(rows, out_dir)
+    document = {"config": asdict(config), "iterations": rows,
+                "final_mean_return": rows[-1]["mean_return"],
+                "final_real_env_steps": rows[-1]["real_env_steps"]}
+    write_json(out_dir / "results.json", document)
+    return document
+
+
+def run(cfg: DictConfig) -> None:
+    """Entry point of ``noether-control mbrl``."""
+    config = to_dataclass(MBRLConfig, cfg)
+    out_dir = run_dir()
+    document = model_based_loop(config, out_dir)
+    for row in document["iterations"]:
+        print(f"iteration {row['iteration']}: {row['real_env_steps']} real steps, mean return "
+              f"{row['mean_return']:.1f} ± {row['stderr_return'] or 0:.1f}")
+    print(f"results: {out_dir / 'results.json'}\nplot: {out_dir / 'progress.png'}")

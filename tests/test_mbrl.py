@@ -1,0 +1,91 @@
+"""``noether-control mbrl``: the model-based loop end to end, and resuming a killed loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from noether_control.agents.mbrl import MBRLConfig, model_based_loop
+from noether_control.data.minari_io import read_episodes
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def run_mbrl(out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "noether_control", "mbrl", "experiment=smoke",
+                           *overrides, f"hydra.run.dir={out}"], cwd=out.parent, env=ENV,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def episodes(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(np.asarray(e.actions), np.asarray(e.rewards)) for e in read_episodes(path)]
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("mbrl") / "run"
+    done = run_mbrl(out)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+def test_the_loop_grows_the_data_continues_the_model_and_evaluates(loop: Path) -> None:
+    document = json.loads((loop / "results.json").read_text())
+    rows = document["iterations"]
+    # 4 OU episodes of 20 steps, then 2 MPC episodes on top: nothing overwritten
+    assert [row["real_env_steps"] for row in rows] == [80, 120]
+    assert [row["episodes"] for row in rows] == [4, 6]
+    first = episodes(loop / "datasets/noether-control/mbrl/iter0-v0")
+    grown = episodes(loop / "datasets/noether-control/mbrl/iter1-v0")
+    assert len(first) == 4 and len(grown) == 6
+    for (a, r), (b, s) in zip(first, grown[:4], strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(r, s)
+    # the second model continued the first (its step count goes on from it)
+    trained = json.loads((loop / "iter1/train/results.json").read_text())
+    assert trained["steps"] == 8
+    assert "continuing" in (loop / "iter1/train/stage.log").read_text()
+    evaluation = json.loads((loop / "iter1/plan/results.json").read_text())
+    assert evaluation["seeds"] == [1000, 1001] and evaluation["real_env_steps"] == 120
+    assert (loop / "progress.csv").read_text().count("\n") == 3
+    assert (loop / "progress.png").stat().st_size > 0
+
+
+def test_a_loop_killed_while_collecting_resumes_to_the_same_dataset(loop: Path,
+                                                                    tmp_path: Path) -> None:
+    killed = tmp_path / "killed"
+    shutil.copytree(loop, killed)
+    # as if killed during iteration 1's collection: its dataset (written atomically) and every
+    # later stage never happened
+    for stale in ("iter1/collect", "iter1/train", "iter1/plan",
+                  "datasets/noether-control/mbrl/iter1-v0"):
+        shutil.rmtree(killed / stale)
+    for stale in ("results.json", "progress.csv", "progress.png"):
+        (killed / stale).unlink()
+    done = run_mbrl(killed)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "iter0/collect" not in done.stdout  # finished stages are not redone
+    for (a, r), (b, s) in zip(episodes(loop / "datasets/noether-control/mbrl/iter1-v0"),
+                              episodes(killed / "datasets/noether-control/mbrl/iter1-v0"),
+                              strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(r, s)
+    before = json.loads((loop / "results.json").read_text())["iterations"]
+    after = json.loads((killed / "results.json").read_text())["iterations"]
+    assert [row["mean_return"] for row in after] == [row["mean_return"] for row in before]
+
+
+def test_bad_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"episodes: expected an int >= 1, got 0"):
+        model_based_loop(MBRLConfig(episodes=0), tmp_path)
+    with pytest.raises(ValueError, match=r"train_overrides: expected key=value overrides"):
+        model_based_loop(MBRLConfig(train_overrides=["hydra.run.dir=x"]), tmp_path)
+    with pytest.raises(ValueError, match=r"iterations: expected an int >= 0"):
+        model_based_loop(MBRLConfig(iterations=-1), tmp_path)
