@@ -38,8 +38,7 @@ from noether_control.noether.meta import NoetherModule, load_noether
 from noether_control.runtime import (
     atomic_path,
     resolve_device,
-    run_dir,
-    seed_everything,
+    start_command,
     to_dataclass,
     write_json,
 )
@@ -294,10 +293,7 @@ def plan_episodes(config: PlanConfig, out_dir: Path) -> dict[str, Any]:
 def run(cfg: DictConfig) -> None:
     """Entry point of ``noether-control plan``."""
     config = to_dataclass(PlanConfig, cfg)
-    if config.threads is not None and config.threads >= 1:
-        torch.set_num_threads(config.threads)
-    seed_everything(config.seed)
-    out_dir = run_dir()
+    out_dir = start_command(config.seed, config.threads)
     document = plan_episodes(config, out_dir)
     print(f"{document['agent']['kind']} on {document['env_id']}: mean return "
           f"{document['mean_return']:.1f} ± {document['stderr_return'] or 0:.1f} over "

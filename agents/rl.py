@@ -48,8 +48,7 @@ from noether_control.models.checkpoint import load_world_model
 from noether_control.runtime import (
     atomic_path,
     resolve_device,
-    run_dir,
-    seed_everything,
+    start_command,
     to_dataclass,
     write_json,
 )
@@ -216,10 +215,7 @@ def train_in_model(config: RLConfig, out_dir: Path) -> dict[str, Any]:
 def run(cfg: DictConfig) -> None:
     """Entry point of ``noether-control rl``."""
     config = to_dataclass(RLConfig, cfg)
-    if config.threads is not None and config.threads >= 1:
-        torch.set_num_threads(config.threads)
-    seed_everything(config.seed)
-    out_dir = run_dir()
+    out_dir = start_command(config.seed, config.threads)
     document = train_in_model(config, out_dir)
     print(f"{config.algo} trained for {document['imagined_steps']} imagined steps "
           f"({document['train_seconds']:.0f} s) on {document['env_id']}: mean return "

@@ -57,6 +57,15 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def start_command(seed: int, threads: int | None) -> Path:
+    """A command's first step: torch's CPU threads (``None``: its default), every global RNG
+    seeded with ``seed``; returns the run directory."""
+    if threads is not None and threads >= 1:
+        torch.set_num_threads(threads)
+    seed_everything(seed)
+    return run_dir()
+
+
 def run_dir() -> Path:
     """The Hydra run directory of the current command, or the working directory outside Hydra."""
     from hydra.core.hydra_config import HydraConfig

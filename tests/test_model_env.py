@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from support import PENDULUM_32, SIZE, collect_ou
 
 import noether_control  # noqa: F401  (registers the env ids)
 from noether_control.agents.model_env import (
@@ -19,25 +20,19 @@ from noether_control.agents.model_env import (
     WorldModelEnv,
     WorldModelVecEnv,
 )
-from noether_control.data.collect import CollectConfig, DatasetConfig, collect
-from noether_control.data.env_config import EnvConfig
 from noether_control.models.svg import SVGConfig, SVGWorldModel
 from noether_control.noether.embedding import EmbeddingConfig
 from noether_control.noether.meta import NoetherConfig, NoetherModule
 from noether_control.noether.tailoring import TailoringConfig
 
-SIZE, P = 32, 3
-ENV = EnvConfig(name="pixel-pendulum", id="NoetherControl/PixelPendulum-v0",
-                kwargs={"image_size": SIZE})
+P = 3
+ENV = PENDULUM_32
 BOX = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
 
 
 @pytest.fixture(scope="module")
 def contexts(tmp_path_factory: pytest.TempPathFactory) -> ContextSampler:
-    root = tmp_path_factory.mktemp("data")
-    result = collect(CollectConfig(episodes=4, num_envs=2, episode_steps=12, progress=False,
-                                   env=ENV, policy={"kind": "ou"},  # type: ignore[arg-type]
-                                   dataset=DatasetConfig(root=str(root))))
+    result = collect_ou(tmp_path_factory.mktemp("data"), 4, 2, 12)
     return ContextSampler.from_dataset(result["path"], P, "train", (0.5, 0.25, 0.25), 0)
 
 

@@ -13,7 +13,7 @@ import h5py
 import imageio.v3 as iio
 import numpy as np
 import pytest
-import torch
+from support import PENDULUM_32, SIZE, collect_ou, tiny_checkpoint
 
 from noether_control.agents.plan import AgentConfig, PlanConfig, plan_episodes
 from noether_control.agents.plan_table import paired_difference, read_plan_results, table_rows
@@ -22,19 +22,13 @@ from noether_control.data.env_config import EnvConfig
 from noether_control.data.minari_io import dataset_metadata
 from noether_control.data.windows import EpisodeWindows
 from noether_control.evaluation.evaluate import EvaluateConfig, evaluate_checkpoint
-from noether_control.models.checkpoint import save_checkpoint
-from noether_control.models.svg import SVGConfig, SVGWorldModel
 
-SIZE, P = 32, 2
-ENV = EnvConfig(name="pixel-pendulum", id="NoetherControl/PixelPendulum-v0",
-                kwargs={"image_size": SIZE})
+P = 2
+ENV = PENDULUM_32
 
 
 def small_collect(root: Path, episodes: int = 6, **dataset: object) -> dict:
-    config = CollectConfig(episodes=episodes, num_envs=3, episode_steps=20, progress=False,
-                           env=ENV, policy={"kind": "ou"},
-                           dataset=DatasetConfig(root=str(root), **dataset))  # type: ignore[arg-type]
-    return collect(config)
+    return collect_ou(root, episodes, 3, 20, **dataset)
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +38,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="module")
 def checkpoint(dataset: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = SVGWorldModel(SVGConfig(image_size=SIZE, width=4, g_dim=8, keypoints=4, rnn_size=16,
-                                    rnn_layers=1, action_embed_dim=2))
-    config = {"data": {"path": dataset["path"], "n_past": P, "n_future": 3,
-                       "split_fractions": [0.6, 0.2, 0.2], "split_seed": 0}}
-    path = tmp_path_factory.mktemp("model") / "checkpoints" / "last.pt"
-    return save_checkpoint(path, model=model, optimizer=None, step=0, config=config, rng={})
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "checkpoints" / "last.pt",
+                           dataset["path"], P, (0.6, 0.2, 0.2))
 
 
 def plan_config(checkpoint: Path | None, **changes: object) -> PlanConfig:

@@ -7,37 +7,24 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
+from support import PENDULUM_32, SIZE, collect_ou, tiny_checkpoint
 
 import noether_control as noether_control_package
 from noether_control.agents.plan import AgentConfig, PlanConfig, plan_episodes
 from noether_control.agents.rl import RLConfig, latest_checkpoint, train_in_model
-from noether_control.data.collect import CollectConfig, DatasetConfig, collect
-from noether_control.data.env_config import EnvConfig
-from noether_control.models.checkpoint import save_checkpoint
-from noether_control.models.svg import SVGConfig, SVGWorldModel
 from noether_control.runtime import to_dataclass
 
 CONF = Path(noether_control_package.__file__).resolve().parent / "conf/commands"
-SIZE, P = 32, 2
-ENV = EnvConfig(name="pixel-pendulum", id="NoetherControl/PixelPendulum-v0",
-                kwargs={"image_size": SIZE})
+P = 2
+ENV = PENDULUM_32
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    data = collect(CollectConfig(episodes=4, num_envs=2, episode_steps=12, progress=False,
-                                 env=ENV, policy={"kind": "ou"},  # type: ignore[arg-type]
-                                 dataset=DatasetConfig(root=str(root))))
-    torch.manual_seed(0)
-    model = SVGWorldModel(SVGConfig(image_size=SIZE, width=4, g_dim=8, keypoints=4, rnn_size=16,
-                                    rnn_layers=1, action_embed_dim=2))
-    config = {"data": {"path": data["path"], "n_past": P, "n_future": 3,
-                       "split_fractions": [0.5, 0.25, 0.25], "split_seed": 0}}
-    path = tmp_path_factory.mktemp("model") / "checkpoints" / "last.pt"
-    return save_checkpoint(path, model=model, optimizer=None, step=0, config=config, rng={})
+    data = collect_ou(tmp_path_factory.mktemp("data"), 4, 2, 12)
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "checkpoints" / "last.pt",
+                           data["path"], P, (0.5, 0.25, 0.25))
 
 
 def smoke_config(checkpoint: Path, *overrides: str) -> RLConfig:
