@@ -124,20 +124,47 @@ def hydra_app(name: str) -> Callable[[], None]:
 
     @hydra.main(version_base="1.3", config_path=str(config_dir), config_name=name)
     def app(cfg: DictConfig) -> None:
-        run(cfg)
+        from noether_control.runtime import run_dir, run_directory_lock
+
+        with run_directory_lock(run_dir()):
+            run(cfg)
 
     return app
 
 
-def _exit_on_sigterm(_: int, frame: FrameType | None) -> None:
-    """Raise ``SystemExit(143)``, unless the signal landed inside a finaliser or a weakref
-    callback, where Python would print and drop the exception: then try again 10 ms later."""
+#: The exception a deferred signal raises once it lands outside a finaliser.
+_PENDING: list[BaseException] = []
+
+
+def _inside_finaliser(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs in a ``__del__`` or a weakref callback, where Python prints and
+    drops an exception (``Exception ignored in: ...``) instead of unwinding."""
     while frame is not None:
         if frame.f_code.co_name == "__del__" or frame.f_code.co_filename.endswith("weakref.py"):
-            signal.setitimer(signal.ITIMER_REAL, 0.01)
-            return
+            return True
         frame = frame.f_back
-    raise SystemExit(128 + signal.SIGTERM)
+    return False
+
+
+def _raise_outside_finalisers(error: BaseException, frame: FrameType | None) -> None:
+    """Raise ``error`` now, or, inside a finaliser, 10 ms later (SIGALRM) until it lands."""
+    if _inside_finaliser(frame):
+        _PENDING[:] = [error]
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        return
+    _PENDING.clear()
+    raise error
+
+
+def _exit_on_sigterm(_: int, frame: FrameType | None) -> None:
+    """SIGTERM: ``SystemExit(143)`` (or a deferred Ctrl-C), never dropped in a finaliser."""
+    pending = _PENDING[0] if _PENDING else SystemExit(128 + signal.SIGTERM)
+    _raise_outside_finalisers(pending, frame)
+
+
+def _interrupt(_: int, frame: FrameType | None) -> None:
+    """SIGINT (Ctrl-C): ``KeyboardInterrupt``, never dropped in a finaliser."""
+    _raise_outside_finalisers(KeyboardInterrupt(), frame)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     # half-written datasets and checkpoints in `finally` blocks runs
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     signal.signal(signal.SIGALRM, _exit_on_sigterm)
+    # Ctrl-C landing in a weakref callback was printed and dropped, and the run went on
+    signal.signal(signal.SIGINT, _interrupt)
     app = hydra_app(name)
     sys.argv = [f"noether-control {name}", *args[1:]]
     app()

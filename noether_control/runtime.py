@@ -66,6 +66,38 @@ def start_command(seed: int, threads: int | None) -> Path:
     return run_dir()
 
 
+@contextmanager
+def run_directory_lock(directory: Path) -> Iterator[None]:
+    """Hold ``directory``'s lock while a command runs in it.
+
+    Raises :class:`RunDirectoryInUseError`, naming the other process, when a live one holds it:
+    two runs writing one directory would mix their files, and a second ``train`` would resume
+    from the first's checkpoint while it is still being written. In a ``torchrun`` job, rank 0
+    holds it for the job.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) != 0:
+        # the other processes of one torchrun job share their rank 0's directory and lock
+        yield
+        return
+    path = directory / LOCK_NAME
+    handle = _try_lock(path)
+    if handle is None:
+        holder = path.read_text().strip() or "another process"
+        raise RunDirectoryInUseError(
+            f"run directory {str(directory)!r} is in use by {holder}; wait for it to end or "
+            "give this run another hydra.run.dir"
+        )
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"noether-control (pid {os.getpid()})\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
 def run_dir() -> Path:
     """The Hydra run directory of the current command, or the working directory outside Hydra."""
     from hydra.core.hydra_config import HydraConfig
@@ -75,18 +107,70 @@ def run_dir() -> Path:
     return Path.cwd()
 
 
+#: The lock file inside a staging folder (held while it is written) and a run directory.
+LOCK_NAME = ".noether-control.lock"
+
+
+class RunDirectoryInUseError(RuntimeError):
+    """Another live process holds the run directory's lock."""
+
+
+def _try_lock(path: Path) -> Any:
+    """An open handle holding an exclusive ``flock`` on ``path``, or ``None`` if another process
+    holds it (the lock dies with its process, however that ends)."""
+    import fcntl
+
+    handle = open(path, "a+")  # noqa: SIM115 (held open: closing it releases the lock)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove the staging folders of writes to ``target`` that a killed process left behind.
+
+    A staging folder ``.NAME.XXXX`` is stale when its lock is free (the process that wrote it has
+    died: a SIGKILL or a power cut skips every cleanup). Returns the folders removed.
+    """
+    import shutil
+
+    removed = []
+    for folder in target.parent.glob(f".{target.name}.*"):
+        lock = folder / LOCK_NAME
+        if not folder.is_dir() or folder.name.endswith(".old") or not lock.is_file():
+            continue
+        handle = _try_lock(lock)
+        if handle is None:
+            continue  # a live process is writing it
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            handle.close()
+        removed.append(folder)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
     Works for files and directories alike: write whatever you like at the yielded path. On an
-    exception the temporary is removed and ``path`` keeps its previous content.
+    exception the temporary is removed and ``path`` keeps its previous content. The staging
+    folder is locked while it is written, so that a later write to the same ``path`` can tell a
+    killed process's leftovers (removed, with a note) from a live one's.
     """
     import shutil
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
+    for folder in remove_stale_staging(target):
+        print(f"removed {folder}, the unfinished write of a run that was killed")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    lock = _try_lock(staging / LOCK_NAME)
+    temporary = staging / target.name
     try:
         yield temporary
         if target.is_dir() and not target.is_symlink():
@@ -98,7 +182,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         else:
             os.replace(temporary, target)
     finally:
-        shutil.rmtree(temporary.parent, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        if lock is not None:
+            lock.close()
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
