@@ -132,8 +132,9 @@ def _try_lock(path: Path) -> Any:
 def remove_stale_staging(target: Path) -> list[Path]:
     """Remove the staging folders of writes to ``target`` that a killed process left behind.
 
-    A staging folder ``.NAME.XXXX`` is stale when its lock is free (the process that wrote it has
-    died: a SIGKILL or a power cut skips every cleanup). Returns the folders removed.
+    A staging folder ``.NAME.<random suffix>`` is stale when its lock is free (the process that
+    wrote it has died: a SIGKILL or a power cut skips every cleanup). Returns the folders
+    removed.
     """
     import shutil
 
