@@ -347,16 +347,19 @@ class LatentHistory:
         shifted = torch.cat([self.frames[:, 1:], frames[:, None]], dim=1)
         self.frames = torch.where(first[:, None, None, None, None], repeated, shifted)
         self.seen += 1
-        fresh = self.model.encode_context(self.frames, self.actions)
-        running = np.flatnonzero(self.seen > self.context_frames)
-        if self.state is not None and running.size:
+        state = None
+        if self.state is not None and (self.seen > self.context_frames).any():
             _, advanced = self.model.advance(self.state, self.last_action[:, None])
             newest = as_model_frames(frames[:, None], self.model.config)[:, 0]
             observed, _ = self.model.encode(newest)
-            advanced = advanced._replace(code=observed, observed=True)
-            index = torch.as_tensor(running, device=self.frames.device)
-            fresh = fresh.with_rows(index, advanced.rows(index))
-        self.state = fresh
+            state = advanced._replace(code=observed, observed=True)
+        # episodes with at most P frames start (again) from their context, encoded in full
+        starting = np.flatnonzero(self.seen <= self.context_frames)
+        if starting.size:
+            index = torch.as_tensor(starting, device=self.frames.device)
+            fresh = self.model.encode_context(self.frames[index], self.actions[index])
+            state = fresh if state is None else state.with_rows(index, fresh)
+        self.state = state
 
     def record(self, actions: Tensor) -> None:
         """The actions ``(num_envs, A)`` just applied (they follow the newest frame)."""
