@@ -89,6 +89,8 @@ class ContextSampler:
             raise ValueError("contexts: expected a split with at least one window of the model's "
                              "context length, got none")
         self.windows = windows
+        self._codes: dict[int, Tensor] = {}
+        self._actions: dict[int, Tensor] = {}
 
     @classmethod
     def from_dataset(cls, path: str, n_past: int, split: str = "train",
@@ -103,6 +105,22 @@ class ContextSampler:
         between them."""
         item = self.windows[int(rng.integers(len(self.windows)))]
         return item["frames"], item["actions"][:-1]
+
+    @torch.no_grad()
+    def draw_codes(self, rng: np.random.Generator, model: SVGWorldModel) -> tuple[Tensor, Tensor]:
+        """The context :meth:`draw` would draw with the same generator state, as ``model``'s
+        codes ``(P, g_dim)`` and the ``(P − 1, A)`` actions. Every episode is encoded once, on
+        first use, so an episode restart costs no encoder pass."""
+        episode_id, start = self.windows.window_index(int(rng.integers(len(self.windows))))
+        if episode_id not in self._codes:
+            device = next(model.parameters()).device
+            episode = self.windows.episode(episode_id)
+            frames = episode["frames"].to(device)
+            self._codes[episode_id] = torch.cat(
+                [model.encode(chunk)[0] for chunk in frames.split(256)])
+            self._actions[episode_id] = episode["actions"].to(device)
+        steps = slice(start, start + self.windows.window)
+        return self._codes[episode_id][steps], self._actions[episode_id][steps][:-1]
 
 
 class WorldModelVecEnv(VecEnv):
@@ -171,13 +189,37 @@ class WorldModelVecEnv(VecEnv):
         return self.noether.config.inner.steps if steps is None else steps
 
     # ------------------------------------------------------------------ episodes
+    def _from_codes(self) -> bool:
+        """Whether episodes can start from cached codes: nothing about a start needs its frames
+        (no tailoring, no frame stack, no decoder skips)."""
+        return (self.tailor_steps == 0 and self.config.observation == "latent"
+                and not self.model.config.skips)
+
     @torch.no_grad()
     def _start(self, indices: np.ndarray) -> None:
         """Begin new imagined episodes in the envs ``indices`` (their own generators draw)."""
+        index = torch.as_tensor(indices, device=self.device)
+        fresh = self._context_codes(indices) if self._from_codes() else \
+            self._context_frames(indices, index)
+        # one observed flag per batch: a restarted row's code is then read like a predicted one
+        # (identical with latent feedback; with pixel feedback it passes through the pixels)
+        fresh = fresh._replace(observed=False)
+        self.state = fresh if self.state is None else self.state.with_rows(index, fresh)
+        self.elapsed[indices] = 0
+
+    def _context_codes(self, indices: np.ndarray) -> WorldState:
+        """The starting states of envs ``indices`` from the dataset's cached codes."""
+        drawn = [self.contexts.draw_codes(self._rngs[i], self.model) for i in indices]
+        codes = torch.stack([c for c, _ in drawn]).to(self.device, torch.float32)
+        past = torch.stack([a for _, a in drawn]).to(self.device, torch.float32)
+        return self.model.context_from_codes(codes, past)
+
+    def _context_frames(self, indices: np.ndarray, index: Tensor) -> WorldState:
+        """The starting states of envs ``indices`` from their context frames: tailored to them
+        (Noether), and their frame stacks filled (``observation=frames``)."""
         drawn = [self.contexts.draw(self._rngs[i]) for i in indices]
         frames = torch.stack([f for f, _ in drawn]).to(self.device, torch.float32)
         actions = torch.stack([a for _, a in drawn]).to(self.device, torch.float32)
-        index = torch.as_tensor(indices, device=self.device)
         adapt = None
         if self.tailor_steps > 0 and self.noether is not None:
             centre = ((self.low + self.high) / 2).expand(len(indices), self.config.horizon, -1)
@@ -187,17 +229,12 @@ class WorldModelVecEnv(VecEnv):
             self.adapt = adapt if self.adapt is None else {
                 name: value.index_copy(0, index, adapt[name]) for name, value in
                 self.adapt.items()}
-        fresh = self.model.encode_context(frames, actions, adapt)
-        # one observed flag per batch: a restarted row's code is then read like a predicted one
-        # (identical with latent feedback; with pixel feedback it passes through the pixels)
-        fresh = fresh._replace(observed=False)
-        self.state = fresh if self.state is None else self.state.with_rows(index, fresh)
         if self.config.observation == "frames":
             context = as_model_frames(frames, self.model.config)
             take = min(self.config.frame_stack, context.shape[1])
             self.stack[index] = 0
             self.stack[index, -take:] = context[:, -take:]
-        self.elapsed[indices] = 0
+        return self.model.encode_context(frames, actions, adapt)
 
     def _observations(self) -> np.ndarray:
         assert self.state is not None

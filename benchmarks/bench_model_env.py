@@ -6,8 +6,8 @@ An RL agent trained in the model (``noether-control rl``) is only worth it if im
 much cheaper than real ones. Both sides produce the same observation, the model's latent state:
 
 - **in the model**: :class:`WorldModelVecEnv` with ``envs`` imagined episodes, one
-  ``advance`` of the model per vector step (no frame decoded), episodes restarted from real
-  contexts as they end;
+  ``advance`` of the model per vector step (no frame decoded), episodes restarted (every 15
+  steps) from real contexts, whose codes are encoded once per dataset episode;
 - **real env + latent**: the native pixel vector env (``PixelPendulum-v0``, 64 px, batched
   renderer) stepped with the same number of episodes, each step's frames turned into the latent
   state by :class:`LatentHistory` (one encoder pass of the new frames plus the model step).

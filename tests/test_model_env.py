@@ -92,6 +92,24 @@ def test_vector_env_equals_single_envs_and_the_models_rollout(contexts: ContextS
                                atol=1e-6)
 
 
+def test_starts_from_cached_codes_equal_starts_from_frames(contexts: ContextSampler) -> None:
+    model = tiny_model()
+    # the codes path (latent observations) and the frames path (frame observations) draw the
+    # same contexts from the same seeds and reach the same states
+    cached = WorldModelVecEnv(model, contexts, BOX, 3, ModelEnvConfig(horizon=3), seed=5)
+    encoded = WorldModelVecEnv(model, contexts, BOX, 3,
+                               ModelEnvConfig(horizon=3, observation="frames"), seed=5)
+    assert cached._from_codes() and not encoded._from_codes()
+    cached.reset()
+    encoded.reset()
+    for _ in range(7):  # through two restarts
+        actions = np.full((3, 1), 1.5, np.float32)
+        cached.step(actions)
+        encoded.step(actions)
+        torch.testing.assert_close(cached.state.latent(), encoded.state.latent(), rtol=1e-5,
+                                   atol=1e-6)
+
+
 def test_seeding_reproduces_and_differs(contexts: ContextSampler) -> None:
     model = tiny_model()
     first = WorldModelVecEnv(model, contexts, BOX, 2, seed=3).reset()

@@ -507,8 +507,28 @@ class SVGWorldModel(nn.Module):
             )
         self.check_adapt(adapt, batch)
         codes, last_skips = self._encode_frames(frames, adapt)
-        lstm, _, prior = self._context_steps(codes, actions, n_frames - 1, adapt, generator)
-        return WorldState(lstm, codes[:, -1], last_skips, prior, observed=True)
+        return self.context_from_codes(codes, actions, last_skips, adapt, generator=generator)
+
+    def context_from_codes(
+        self,
+        codes: Tensor,
+        actions: Tensor,
+        skips: list[Tensor] | None = None,
+        adapt: Adapt | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> WorldState:
+        """:meth:`encode_context` of frames encoded beforehand (e.g. a dataset's, once).
+
+        ``codes``: ``(B, P, g_dim)``, :meth:`encode` of the ``P`` context frames (with the same
+        ``adapt``); ``actions``: ``(B, P - 1, A)``; ``skips``: the last frame's encoder features,
+        needed only by a model with ``skips`` (for decoding).
+        """
+        if self.config.skips and not skips:
+            raise ValueError("skips: expected the last context frame's encoder features for a "
+                             "model with skips=true, got none")
+        lstm, _, prior = self._context_steps(codes, actions, codes.shape[1] - 1, adapt, generator)
+        return WorldState(lstm, codes[:, -1], list(skips or []), prior, observed=True)
 
     def expand(self, state: WorldState, n: int) -> WorldState:
         """``state`` with each row repeated for ``n`` candidates (:meth:`WorldState.expand`)."""
