@@ -1,0 +1,100 @@
+"""Model-free SAC on the real env at a given real-step budget: the reference for RL in the model.
+
+    python benchmarks/sac_model_free.py --obs state --steps 20000 --out runs/sac_state
+    python benchmarks/sac_model_free.py --obs pixels --steps 20000 --out runs/sac_pixels
+
+Stable-Baselines3 SAC (default hyper-parameters, ``MlpPolicy`` on the state observation
+``(cos θ, sin θ, θ̇)``, ``CnnPolicy`` on the last two 64 px frames stacked) trains for ``--steps``
+real environment steps of ``PixelPendulum-v0``, then plays the same seeded evaluation episodes
+as ``noether-control plan`` (episode ``i`` seeded ``--eval-seed + i``, deterministic actions).
+``OUT/results.json`` has ``plan``'s fields (``episode_returns``, ``mean_return``,
+``stderr_return``, ``seeds``, ``real_env_steps``, ...), so ``noether-control plan_table`` lines
+it up with MPC and the agents trained in the model. Figures: docs/rl.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import SAC
+from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
+
+import noether_control  # noqa: F401  (registers the env ids)
+
+ENV_ID = "NoetherControl/PixelPendulum-v0"
+
+
+def make_env(obs: str, seed: int) -> VecFrameStack | DummyVecEnv:
+    """One real env with the agent's observation (pixels: the last two frames stacked)."""
+    kind = "state" if obs == "state" else "pixels"
+    env = DummyVecEnv([lambda: gym.make(ENV_ID, obs_type=kind)])
+    env.seed(seed)
+    return VecFrameStack(env, n_stack=2) if obs == "pixels" else env
+
+
+def evaluate(agent: SAC, obs: str, episodes: int, seed: int) -> list[float]:
+    """Returns of seeded episodes (episode ``i`` reset with ``seed + i``), deterministic."""
+    returns = []
+    for i in range(episodes):
+        env = make_env(obs, seed + i)
+        observation = env.reset()
+        total, done = 0.0, False
+        while not done:
+            action, _ = agent.predict(observation, deterministic=True)
+            observation, reward, dones, _ = env.step(action)
+            total += float(reward[0])
+            done = bool(dones[0])
+        returns.append(total)
+        env.close()
+    return returns
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--obs", choices=("state", "pixels"), default="state")
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--eval-seed", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--buffer-size", type=int, default=100_000)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    policy = "MlpPolicy" if args.obs == "state" else "CnnPolicy"
+    agent = SAC(policy, make_env(args.obs, args.seed), seed=args.seed,
+                buffer_size=args.buffer_size, verbose=0, device="cpu")
+    started = time.perf_counter()
+    agent.learn(args.steps)
+    seconds = time.perf_counter() - started
+    returns = np.array(evaluate(agent, args.obs, args.episodes, args.eval_seed))
+    document = {
+        "env_id": ENV_ID,
+        "agent": {"kind": f"sac_model_free_{args.obs}", "policy": policy},
+        "planner": None, "checkpoint": None,
+        "real_env_steps": args.steps,
+        "episodes": args.episodes,
+        "seeds": [args.eval_seed + i for i in range(args.episodes)],
+        "episode_returns": returns.tolist(),
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std(ddof=1)) if len(returns) > 1 else 0.0,
+        "stderr_return": (float(returns.std(ddof=1) / np.sqrt(len(returns)))
+                          if len(returns) > 1 else None),
+        "num_envs": 1, "ms_per_action": None, "ms_per_call": None,
+        "train_seconds": round(seconds, 1),
+    }
+    (out / "results.json").write_text(json.dumps(document, indent=2))
+    print(f"SAC model-free on {args.obs}, {args.steps} real steps ({seconds:.0f} s): mean return "
+          f"{document['mean_return']:.1f} ± {document['stderr_return'] or 0:.1f} over "
+          f"{args.episodes} episodes (seeds {args.eval_seed}–{args.eval_seed + args.episodes - 1})")
+
+
+if __name__ == "__main__":
+    main()
