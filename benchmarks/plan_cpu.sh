@@ -11,11 +11,11 @@
 #    dataset (dataset.base: nothing is overwritten), and (but for the last round) train a fresh
 #    demo-scale model on the grown data to collect the next round with;
 # 3. train the planning model on all of it with a budget that grows with the data
-#    (train experiment=plan_cpu: the demo model, 6000 joint steps, ~20 min on one thread);
+#    (train experiment=plan_cpu: the demo model, 10000 joint steps, ~35 min on one thread);
 # 4. `noether-control plan experiment=plan_cpu` through that model (agent=mppi_cpu: MPPI
 #    200 x 15), random actions and the oracle (MPPI through the true simulator), 20 episodes
 #    each with seeds 1000..1019 (never seen in training), and `noether-control plan_table`.
-# About 75 minutes on the 2-core CPU.
+# About 90 minutes on the 2-core CPU.
 # A stage whose results.json exists is skipped, so an interrupted run picks up where it stopped
 # (train resumes from its last checkpoint). Figures: docs/planning.md.
 set -euo pipefail
