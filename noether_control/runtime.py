@@ -208,12 +208,18 @@ def to_dataclass(cls: type[T], cfg: DictConfig | dict[str, Any]) -> T:
     """
     if not is_dataclass(cls):
         raise TypeError(f"expected a dataclass type, got {cls!r}")
+    from omegaconf.errors import MissingMandatoryValue
+
     schema = OmegaConf.structured(cls)
     try:
         merged = OmegaConf.merge(schema, cfg)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except MissingMandatoryValue as error:
+        key = error.full_key or "a required setting"
+        raise ValueError(f"{key}: a required setting has no value; give it on the command line, "
+                         f"e.g. {key}=...") from error
     except Exception as error:  # omegaconf raises several unrelated types for bad keys/values
         names = ", ".join(field.name for field in fields(cls))
         raise ValueError(
             f"invalid {cls.__name__} config: {error}; expected keys: {names}"
         ) from error
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]

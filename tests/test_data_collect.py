@@ -220,8 +220,12 @@ def test_full_length_episodes_end_at_the_env_time_limit(tmp_path: Path) -> None:
 
 def test_bad_collect_configs_raise_clear_errors(tmp_path: Path) -> None:
     for steps in (0, -3):
-        with pytest.raises(ValueError, match=rf"episode_steps: expected a positive int .* {steps}"):
+        # the env has a time limit: the message gives it rather than claiming there is none
+        with pytest.raises(ValueError, match=rf"episode_steps: expected a positive int \(or "
+                                             rf"null: the env's time limit, 200\), got {steps}"):
             collect(small_config(tmp_path, episode_steps=steps))
+    with pytest.raises(ValueError, match=r"seed: expected an int in \[0, 2\*\*32\), got -1"):
+        collect(small_config(tmp_path, seed=-1))
     with pytest.raises(ValueError, match="at most the env's time limit 200"):
         collect(small_config(tmp_path, episode_steps=500))
     with pytest.raises(ValueError, match="episodes: expected a positive int"):

@@ -232,7 +232,7 @@ def test_missing_and_corrupt_datasets_raise_dataset_errors(dataset: Path, tmp_pa
 
 def test_existing_dataset_is_kept_unless_overwrite(tmp_path: Path) -> None:
     target = write_synthetic(tmp_path, [6, 6])
-    with pytest.raises(DatasetExistsError, match="overwrite=true"):
+    with pytest.raises(DatasetExistsError, match=r"pass dataset\.overwrite=true"):
         write_synthetic(tmp_path, [7, 7, 7])
     assert EpisodeWindows(target, 2, "all").episode_ids.tolist() == [0, 1]
     write_synthetic(tmp_path, [7, 7, 7], overwrite=True)

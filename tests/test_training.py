@@ -210,6 +210,17 @@ def test_resume_with_other_settings_names_the_mismatch(tmp_path: Path) -> None:
         "train.kl_weight: checkpoint None, now 0.5"]
 
 
+def test_a_missing_required_setting_is_named() -> None:
+    from omegaconf import OmegaConf
+
+    from noether_control.runtime import to_dataclass
+
+    cfg = OmegaConf.structured(TrainCommandConfig)
+    with pytest.raises(ValueError, match=r"^data\.path: a required setting has no value; give "
+                                         r"it on the command line, e\.g\. data\.path=\.\.\.$"):
+        to_dataclass(TrainCommandConfig, cfg)
+
+
 def test_bad_configs_raise_value_errors() -> None:
     config = tiny_config(2, rollout="sometimes")
     with pytest.raises(ValueError, match=r"train\.rollout"):

@@ -233,6 +233,8 @@ def collect(config: CollectConfig, *, policy: Policy | None = None) -> dict[str,
         raise ValueError(f"episodes: expected a positive int, got {config.episodes}")
     if config.num_envs < 1:
         raise ValueError(f"num_envs: expected a positive int, got {config.num_envs}")
+    if not 0 <= config.seed < 2**32:
+        raise ValueError(f"seed: expected an int in [0, 2**32), got {config.seed}")
     policy_cfg = policy_config(config.policy)
     dataset_id = config.dataset.id or f"noether-control/{config.env.name}/{policy_cfg.kind}-v0"
     target = dataset_path(dataset_id, config.dataset.root).absolute()
@@ -241,11 +243,12 @@ def collect(config: CollectConfig, *, policy: Policy | None = None) -> dict[str,
     spec = env_spec(config.env, obs_type=COLLECT_OBS_TYPE)
     episode_steps = (config.episode_steps if config.episode_steps is not None
                      else spec.max_episode_steps)
-    if episode_steps is None or episode_steps < 1:
-        raise ValueError(
-            f"episode_steps: expected a positive int (the env {spec.id!r} has no time limit), "
-            f"got {config.episode_steps!r}"
-        )
+    if episode_steps is None:
+        raise ValueError(f"episode_steps: the env {spec.id!r} has no time limit; expected a "
+                         "positive int, got null")
+    if episode_steps < 1:
+        raise ValueError(f"episode_steps: expected a positive int (or null: the env's time "
+                         f"limit, {spec.max_episode_steps}), got {config.episode_steps!r}")
     if spec.max_episode_steps is not None and episode_steps > spec.max_episode_steps:
         raise ValueError(
             f"episode_steps: expected at most the env's time limit {spec.max_episode_steps}, "

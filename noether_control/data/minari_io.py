@@ -267,8 +267,8 @@ def check_writable(target: Path, overwrite: bool) -> None:
     """Raise :class:`DatasetExistsError` if ``target`` exists and ``overwrite`` is false."""
     if target.exists() and not overwrite:
         raise DatasetExistsError(
-            f"a dataset already exists at {str(target)!r}; pass overwrite=true to replace it "
-            "or choose another dataset.id / dataset.root"
+            f"a dataset already exists at {str(target)!r}; pass dataset.overwrite=true to replace "
+            "it or choose another dataset.id / dataset.root"
         )
 
 
