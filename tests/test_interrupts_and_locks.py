@@ -31,10 +31,20 @@ def collect(out: Path, *extra: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT, text=True)
 
 
-@pytest.mark.parametrize("delay", [3.0, 5.0, 7.0])
+def wait_for_staging(out: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the dataset's staging folder exists: the collection is under way."""
+    deadline = time.monotonic() + timeout
+    while not list(out.glob("datasets/**/.*-v0.*")):
+        assert process.poll() is None, "collect ended before it started writing"
+        assert time.monotonic() < deadline, "collect did not start writing in time"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.6, 1.5])
 def test_ctrl_c_stops_collect_and_leaves_no_dataset(tmp_path: Path, delay: float) -> None:
     out = tmp_path / "run"
     process = collect(out)
+    wait_for_staging(out, process)
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
