@@ -76,7 +76,8 @@ class PixelDoublePendulumEnv(PixelEnv):
     """
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
-        super().__init__(DoublePendulumSystem(DoublePendulumConfig(**kwargs)), render_mode)
+        system = DoublePendulumSystem(DoublePendulumConfig.from_kwargs(**kwargs))
+        super().__init__(system, render_mode)
 
 
 class PixelDoublePendulumVectorEnv(PixelVectorEnv):
@@ -95,7 +96,7 @@ class PixelDoublePendulumVectorEnv(PixelVectorEnv):
         **kwargs: Any,
     ) -> None:
         super().__init__(
-            DoublePendulumSystem(DoublePendulumConfig(**kwargs)),
+            DoublePendulumSystem(DoublePendulumConfig.from_kwargs(**kwargs)),
             num_envs=num_envs,
             max_episode_steps=max_episode_steps,
             render_mode=render_mode,

@@ -87,7 +87,7 @@ class PixelPendulumEnv(PixelEnv):
     """
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
-        super().__init__(PendulumSystem(PendulumConfig(**kwargs)), render_mode)
+        super().__init__(PendulumSystem(PendulumConfig.from_kwargs(**kwargs)), render_mode)
 
 
 class PixelPendulumVectorEnv(PixelVectorEnv):
@@ -108,7 +108,7 @@ class PixelPendulumVectorEnv(PixelVectorEnv):
         **kwargs: Any,
     ) -> None:
         super().__init__(
-            PendulumSystem(PendulumConfig(**kwargs)),
+            PendulumSystem(PendulumConfig.from_kwargs(**kwargs)),
             num_envs=num_envs,
             max_episode_steps=max_episode_steps,
             render_mode=render_mode,

@@ -103,6 +103,19 @@ class _SystemConfig:
             value = _check_range(key, getattr(self, key), minimum=0.0, inclusive=inclusive)
             object.__setattr__(self, key, value)
 
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> Any:
+        """The config of an env's keyword arguments, refusing a parameter given both a fixed
+        value and a ``*_range`` (the range would silently win)."""
+        for name in cls.parameter_names:
+            if name in kwargs and kwargs.get(f"{name}_range") is not None:
+                raise ValueError(
+                    f"{name}={kwargs[name]!r} and {name}_range={kwargs[f'{name}_range']!r}: "
+                    f"expected one of them (a range draws {name} per episode, replacing the fixed "
+                    f"value); pass {name}_range=None to fix it"
+                )
+        return cls(**kwargs)
+
     def fixed_parameters(self) -> NDArray[np.float64]:
         """``(P,)`` float64 values of the physical parameters, in ``parameter_names`` order."""
         return np.array([getattr(self, name) for name in self.parameter_names], dtype=np.float64)

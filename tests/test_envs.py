@@ -324,3 +324,16 @@ def test_gymnasium_and_sb3_env_checkers_pass(env_id: str, obs_type: str) -> None
         warnings.filterwarnings("ignore", message=".*symmetric and normalized")
         check_env(gym.make(env_id, obs_type=obs_type, render_mode="rgb_array").unwrapped)
         sb3_check_env(gym.make(env_id, obs_type=obs_type).unwrapped)
+
+
+def test_a_parameter_given_both_fixed_and_as_a_range_is_refused() -> None:
+    import gymnasium as gym
+
+    with pytest.raises(ValueError, match=r"mass=1\.0 and mass_range=\(0\.5, 2\.0\): expected one"):
+        gym.make("NoetherControl/PixelPendulumRandom-v0", mass=1.0)
+    with pytest.raises(ValueError, match=r"gravity=9\.8 and gravity_range=\(5\.0, 15\.0\)"):
+        gym.make_vec("NoetherControl/PixelPendulumRandom-v0", num_envs=2,
+                     vectorization_mode="vector_entry_point", gravity=9.8)
+    fixed = gym.make("NoetherControl/PixelPendulumRandom-v0", mass=1.5, mass_range=None)
+    assert fixed.unwrapped.system.config.mass == 1.5
+    fixed.close()
