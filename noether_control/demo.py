@@ -300,6 +300,32 @@ def noether_stage(
     return demo_comparison(config.noether, baseline, out_dir / "world_model", out_dir / "noether")
 
 
+def planning_config(config: DemoConfig, kind: str, checkpoint: str | None) -> PlanConfig:
+    """The ``plan`` config of one agent of the planning stage."""
+    stage = config.planning
+    return PlanConfig(agent=AgentConfig(kind=kind), checkpoint=checkpoint,
+                      env=config.collect.env, planner=stage.planner, episodes=stage.episodes,
+                      num_envs=stage.episodes, seed=stage.seed, device="auto",
+                      threads=config.threads, record=stage.record, progress=False)
+
+
+def check_stages(config: DemoConfig) -> None:
+    """Validate every stage's settings before the first stage runs, so that a bad value of a
+    late stage fails at once, named by its demo key, rather than after minutes of work."""
+    checks = [("world_model", lambda: world_model_config(config, "the demo's dataset").validate())]
+    if config.planning.enabled:
+        checks.append(("planning", lambda: planning_config(
+            config, "mpc", "the demo's world model").validate()))
+    if config.noether.enabled and config.noether.meta_steps < 1:
+        raise ValueError(f"noether.meta_steps: expected >= 1, got {config.noether.meta_steps}")
+    for stage, check in checks:
+        try:
+            check()
+        except ValueError as error:
+            raise ValueError(f"{stage} stage: {error} (set under {stage}: in the demo config)") \
+                from error
+
+
 def planning_stage(
     config: DemoConfig, outputs: dict[str, StageOutputs], out_dir: Path
 ) -> StageOutputs:
@@ -307,14 +333,11 @@ def planning_stage(
     stage = config.planning
     if not stage.enabled:
         return {"skipped": True}
-    common = {"env": config.collect.env, "planner": stage.planner, "episodes": stage.episodes,
-              "num_envs": stage.episodes, "seed": stage.seed, "device": "auto",
-              "threads": config.threads, "record": stage.record, "progress": False}
     checkpoint = str(out_dir / "world_model" / "checkpoints" / "last.pt")
     runs = {
-        "mpc": plan_episodes(PlanConfig(agent=AgentConfig(kind="mpc"), checkpoint=checkpoint,
-                                        **common), out_dir / "planning" / "mpc"),
-        "random": plan_episodes(PlanConfig(agent=AgentConfig(kind="random"), **common),
+        "mpc": plan_episodes(planning_config(config, "mpc", checkpoint),
+                             out_dir / "planning" / "mpc"),
+        "random": plan_episodes(planning_config(config, "random", None),
                                 out_dir / "planning" / "random"),
     }
     rows = table_rows(runs, "random")
@@ -342,6 +365,7 @@ def run(cfg: DictConfig) -> None:
         if config.threads < 1:
             raise ValueError(f"threads: expected a positive integer or null, got {config.threads}")
         torch.set_num_threads(config.threads)
+    check_stages(config)
     seed_everything(config.seed)
     out_dir = Path(run_dir())
     outputs: dict[str, StageOutputs] = {}

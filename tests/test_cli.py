@@ -168,3 +168,16 @@ def test_demo_frame_grid_puts_each_env_and_sub_env_in_its_cell() -> None:
             inside = grid[:, top : top + cell - 4, left : left + cell - 4]
             assert np.all(inside == codes[row, :, col, None, None, None])
             assert np.all(grid[:, row * cell, col * cell] == 160)  # the grey border
+
+
+def test_demo_checks_every_stage_before_the_first(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_cli("demo", "experiment=smoke", "world_model.steps=-1", f"hydra.run.dir={out}",
+                     cwd=tmp_path)
+    assert result.returncode != 0
+    assert "world_model stage: train.steps: expected ≥ 1, got -1" in result.stderr
+    assert "[1/6]" not in result.stdout and not (out / "datasets").exists()  # nothing ran
+    result = run_cli("demo", "experiment=smoke", "planning.episodes=0", f"hydra.run.dir={out}",
+                     cwd=tmp_path)
+    assert result.returncode != 0 and "planning stage: episodes: expected an int >= 1, got 0" \
+        in result.stderr
