@@ -127,6 +127,8 @@ class LoadedModel:
     real_steps: int | None
     env_id: str | None
     path: Path
+    train_config: dict[str, Any]
+    """The resolved config of the run that trained it (``data`` says on what)."""
 
 
 def load_planning_checkpoint(path: str, device: torch.device) -> LoadedModel:
@@ -146,7 +148,8 @@ def load_planning_checkpoint(path: str, device: torch.device) -> LoadedModel:
         else:
             real_steps = int(metadata["total_steps"])
             env_id = metadata["env_id"]
-    return LoadedModel(model, noether, int(data.get("n_past", 1)), real_steps, env_id, file)
+    return LoadedModel(model, noether, int(data.get("n_past", 1)), real_steps, env_id, file,
+                       config)
 
 
 def check_env_fits(loaded: LoadedModel, env: Any, env_id: str) -> None:

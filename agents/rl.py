@@ -44,7 +44,6 @@ from noether_control.agents.plan import (
 )
 from noether_control.data.env_config import EnvConfig, env_spec, make_vector_env
 from noether_control.evaluation.evaluate import training_data_settings
-from noether_control.models.checkpoint import load_world_model
 from noether_control.runtime import (
     atomic_path,
     resolve_device,
@@ -117,8 +116,7 @@ class RLConfig:
 
 def imagined_env(config: RLConfig, loaded: LoadedModel, action_space: Any) -> WorldModelVecEnv:
     """The checkpoint's imagined vector env, its contexts drawn from its own training data."""
-    _, train_config = load_world_model(loaded.path, next(loaded.model.parameters()).device)
-    data = training_data_settings(train_config, None)
+    data = training_data_settings(loaded.train_config, None)
     contexts = ContextSampler.from_dataset(data.path, data.n_past, config.model_env.split,
                                            data.split_fractions, data.split_seed)
     return WorldModelVecEnv(loaded.model, contexts, action_space, config.num_envs,
