@@ -8,8 +8,10 @@ Prints two ratios (the project's targets in brackets):
   measured as the increment from K=0 to K=k divided by k) ÷ a plain closed-loop rollout of the
   same batch  [≤ 2×].
 
-Usage: ``python benchmarks/bench_noether.py [--batch 16] [--n-future 10] [--device auto]
-[--tailored lstm] [--embedding hidden] [--threads 1]``. Timings are medians of repeats.
+Usage: ``python benchmarks/bench_noether.py [--model dcgan64|vgg|svg_lp] [--batch 16]
+[--n-future 10] [--device auto] [--tailored lstm] [--embedding hidden] [--threads 1]``
+(``--model``: a model config of ``conf/model``; default: the default model). Timings are medians
+of repeats.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+import yaml
 
+import noether_control
 from noether_control.models.svg import SVGConfig, SVGWorldModel
 from noether_control.noether.embedding import EmbeddingConfig
 from noether_control.noether.meta import NoetherConfig, NoetherModule
@@ -45,6 +50,7 @@ def timed(function: Callable[[], object], device: torch.device, repeats: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="a model config of conf/model, e.g. vgg")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--n-past", type=int, default=2)
     parser.add_argument("--n-future", type=int, default=10)
@@ -60,7 +66,13 @@ def main() -> None:
     device = resolve_device(args.device)
     torch.manual_seed(0)
 
-    model = SVGWorldModel(SVGConfig(image_size=args.image_size)).to(device)
+    architecture = {}
+    if args.model is not None:
+        conf = Path(noether_control.__file__).parent / "conf" / "model" / f"{args.model}.yaml"
+        if not conf.is_file():
+            parser.error(f"--model: expected a config of {conf.parent}, got {args.model!r}")
+        architecture = yaml.safe_load(conf.read_text())
+    model = SVGWorldModel(SVGConfig(image_size=args.image_size, **architecture)).to(device)
     noether = NoetherModule(
         NoetherConfig(enabled=True, embedding=EmbeddingConfig(input=args.embedding),
                       tailored=args.tailored,
@@ -113,7 +125,8 @@ def main() -> None:
     many = timed(tailored(k), device, args.repeats)
     per_step = (many - zero) / k
     order = "first" if args.first_order else "second"
-    print(f"device {device}, threads {args.threads}, batch {args.batch}, window "
+    print(f"model {args.model or 'default'}, device {device}, threads {args.threads}, "
+          f"batch {args.batch}, window "
           f"{args.n_past}+{args.n_future}, {args.image_size}px, tailored={args.tailored}, "
           f"embedding={args.embedding}")
     print(f"baseline training step        {1e3 * base:9.1f} ms")

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -374,13 +375,13 @@ def test_plot_is_drawn_from_the_results_document(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- end to end
 
 
-def expected_reference_mse(horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hand-computed per-horizon MSE of the two references on the shade dataset's test split."""
+def expected_reference_mse(horizon: int, scored: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """Hand-computed per-horizon MSE of the two references on a split of the shade dataset."""
     split = split_episodes(EPISODES, SPLIT["split_fractions"], SPLIT["split_seed"])
     train_mean = np.mean([shades(e)[0][:STEPS] / 255.0 for e in split["train"]])
     window = N_PAST + horizon
     last_rows, mean_rows = [], []
-    for episode in split["test"]:
+    for episode in split[scored]:
         shade = shades(episode)[0] / 255.0
         for start in range(0, STEPS - window + 1, window):
             future = shade[start + N_PAST : start + window]
@@ -417,6 +418,20 @@ def test_evaluate_checkpoint_end_to_end(checkpoint: Path, tmp_path: Path) -> Non
     gif = iio.imread(tmp_path / "predictions.gif", index=None)
     assert gif.shape[0] == N_PAST + horizon
     assert gif.shape[1:3] == (2 * (IMAGE + 4) * 2, 2 * (IMAGE + 4) * 2)
+
+
+def test_training_split_is_scored_on_request(checkpoint: Path, tmp_path: Path) -> None:
+    config = EvaluateConfig(checkpoint=str(checkpoint), horizon=4, split="train", lpips=False,
+                            gif_sequences=0, device="cpu")
+    document = evaluate_checkpoint(config, tmp_path)
+    assert document["split"] == "train"
+    train_episodes = len(split_episodes(EPISODES, SPLIT["split_fractions"],
+                                        SPLIT["split_seed"])["train"])
+    assert document["n_sequences"] == 3 * train_episodes
+    last_mse, _ = expected_reference_mse(4, "train")
+    np.testing.assert_allclose(document["references"]["last_frame"]["mse"], last_mse, rtol=1e-4)
+    with pytest.raises(ValueError, match="split: expected one of"):
+        evaluate_checkpoint(replace(config, split="training"), tmp_path)
 
 
 def test_max_sequences_spreads_over_the_split_and_lpips_can_be_off(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import pytest
@@ -131,7 +132,8 @@ def test_noether_config_validation() -> None:
     ("embedding", "tailored", "optimizer", "lr", "changes"),
     [("hidden", "lstm", "adam", 0.02, {}), ("hidden", "lstm", "sgd", 1e3, {"loss": "both"}),
      ("frames", "norm", "adam", 0.02, {"include_context": True, "loss": "first"}),
-     ("hidden", "all", "adam", 1e-3, {})],
+     ("hidden", "all", "adam", 1e-3, {}),
+     ("hidden", "lstm", "sgd", 0.5, {"scale_free": True})],
 )
 def test_inner_loop_lowers_the_conservation_loss(
     embedding: str, tailored: str, optimizer: str, lr: float, changes: dict[str, object]
@@ -194,6 +196,66 @@ def test_tailoring_changes_the_prediction() -> None:
         plain = model.predict(frames[:, :N_PAST], actions, HORIZON)
         tailored = noether.predict(model, frames[:, :N_PAST], actions, HORIZON).frames
     assert (tailored - plain).abs().max() > 1e-5
+
+
+def _scaled_copy(noether: NoetherModule, scale: float) -> NoetherModule:
+    scaled = copy.deepcopy(noether)
+    with torch.no_grad():
+        last = scaled.embedding.net[-1]
+        last.weight.mul_(scale)
+        last.bias.mul_(scale)
+    return scaled
+
+
+def test_scale_free_loss_and_inner_step_ignore_the_scale_of_g() -> None:
+    model = tiny_model(torch.float64)
+    frames, actions = window(dtype=torch.float64)
+    context = frames[:, :N_PAST]
+    for scale_free, power in ((True, 0), (False, 2)):
+        noether = noether_for(model, torch.float64, scale_free=scale_free)
+        scaled = _scaled_copy(noether, 10.0)
+        rollout = noether.rollout(model, noether.initial_params(model, 3, context), context,
+                                  actions, HORIZON)
+        torch.testing.assert_close(scaled.conservation(rollout, context),
+                                   noether.conservation(rollout, context) * 10.0 ** power,
+                                   rtol=1e-5, atol=0)
+    # The tailored parameters, and so the prediction, do not depend on g's scale either.
+    noether = noether_for(model, torch.float64, scale_free=True, lr=0.05)
+    tailored = noether.tailor(model, context, actions, HORIZON)
+    rescaled = _scaled_copy(noether, 10.0).tailor(model, context, actions, HORIZON)
+    for name, value in tailored.items():  # up to the variance floor, 1e-6 of g's variance here
+        torch.testing.assert_close(rescaled[name], value, rtol=1e-5, atol=1e-9)
+    assert (tailored["lstm.beta"] - noether.initial_params(model, 3, context)["lstm.beta"]
+            ).abs().max() > 1e-6
+
+
+def test_scale_free_test_time_loss_uses_the_running_variance_per_example() -> None:
+    model = tiny_model(torch.float64)
+    noether = noether_for(model, torch.float64, scale_free=True)
+    frames, actions = window(dtype=torch.float64)
+    context = frames[:, :N_PAST]
+    rollout = noether.rollout(model, noether.initial_params(model, 3, context), context,
+                              actions, HORIZON)
+    embeddings = noether.embed(rollout, context).detach()
+    batch_variance = embeddings.flatten(0, 1).var(0, correction=0).sum()
+    for _ in range(2):  # meta-training: the batch's variance, folded into the running average
+        noether.conservation(rollout, context)
+    torch.testing.assert_close(noether.variance(embeddings).detach(), batch_variance + 1e-12)
+    assert int(noether.variance_updates) == 3
+    noether.eval()
+    plain = conservation_loss(embeddings, "consecutive")
+    torch.testing.assert_close(noether.conservation(rollout, context).detach(),
+                               plain / (batch_variance + 1e-12))
+    # At test time an example's loss does not depend on the others in its batch.
+    single = noether.rollout(model, noether.initial_params(model, 1, context), context[:1],
+                             actions[:1], HORIZON)
+    torch.testing.assert_close(noether.conservation(single, context[:1]).detach(),
+                               noether.conservation(rollout, context).detach()[:1])
+    # The running variance travels with the checkpoint.
+    loaded = load_noether({"extra": {"noether": noether.checkpoint_state()}}, model)
+    assert loaded is not None
+    torch.testing.assert_close(loaded.embedding_variance.double(), noether.embedding_variance)
+    assert int(loaded.variance_updates) == 3
 
 
 # ---------------------------------------------------------------------------- meta-gradient

@@ -56,6 +56,34 @@ def test_default_config_composes_and_validates() -> None:
         composed("data.path=x", "+train.lrr=1")
 
 
+PRESETS = sorted(path.stem for path in (TRAIN_CONFIG_DIR / "experiment").glob("*.yaml"))
+NOETHER_GROUPS = sorted(path.stem for path in (TRAIN_CONFIG_DIR.parent.parent / "noether").glob(
+    "*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("noether", NOETHER_GROUPS)
+def test_every_train_preset_composes_with_every_noether_config(preset: str, noether: str) -> None:
+    config = composed("data.path=x", f"experiment={preset}", f"noether={noether}")
+    if config.train.dynamics_steps and noether != "off":  # refused: a clear error, tested here
+        with pytest.raises(ValueError, match=r"train\.dynamics_steps=0"):
+            config.validate()
+        return
+    config.validate()
+    assert config.noether.enabled == (noether != "off")
+    if noether == "frames_context":
+        assert config.noether.embedding.input == "frames" and config.noether.include_context
+    assert config.noether.scale_free == (noether == "scale_free")
+
+
+def test_small_data_preset_keeps_the_baseline_checkpoint_at_the_end_of_pretraining() -> None:
+    config = composed("data.path=x", "experiment=noether_small", "noether=default")
+    e1 = config.noether.pretrain_steps
+    assert e1 % config.train.checkpoint_every == 0 and e1 < config.train.steps
+    assert config.train.lr_decay_steps == config.train.steps - e1  # both phases end decayed
+    assert not config.train.amp  # the meta step runs in float32: so do baseline and control
+
+
 def composed_dict(*overrides: str) -> DictConfig:
     with initialize_config_dir(str(TRAIN_CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=list(overrides))

@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from noether_control.data.windows import EpisodeWindows
+from noether_control.data.windows import SPLITS, EpisodeWindows
 from noether_control.evaluation.lpips import LPIPS, load_lpips
 from noether_control.evaluation.metrics import mean_and_stderr, motion, mse, psnr, ssim
 from noether_control.evaluation.plots import plot_per_horizon, write_comparison_gif
@@ -60,6 +60,9 @@ class EvaluateConfig:
     """Dataset to evaluate on; ``None`` takes the one recorded in the checkpoint's config."""
     horizon: int = 25
     """Number of predicted frames H; metrics are reported for horizons 1..H."""
+    split: str = "test"
+    """Which episodes of the training run's split to score: ``test`` (held out), ``val`` or
+    ``train`` (the training episodes: with ``test``, the model's generalisation gap)."""
     stride: int | None = None
     """Step between the starts of consecutive test windows of one episode; ``None`` makes them
     non-overlapping (``n_past + horizon``), so the standard errors treat nearly independent
@@ -516,6 +519,8 @@ def _check_config(cfg: EvaluateConfig) -> None:
             raise ValueError(f"{name}: expected a positive integer, got {value}")
     if cfg.stride is not None and cfg.stride < 1:
         raise ValueError(f"stride: expected a positive integer or null, got {cfg.stride}")
+    if cfg.split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {cfg.split!r}")
     if cfg.gif_sequences < 0:
         raise ValueError(f"gif_sequences: expected >= 0, got {cfg.gif_sequences}")
     # LPIPS may be missing on a machine (reported as null), but a path the user gave must exist
@@ -567,11 +572,12 @@ def evaluate_checkpoint(config: EvaluateConfig, output: str | Path) -> dict[str,
     window = data.n_past + config.horizon
     split = {"split_fractions": data.split_fractions, "seed": data.split_seed}
     try:
-        test = EpisodeWindows(data.path, window, "test", stride=config.stride or window, **split)
+        test = EpisodeWindows(data.path, window, config.split, stride=config.stride or window,
+                              **split)
     except ValueError as error:
         raise ValueError(
-            f"test windows of n_past {data.n_past} + horizon {config.horizon} = {window} frames "
-            f"from {data.path}: {error}"
+            f"{config.split} windows of n_past {data.n_past} + horizon {config.horizon} = "
+            f"{window} frames from {data.path}: {error}"
         ) from error
     check_compatible(model.config, test, data.path)
 
@@ -618,7 +624,7 @@ def evaluate_checkpoint(config: EvaluateConfig, output: str | Path) -> dict[str,
         horizon=config.horizon,
         checkpoint=str(checkpoint.resolve()),
         data=str(data.path),
-        split="test",
+        split=config.split,
         lpips_note=lpips_note,
         device=str(device),
         seconds=round(time.perf_counter() - started, 3),

@@ -52,6 +52,10 @@ from noether_control.noether.tailoring import (
 )
 
 TAILORED = ("lstm", "norm", "all")
+# The running variance of a scale-free g_φ follows the batches like BatchNorm's running
+# statistics; the floor keeps an exactly constant g from dividing by zero.
+VARIANCE_MOMENTUM = 0.01
+VARIANCE_EPS = 1e-12
 
 
 @dataclass
@@ -69,6 +73,11 @@ class NoetherConfig:
     include_context: bool = False
     """Also conserve g across the true context frames (``frames`` embedding only: the context
     has no LSTM activations or predicted states of its own)."""
+    scale_free: bool = False
+    """Divide the conservation loss by g_φ's total variance (over examples and steps), so that
+    g cannot lower its loss, or switch tailoring off, by shrinking towards a constant: the
+    current batch's variance while meta-training, a running average of it (kept with the
+    checkpoint) at test time, where each example is tailored alone."""
     inner: TailoringConfig = field(
         default_factory=lambda: TailoringConfig(steps=1, lr=100.0, learnable_lr=True))
     """The inner loop at training time (steps K, lr, sgd/adam, second order, learnable lr)."""
@@ -153,6 +162,9 @@ class NoetherModule(nn.Module):
             state_dim=model_config.state_dim,
         )
         self.inner_lr = InnerLearningRate(config.inner.lr) if config.inner.learnable_lr else None
+        if config.scale_free:
+            self.register_buffer("embedding_variance", torch.zeros(()))
+            self.register_buffer("variance_updates", torch.zeros((), dtype=torch.long))
 
     def lr(self) -> float | Tensor:
         """The inner learning rate (a tensor carrying gradient when learnable)."""
@@ -234,8 +246,34 @@ class NoetherModule(nn.Module):
         return self.embedding(frames)
 
     def conservation(self, rollout: Rollout, context: Tensor) -> Tensor:
-        """Per-example conservation loss ``(B,)`` of g_φ along ``rollout``."""
-        return conservation_loss(self.embed(rollout, context), self.config.loss)
+        """Per-example conservation loss ``(B,)`` of g_φ along ``rollout`` (divided by g_φ's
+        variance with ``scale_free``)."""
+        embeddings = self.embed(rollout, context)
+        loss = conservation_loss(embeddings, self.config.loss)
+        if not self.config.scale_free:
+            return loss
+        return loss / self.variance(embeddings)
+
+    def variance(self, embeddings: Tensor) -> Tensor:
+        """g_φ's total variance, summed over the k dimensions.
+
+        While meta-training with B > 1: the variance of ``embeddings`` ``(B, T', k)`` over
+        examples and steps (differentiable), folded into a running average. Otherwise (test
+        time, one example alone): the bias-corrected running average, or, before any
+        meta-training step, the variance of ``embeddings`` itself.
+        """
+        wide = torch.promote_types(embeddings.dtype, torch.float32)
+        own = embeddings.flatten(0, 1).to(wide).var(0, correction=0).sum()
+        if self.training and embeddings.shape[0] > 1:
+            with torch.no_grad():
+                self.embedding_variance.lerp_(own.detach().to(self.embedding_variance.dtype),
+                                              VARIANCE_MOMENTUM)
+                self.variance_updates += 1
+            return own + VARIANCE_EPS
+        if int(self.variance_updates) == 0:
+            return own.detach() + VARIANCE_EPS
+        seen = 1.0 - (1.0 - VARIANCE_MOMENTUM) ** int(self.variance_updates)
+        return self.embedding_variance / seen + VARIANCE_EPS
 
     def tailor(
         self,

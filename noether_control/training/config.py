@@ -104,7 +104,8 @@ class OptimConfig:
     dynamics_lr: float = 2e-3
     """Adam learning rate of the dynamics phase, decayed linearly to 0 over its steps."""
     amp: bool = True
-    """bfloat16 autocast on CUDA GPUs that support it (ignored on the CPU and older GPUs)."""
+    """bfloat16 autocast on CUDA GPUs that support it (ignored on the CPU and older GPUs, and
+    by the Noether meta steps, which run in float32)."""
     log_every: int = 10
     """Steps between metric rows (CSV, TensorBoard, progress bar)."""
     checkpoint_every: int = 250

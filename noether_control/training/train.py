@@ -426,7 +426,9 @@ def _train(
             batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
             mask, noise, probability = step_randomness(config, step, length, job)
             meta = noether is not None and step >= config.noether.pretrain_steps
-            with autocast:
+            # The meta step differentiates through the inner gradient step: in bfloat16 that
+            # second-order signal is rounded away, so it always runs in float32.
+            with contextlib.nullcontext() if meta else autocast:
                 inputs = (batch["frames"], batch["actions"], config.data.n_past)
                 teacher = None if mask is None else mask.to(device)
                 noise = None if noise is None else noise.to(device)
