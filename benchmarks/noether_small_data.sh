@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/noether_small_data.sh [OUT_DIR]          (default: runs/noether_small)
 #
-# Environment: NOETHER_ENV (env config, default pendulum_random), SEEDS (default "0 1"),
+# Environment: NOETHER_ENV (env config, default pendulum_random), SEEDS (default "0 1 2 3"),
 # VARIANTS (noether configs, default "default frames_context scale_free"), SWEEP (test-time
 # inner steps of the sweep, default [0,1,2,5,10,20,50]), DEVICE (default auto), EXTRA (Hydra
 # overrides added to every train command; a shorter E1 needs train.steps, noether.pretrain_steps
@@ -21,7 +21,7 @@ set -euo pipefail
 OUT=$(realpath -m "${1:-runs/noether_small}")
 source "$(dirname "$0")/tools.sh"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-SEEDS=${SEEDS:-0 1}
+SEEDS=${SEEDS:-0 1 2 3}
 VARIANTS=${VARIANTS:-default frames_context scale_free}
 SWEEP=${SWEEP:-[0,1,2,5,10,20,50]}
 DEVICE=${DEVICE:-auto}

@@ -64,13 +64,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--buffer-size", type=int, default=100_000)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--device", default="cpu", help="torch device of the agent: cpu, cuda")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policy = "MlpPolicy" if args.obs == "state" else "CnnPolicy"
     agent = SAC(policy, make_env(args.obs, args.seed), seed=args.seed,
-                buffer_size=args.buffer_size, verbose=0, device="cpu")
+                buffer_size=args.buffer_size, verbose=0, device=args.device)
     started = time.perf_counter()
     agent.learn(args.steps)
     seconds = time.perf_counter() - started
