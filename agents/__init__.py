@@ -1,4 +1,6 @@
-"""Agents: batched data-collection policies (and, later, planners and the MPC agent)."""
+"""Agents: policies that act in the environments (collection policies, planners, the MPC agent,
+SB3 agents in the world model) and the commands that run them (``collect``, ``plan``,
+``plan_table``, ``rl``, ``mbrl``)."""
 
 from noether_control.agents.policies import (
     OUPolicy,

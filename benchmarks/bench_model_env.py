@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 import noether_control  # noqa: F401  (registers the env ids)
+from noether_control.agents.collect import CollectConfig, DatasetConfig, collect
 from noether_control.agents.model_env import (
     ContextSampler,
     LatentHistory,
     ModelEnvConfig,
     WorldModelVecEnv,
 )
-from noether_control.data.collect import CollectConfig, DatasetConfig, collect
 from noether_control.data.env_config import EnvConfig
 from noether_control.models.svg import SVGConfig, SVGWorldModel
 

@@ -39,9 +39,9 @@ from noether_control.evaluation.evaluate import (
     training_data_settings,
 )
 from noether_control.evaluation.metrics import motion
+from noether_control.experiments.compare import paired_difference
 from noether_control.models.checkpoint import load_world_model
 from noether_control.models.svg import SVGWorldModel
-from noether_control.noether.compare import paired_difference
 from noether_control.noether.meta import NoetherConfig, NoetherModule
 from noether_control.noether.oracle import (
     BALANCE_MODES,

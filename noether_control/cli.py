@@ -30,7 +30,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "collect": Command(
-        "noether_control.data.collect",
+        "noether_control.agents.collect",
         "collect episodes from a pixel env into a Minari dataset",
     ),
     "train": Command(
@@ -42,7 +42,7 @@ COMMANDS: dict[str, Command] = {
         "measure a world model checkpoint's predictions per horizon",
     ),
     "compare": Command(
-        "noether_control.noether.compare",
+        "noether_control.experiments.compare",
         "compare baseline, more-steps control and Noether checkpoints per horizon",
     ),
     "plan": Command(
@@ -66,7 +66,7 @@ COMMANDS: dict[str, Command] = {
         "find conserved quantities (with units) in measured trajectories",
     ),
     "demo": Command(
-        "noether_control.demo",
+        "noether_control.experiments.demo",
         "the main job end to end with the small default config",
     ),
 }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from noether_control.data.collect import CollectConfig, DatasetConfig, collect
+from noether_control.agents.collect import CollectConfig, DatasetConfig, collect
 from noether_control.data.env_config import EnvConfig
 from noether_control.models.checkpoint import save_checkpoint
 from noether_control.models.svg import SVGConfig, SVGWorldModel

@@ -154,7 +154,7 @@ def test_demo_smoke_writes_the_gif(tmp_path: Path) -> None:
 
 
 def test_demo_frame_grid_puts_each_env_and_sub_env_in_its_cell() -> None:
-    from noether_control.demo import frame_grid
+    from noether_control.experiments.demo import frame_grid
 
     rows, steps, cols, size = 3, 4, 2, 5
     codes = np.arange(rows * steps * cols, dtype=np.uint8).reshape(rows, steps, cols)

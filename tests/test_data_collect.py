@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import noether_control
-from noether_control.data.collect import CollectConfig, DatasetConfig, collect
+from noether_control.agents.collect import CollectConfig, DatasetConfig, collect
 from noether_control.data.env_config import EnvConfig
 from noether_control.data.minari_io import DatasetExistsError, dataset_path
 from noether_control.data.windows import EpisodeWindows

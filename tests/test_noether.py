@@ -342,7 +342,7 @@ def test_extend_optimizer_state_keeps_the_baseline_moments() -> None:
 
 def test_inner_step_sweep_matches_separate_tailored_predictions() -> None:
     from noether_control.evaluation.metrics import motion
-    from noether_control.noether.compare import inner_step_sweep
+    from noether_control.experiments.compare import inner_step_sweep
 
     model = tiny_model()
     noether = noether_for(model, lr=0.02, optimizer="adam")

@@ -19,8 +19,8 @@ from hydra import compose, initialize_config_dir
 import noether_control as noether_control_package
 from noether_control.evaluation.evaluate import EvaluateConfig, evaluate_checkpoint
 from noether_control.evaluation.tailored import NoetherEvalConfig
+from noether_control.experiments.compare import CompareConfig, compare
 from noether_control.models.checkpoint import load_world_model, read_checkpoint
-from noether_control.noether.compare import CompareConfig, compare
 from noether_control.noether.meta import load_noether
 from noether_control.runtime import to_dataclass
 from noether_control.training.config import TrainCommandConfig

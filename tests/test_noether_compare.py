@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noether_control.noether.compare import (
+from noether_control.experiments.compare import (
     linear_probe_r2,
     paired_difference,
     targets,

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from support import PENDULUM_32, SIZE, collect_ou, tiny_checkpoint
 
+from noether_control.agents.collect import CollectConfig, DatasetConfig, collect
 from noether_control.agents.plan import AgentConfig, PlanConfig, plan_episodes
 from noether_control.agents.plan_table import paired_difference, read_plan_results, table_rows
-from noether_control.data.collect import CollectConfig, DatasetConfig, collect
 from noether_control.data.env_config import EnvConfig
 from noether_control.data.minari_io import dataset_metadata
 from noether_control.data.windows import EpisodeWindows

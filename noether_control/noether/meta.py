@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from noether_control.models.checkpoint import load_state_checked, read_checkpoint
@@ -490,21 +489,3 @@ def init_from_baseline(
     if payload.get("optimizer") is not None:
         optimizer.load_state_dict(extend_optimizer_state(payload["optimizer"], optimizer))
     return int(payload["step"])
-
-
-def average_gradients(parameters: list[Tensor]) -> None:
-    """All-reduce (mean) the gradients of ``parameters`` over a ``torchrun`` job; no-op alone.
-
-    The Noether phase calls the model's verbs directly rather than through the DDP wrapper
-    (whose hooks only sync its own ``forward``), so the gradients are averaged here.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or int(
-        os.environ.get("WORLD_SIZE", "1")
-    ) < 2:
-        return
-    world = dist.get_world_size()
-    for parameter in parameters:
-        if parameter.grad is None:
-            parameter.grad = torch.zeros_like(parameter)
-        dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
-        parameter.grad /= world

@@ -83,3 +83,21 @@ def barrier(job: Distributed) -> None:
     """Wait for every process (no-op for one)."""
     if job.enabled:
         dist.barrier()
+
+
+def average_gradients(parameters: list[torch.Tensor]) -> None:
+    """All-reduce (mean) the gradients of ``parameters`` over a ``torchrun`` job; no-op alone.
+
+    The Noether meta steps call the model's verbs directly rather than through the DDP wrapper
+    (whose hooks only sync its own ``forward``), so the gradients are averaged here.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or int(
+        os.environ.get("WORLD_SIZE", "1")
+    ) < 2:
+        return
+    world = dist.get_world_size()
+    for parameter in parameters:
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+        dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+        parameter.grad /= world

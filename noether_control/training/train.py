@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from noether_control.models.checkpoint import load_state_checked, read_checkpoint, save_checkpoint
 from noether_control.models.svg import SVGConfig, SVGWorldModel, TrainOutput
-from noether_control.noether.meta import NoetherModule, average_gradients, init_from_baseline
+from noether_control.noether.meta import NoetherModule, init_from_baseline
 from noether_control.runtime import (
     resolve_device,
     run_dir,
@@ -503,7 +503,7 @@ def _update(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if average:
-        average_gradients(parameters)
+        distributed.average_gradients(parameters)
     group_norms = {
         f"train/grad_norm_{name}": torch.linalg.vector_norm(torch.stack(
             [torch.linalg.vector_norm(p.grad.detach()) if p.grad is not None

@@ -18,7 +18,7 @@ Stages now:
    episodes against the last-frame and mean-frame predictors (``world_model/evaluate/``);
 5. ``noether``: a small Algorithm 1 from that model (the baseline, E₁): a more-steps control and
    Noether meta-trained for a few more steps, compared side by side on the same test windows
-   (:func:`noether_control.noether.compare.demo_comparison`);
+   (:func:`noether_control.experiments.compare.demo_comparison`);
 6. ``planning``: a few seeded episodes of MPC through the trained world model beside random
    actions on the same seeds (:func:`noether_control.agents.plan.plan_episodes`), with their
    returns, ms per action and a GIF of the real frames beside what the model imagines.
@@ -36,15 +36,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from noether_control.agents.collect import CollectConfig, collect
 from noether_control.agents.plan import AgentConfig, PlanConfig, plan_episodes
 from noether_control.agents.plan_table import markdown_table, table_rows, write_outputs
 from noether_control.agents.policies import OUPolicy
-from noether_control.data.collect import CollectConfig, collect
 from noether_control.data.env_config import EnvConfig, make_vector_env
 from noether_control.data.windows import EpisodeWindows
 from noether_control.evaluation.evaluate import EvaluateConfig, evaluate_checkpoint
+from noether_control.experiments.compare import DemoComparisonConfig, demo_comparison
 from noether_control.models.svg import SVGConfig
-from noether_control.noether.compare import DemoComparisonConfig, demo_comparison
 from noether_control.runtime import atomic_path, run_dir, seed_everything, to_dataclass, write_json
 from noether_control.training.config import DataConfig, OptimConfig, TrainCommandConfig
 from noether_control.training.train import train_world_model
@@ -153,7 +153,7 @@ class Stage:
 def collect_stage(
     config: DemoConfig, outputs: dict[str, StageOutputs], out_dir: Path
 ) -> StageOutputs:
-    """Collect the demo dataset (see ``noether_control.data.collect``)."""
+    """Collect the demo dataset (see ``noether_control.agents.collect``)."""
     return collect(config.collect)
 
 
