@@ -1,4 +1,4 @@
-"""World-model checkpoints: state dicts, the resolved config and the package version (rule 9).
+"""World-model checkpoints: state dicts, the resolved config and the package version.
 
 A checkpoint is a plain dict saved with :func:`torch.save` and loaded with
 ``torch.load(weights_only=True)`` — never a pickled object, so loading runs no code and a

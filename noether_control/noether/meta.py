@@ -75,8 +75,9 @@ class NoetherConfig:
     scale_free: bool = False
     """Divide the conservation loss by g_φ's total variance (over examples and steps), so that
     g cannot lower its loss, or switch tailoring off, by shrinking towards a constant: the
-    current batch's variance while meta-training, a running average of it (kept with the
-    checkpoint) at test time, where each example is tailored alone."""
+    current batch's variance while meta-training (the one quantity through which the examples
+    of a batch meet), a running average of it (kept with the checkpoint) at test time, where
+    each example is tailored alone."""
     inner: TailoringConfig = field(
         default_factory=lambda: TailoringConfig(steps=1, lr=100.0, learnable_lr=True))
     """The inner loop at training time (steps K, lr, sgd/adam, second order, learnable lr)."""

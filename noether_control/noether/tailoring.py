@@ -2,7 +2,8 @@
 
 This is the one inner-loop implementation of the codebase (Noether Networks, Alet et al. 2021,
 Algorithm 1). Discovery uses it to score candidate laws, the video world model to tailor its
-per-example conditional-normalisation parameters.
+per-example parameters (the LSTM modulation by default, the normalisation layers of encoder and
+decoder, or every weight: :mod:`noether_control.noether.meta`).
 
 Per-example parameters are explicit: a dict of tensors whose leading dimension ``B`` indexes the
 examples. The caller's loss maps ``(params, batch)`` to one loss per example, shape ``(B,)``; it
