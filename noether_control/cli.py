@@ -92,11 +92,12 @@ def command_help(name: str, overrides: list[str]) -> str:
     """The text printed for ``noether-control COMMAND --help [overrides]``: usage, the config
     groups with their options (the shared ones too, which Hydra's own help does not list) and
     the config as composed with ``overrides``."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    conf = Path(__file__).resolve().parent / "conf"
-    command_dir = conf / "commands" / name
+    from noether_control.runtime import COMMANDS_CONF, compose_command
+
+    conf = COMMANDS_CONF.parent
+    command_dir = COMMANDS_CONF / name
     lines = [f"usage: noether-control {name} [hydra overrides...]",
              f"  {COMMANDS[name].summary}", "", "config groups (group=option):"]
     for entry in OmegaConf.load(command_dir / f"{name}.yaml").get("defaults", []):
@@ -106,8 +107,7 @@ def command_help(name: str, overrides: list[str]) -> str:
         group = key.split("@")[0]
         folder = command_dir / group if (command_dir / group).is_dir() else conf / group
         lines.append(f"  {key}: {', '.join(sorted(p.stem for p in folder.glob('*.yaml')))}")
-    with initialize_config_dir(config_dir=str(command_dir), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides)
+    cfg = compose_command(name, overrides)
     lines += ["", "config (override any key with key=value; Hydra's own options: --hydra-help):",
               OmegaConf.to_yaml(cfg)]
     return "\n".join(lines)

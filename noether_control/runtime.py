@@ -98,6 +98,28 @@ def run_directory_lock(directory: Path) -> Iterator[None]:
         handle.close()
 
 
+#: The folder of every command's Hydra config (``commands/NAME/NAME.yaml``, its presets beside).
+COMMANDS_CONF = Path(__file__).resolve().parent / "conf" / "commands"
+
+
+def compose_command(name: str, overrides: list[str]) -> DictConfig:
+    """The config of ``noether-control NAME overrides`` as the command line composes it,
+    presets included; also from inside another command's Hydra app (the demo composes its
+    stages from the commands' own presets this way)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.singleton import Singleton
+
+    # Hydra holds one global instance, and a running command's must survive this composition.
+    outer = Singleton._instances.pop(GlobalHydra, None)
+    try:
+        with initialize_config_dir(config_dir=str(COMMANDS_CONF / name), version_base="1.3"):
+            return compose(config_name=name, overrides=list(overrides))
+    finally:
+        if outer is not None:
+            Singleton._instances[GlobalHydra] = outer
+
+
 def run_dir() -> Path:
     """The Hydra run directory of the current command, or the working directory outside Hydra."""
     from hydra.core.hydra_config import HydraConfig

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ import pytest
 
 from noether_control.cli import COMMANDS
 from noether_control.data.windows import split_episodes
-from noether_control.training.config import DataConfig
+from noether_control.experiments.demo import DemoConfig, world_model_config
+from noether_control.runtime import compose_command, to_dataclass
+from noether_control.training.config import DataConfig, TrainCommandConfig
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -146,7 +149,7 @@ def test_demo_smoke_writes_the_gif(tmp_path: Path) -> None:
         best / evaluation["per_horizon"]["mse"][0])
     # the smoke world model had a dynamics phase (2 steps after its 2 joint steps)
     trained = json.loads((Path(world_model["run_dir"]) / "results.json").read_text())
-    assert (trained["steps"], trained["dynamics_steps"]) == (2, 2)
+    assert (trained["steps"], trained["dynamics_steps"]) == (6, 2)  # train's smoke preset
     # the Noether stage continued the trained world model: its baseline is that checkpoint
     compared = json.loads(Path(results["noether"]["results"]).read_text())
     assert Path(compared["runs"]["baseline"]["checkpoint"]).resolve() == (
@@ -172,8 +175,8 @@ def test_demo_frame_grid_puts_each_env_and_sub_env_in_its_cell() -> None:
 
 def test_demo_checks_every_stage_before_the_first(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = run_cli("demo", "experiment=smoke", "world_model.steps=-1", f"hydra.run.dir={out}",
-                     cwd=tmp_path)
+    result = run_cli("demo", "experiment=smoke", "world_model.overrides=['train.steps=-1']",
+                     f"hydra.run.dir={out}", cwd=tmp_path)
     assert result.returncode != 0
     assert "world_model stage: train.steps: expected ≥ 1, got -1" in result.stderr
     assert "[1/6]" not in result.stdout and not (out / "datasets").exists()  # nothing ran
@@ -181,3 +184,17 @@ def test_demo_checks_every_stage_before_the_first(tmp_path: Path) -> None:
                      cwd=tmp_path)
     assert result.returncode != 0 and "planning stage: episodes: expected an int >= 1, got 0" \
         in result.stderr
+
+
+def test_demo_trains_exactly_the_train_commands_demo_preset() -> None:
+    demo = to_dataclass(DemoConfig, compose_command("demo", ["collect.dataset.root=ROOT"]))
+    trained = world_model_config(demo, "DATASET")
+    preset = to_dataclass(TrainCommandConfig, compose_command(
+        "train", ["experiment=demo", "data.path=DATASET", f"seed={demo.seed}"]))
+    assert trained == preset
+    assert (trained.train.steps, trained.data.n_past, trained.train.dynamics_steps) == \
+        (700, 4, 3000)
+    # overrides of the stage reach the trained config, and nothing else differs
+    longer = replace(demo, world_model=replace(demo.world_model, overrides=["train.steps=900"]))
+    changed = world_model_config(longer, "DATASET")
+    assert changed.train.steps == 900 and replace(changed.train, steps=700) == preset.train

@@ -44,9 +44,15 @@ from noether_control.data.env_config import EnvConfig, make_vector_env
 from noether_control.data.windows import EpisodeWindows
 from noether_control.evaluation.evaluate import EvaluateConfig, evaluate_checkpoint
 from noether_control.experiments.compare import DemoComparisonConfig, demo_comparison
-from noether_control.models.svg import SVGConfig
-from noether_control.runtime import atomic_path, run_dir, seed_everything, to_dataclass, write_json
-from noether_control.training.config import DataConfig, OptimConfig, TrainCommandConfig
+from noether_control.runtime import (
+    atomic_path,
+    compose_command,
+    run_dir,
+    seed_everything,
+    to_dataclass,
+    write_json,
+)
+from noether_control.training.config import TrainCommandConfig
 from noether_control.training.train import train_world_model
 
 
@@ -79,27 +85,13 @@ class GifConfig:
 
 @dataclass
 class WorldModelStageConfig:
-    """The ``world_model`` stage: train the default world model, then evaluate it."""
+    """The ``world_model`` stage: train the world model, then evaluate it."""
 
-    #: optimiser steps (E₁ of the ``noether`` stage)
-    steps: int = 700
-    #: windows per step
-    batch_size: int = 8
-    #: Adam learning rate
-    lr: float = 2e-3
-    #: decay the lr linearly towards 0 over the whole run (``train.lr_decay_steps = steps``)
-    lr_decay: bool = True
-    #: context frames: 4 pin down the rod's angular velocity far better than 2, and the
-    #: velocity is what places the rod 10 frames ahead (docs/world_model.md)
-    n_past: int = 4
-    #: frames predicted per training window (after the context frames)
-    n_future: int = 10
-    #: steps of the dynamics phase after the joint ones (``train.dynamics_steps``)
-    dynamics_steps: int = 3000
-    #: closed-loop steps per dynamics window after the context (``train.dynamics_horizon``)
-    dynamics_horizon: int = 25
-    #: architecture (the default of ``conf/model/dcgan64.yaml``; data fields come from the dataset)
-    model: SVGConfig = field(default_factory=SVGConfig)
+    #: the ``train`` command's preset (``conf/commands/train/experiment/``) that defines the
+    #: model and its training: the stage trains exactly ``train experiment=PRESET``
+    preset: str = "demo"
+    #: more ``train`` overrides on top of the preset, e.g. ``[train.steps=2000]``
+    overrides: list[str] = field(default_factory=list)
     #: evaluation horizon (the per-horizon table and the reference predictors)
     horizon: int = 25
     #: test windows evaluated, evenly spread; null: every non-overlapping one
@@ -243,18 +235,13 @@ def gif_stage(config: DemoConfig, outputs: dict[str, StageOutputs], out_dir: Pat
 
 
 def world_model_config(config: DemoConfig, dataset: str) -> TrainCommandConfig:
-    """The training config of the demo's world model (also the Noether stage's baseline)."""
+    """The training config of the demo's world model (also the Noether stage's baseline): the
+    ``train`` command's own composition of ``experiment=PRESET`` and the stage's overrides, on
+    the demo's dataset and seed."""
     stage = config.world_model
-    optim = OptimConfig(steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr,
-                        lr_decay_steps=stage.steps if stage.lr_decay else 0,
-                        schedule_steps=stage.steps, log_every=max(1, stage.steps // 20),
-                        checkpoint_every=stage.steps, image_every=stage.steps,
-                        dynamics_steps=stage.dynamics_steps,
-                        dynamics_horizon=stage.dynamics_horizon,
-                        val_windows=0, tensorboard=False, progress=True)
-    data = DataConfig(path=dataset, n_past=stage.n_past, n_future=stage.n_future)
-    return TrainCommandConfig(data=data,
-                              model=stage.model, train=optim, seed=config.seed, device="auto")
+    composed = compose_command("train", [f"experiment={stage.preset}", *stage.overrides,
+                                         f"data.path={dataset}", f"seed={config.seed}"])
+    return to_dataclass(TrainCommandConfig, composed)
 
 
 def world_model_stage(
@@ -312,7 +299,7 @@ def planning_config(config: DemoConfig, kind: str, checkpoint: str | None) -> Pl
 def check_stages(config: DemoConfig) -> None:
     """Validate every stage's settings before the first stage runs, so that a bad value of a
     late stage fails at once, named by its demo key, rather than after minutes of work."""
-    checks = [("world_model", lambda: world_model_config(config, "the demo's dataset").validate())]
+    checks = [("world_model", lambda: world_model_config(config, "DATASET").validate())]
     if config.planning.enabled:
         checks.append(("planning", lambda: planning_config(
             config, "mpc", "the demo's world model").validate()))
