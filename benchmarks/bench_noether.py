@@ -27,8 +27,9 @@ import yaml
 
 import noether_control
 from noether_control.models.svg import SVGConfig, SVGWorldModel
+from noether_control.noether.config import NoetherConfig
 from noether_control.noether.embedding import EmbeddingConfig
-from noether_control.noether.meta import NoetherConfig, NoetherModule
+from noether_control.noether.meta import NoetherModule
 from noether_control.noether.tailoring import TailoringConfig
 from noether_control.runtime import resolve_device
 

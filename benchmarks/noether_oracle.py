@@ -42,7 +42,8 @@ from noether_control.evaluation.metrics import motion
 from noether_control.experiments.compare import paired_difference
 from noether_control.models.checkpoint import load_world_model
 from noether_control.models.svg import SVGWorldModel
-from noether_control.noether.meta import NoetherConfig, NoetherModule
+from noether_control.noether.config import NoetherConfig
+from noether_control.noether.meta import NoetherModule
 from noether_control.noether.oracle import (
     BALANCE_MODES,
     AngleProbe,

@@ -14,7 +14,7 @@ import noether_control
 from noether_control.discovery.discover import DiscoverConfig
 from noether_control.evaluation.evaluate import EvaluateConfig
 from noether_control.models.svg import SVGConfig
-from noether_control.noether.meta import NoetherConfig
+from noether_control.noether.config import NoetherConfig
 from noether_control.training.config import DataConfig, OptimConfig
 
 CONF = Path(noether_control.__file__).parent / "conf"

@@ -21,8 +21,9 @@ from noether_control.agents.model_env import (
     WorldModelVecEnv,
 )
 from noether_control.models.svg import SVGConfig, SVGWorldModel
+from noether_control.noether.config import NoetherConfig
 from noether_control.noether.embedding import EmbeddingConfig
-from noether_control.noether.meta import NoetherConfig, NoetherModule
+from noether_control.noether.meta import NoetherModule
 from noether_control.noether.tailoring import TailoringConfig
 
 P = 3

@@ -14,8 +14,9 @@ from noether_control.agents.planners import make_planner
 from noether_control.agents.policies import UniformPolicy
 from noether_control.envs.dynamics import angle_normalize
 from noether_control.models.svg import SVGConfig, SVGWorldModel
+from noether_control.noether.config import NoetherConfig
 from noether_control.noether.embedding import EmbeddingConfig
-from noether_control.noether.meta import NoetherConfig, NoetherModule
+from noether_control.noether.meta import NoetherModule
 from noether_control.noether.tailoring import TailoringConfig
 
 SIZE, P = 32, 3

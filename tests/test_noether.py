@@ -10,15 +10,12 @@ import torch
 from torch import Tensor
 
 from noether_control.models.svg import SVGConfig, SVGWorldModel
+from noether_control.noether.config import NoetherConfig
 from noether_control.noether.embedding import ConservedEmbedding, EmbeddingConfig
 from noether_control.noether.losses import conservation_loss
-from noether_control.noether.meta import (
-    NoetherConfig,
-    NoetherModule,
-    extend_optimizer_state,
-    load_noether,
-)
+from noether_control.noether.meta import NoetherModule, load_noether
 from noether_control.noether.tailoring import TailoringConfig
+from noether_control.training.warm_start import extend_optimizer_state
 
 N_PAST, HORIZON = 2, 4
 

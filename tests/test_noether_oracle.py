@@ -12,8 +12,9 @@ from torch import Tensor
 
 from noether_control.envs.dynamics import pendulum_step
 from noether_control.models.svg import SVGConfig, SVGWorldModel
+from noether_control.noether.config import NoetherConfig
 from noether_control.noether.embedding import EmbeddingConfig
-from noether_control.noether.meta import NoetherConfig, NoetherModule
+from noether_control.noether.meta import NoetherModule
 from noether_control.noether.oracle import (
     AngleProbe,
     PendulumPhysics,

@@ -7,8 +7,9 @@ import torch
 
 from noether_control.models.planning import PlanningModel, plan_returns
 from noether_control.models.svg import SVGConfig, SVGWorldModel
+from noether_control.noether.config import NoetherConfig
 from noether_control.noether.embedding import EmbeddingConfig
-from noether_control.noether.meta import NoetherConfig, NoetherModule
+from noether_control.noether.meta import NoetherModule
 from noether_control.noether.planning import TailoredWorldModel, tailor_to_plan
 from noether_control.noether.tailoring import TailoringConfig
 

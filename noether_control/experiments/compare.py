@@ -48,8 +48,9 @@ from noether_control.evaluation.metrics import motion
 from noether_control.evaluation.tailored import TailoredPredictor
 from noether_control.models.checkpoint import load_world_model, read_checkpoint
 from noether_control.models.svg import SVGWorldModel
+from noether_control.noether.config import NoetherConfig
 from noether_control.noether.diagnostics import inner_gradient_split
-from noether_control.noether.meta import NoetherConfig, NoetherModule, load_noether
+from noether_control.noether.meta import NoetherModule, load_noether
 from noether_control.noether.tailoring import TailoringConfig
 from noether_control.runtime import (
     atomic_path,

@@ -22,15 +22,13 @@ rate); ``noether-control train`` saves its state in the checkpoint's ``extra["no
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from noether_control.models.checkpoint import load_state_checked, read_checkpoint
 from noether_control.models.svg import (
     Rollout,
     SVGConfig,
@@ -38,8 +36,9 @@ from noether_control.models.svg import (
     TrainOutput,
     functional_verb,
 )
+from noether_control.noether.config import NoetherConfig
 from noether_control.noether.embedding import ConservedEmbedding, EmbeddingConfig
-from noether_control.noether.losses import CONSERVATION_MODES, conservation_loss
+from noether_control.noether.losses import conservation_loss
 from noether_control.noether.tailoring import (
     InnerLearningRate,
     Params,
@@ -47,76 +46,12 @@ from noether_control.noether.tailoring import (
     TailoringConfig,
     expand_params,
     tailor,
-    validate_inner_loop,
 )
 
-TAILORED = ("lstm", "norm", "all")
 # The running variance of a scale-free g_φ follows the batches like BatchNorm's running
 # statistics; the floor keeps an exactly constant g from dividing by zero.
 VARIANCE_MOMENTUM = 0.01
 VARIANCE_EPS = 1e-12
-
-
-@dataclass
-class NoetherConfig:
-    """Noether tailoring and meta-training (group ``noether``; ``enabled: false`` = baseline)."""
-
-    enabled: bool = False
-    """Meta-train with tailoring after ``pretrain_steps`` (Algorithm 1); false: plain SVG."""
-    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
-    """The conserved embedding g_φ."""
-    tailored: str = "lstm"
-    """Per-example parameters adapted by the inner loop: ``lstm``, ``norm`` or ``all``."""
-    loss: str = "consecutive"
-    """Conservation loss: ``first`` (Eq. 2a), ``consecutive`` (Eq. 2b) or ``both``."""
-    include_context: bool = False
-    """Also conserve g across the true context frames (``frames`` embedding only: the context
-    has no LSTM activations or predicted states of its own)."""
-    scale_free: bool = False
-    """Divide the conservation loss by g_φ's total variance (over examples and steps), so that
-    g cannot lower its loss, or switch tailoring off, by shrinking towards a constant: the
-    current batch's variance while meta-training (the one quantity through which the examples
-    of a batch meet), a running average of it (kept with the checkpoint) at test time, where
-    each example is tailored alone."""
-    inner: TailoringConfig = field(
-        default_factory=lambda: TailoringConfig(steps=1, lr=100.0, learnable_lr=True))
-    """The inner loop at training time (steps K, lr, sgd/adam, second order, learnable lr)."""
-    test_inner_steps: int | None = None
-    """Inner steps at test time; ``None``: the same as ``inner.steps``."""
-    pretrain_steps: int = 0
-    """E₁ in optimiser steps: plain SVG training before meta-training starts."""
-    init_from: str | None = None
-    """A baseline checkpoint to start from (its weights, Adam state and step), instead of
-    pre-training here; so Noether and the more-steps control share the same E₁ model."""
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid value."""
-        self.embedding.validate()
-        if self.tailored not in TAILORED:
-            raise ValueError(f"noether.tailored: expected one of {TAILORED}, got "
-                             f"{self.tailored!r}")
-        if self.loss not in CONSERVATION_MODES:
-            raise ValueError(f"noether.loss: expected one of {CONSERVATION_MODES}, got "
-                             f"{self.loss!r}")
-        if self.include_context and self.embedding.input != "frames":
-            raise ValueError(
-                "noether.include_context: expected embedding.input=frames (the context has no "
-                f"predicted activations or states), got embedding.input={self.embedding.input!r}"
-            )
-        if self.test_inner_steps is not None and self.test_inner_steps < 0:
-            raise ValueError(f"noether.test_inner_steps: expected >= 0 or null, got "
-                             f"{self.test_inner_steps}")
-        if self.pretrain_steps < 0:
-            raise ValueError(f"noether.pretrain_steps: expected >= 0, got {self.pretrain_steps}")
-        validate_inner_loop(self.inner.steps, self.inner.lr, self.inner.optimizer)
-
-    def min_horizon(self, n_past: int) -> int:
-        """Fewest predicted frames along which g_φ has the 2 values a conservation loss needs:
-        one value per predicted step after the first (``hidden``, ``state``) or per pair of
-        consecutive frames, the true context's included with ``include_context``."""
-        if self.embedding.input == "frames" and self.include_context:
-            return max(1, 3 - n_past)
-        return 3
 
 
 class TailoredPrediction(NamedTuple):
@@ -448,45 +383,3 @@ def load_noether(payload: dict[str, Any], model: SVGWorldModel) -> NoetherModule
     module.load_state_dict(stored["state"])
     device = next(model.parameters()).device
     return module.to(device).eval()
-
-
-def extend_optimizer_state(
-    baseline: dict[str, Any], optimizer: torch.optim.Optimizer
-) -> dict[str, Any]:
-    """A baseline optimizer state (model parameters only) extended to ``optimizer``'s groups.
-
-    ``optimizer``'s first group must hold the model parameters in the baseline's order, later
-    groups (g_φ, inner lr) start without state. Load the result with ``load_state_dict``.
-    """
-    own = optimizer.state_dict()
-    if len(baseline["param_groups"]) != 1 or len(baseline["param_groups"][0]["params"]) != len(
-        own["param_groups"][0]["params"]
-    ):
-        raise ValueError(
-            "init_from: expected a baseline optimizer with one group of "
-            f"{len(own['param_groups'][0]['params'])} model parameters, got "
-            f"{[len(group['params']) for group in baseline['param_groups']]}"
-        )
-    return {"state": baseline["state"],
-            "param_groups": baseline["param_groups"] + own["param_groups"][1:]}
-
-
-def init_from_baseline(
-    path: str | os.PathLike[str], model: SVGWorldModel, optimizer: torch.optim.Optimizer,
-    setting: str = "noether.init_from",
-) -> int:
-    """Start a run from a baseline checkpoint: its weights, Adam moments and step.
-
-    ``optimizer``'s first group must hold ``model``'s parameters (later groups, if any: g_φ).
-    Raises ``ValueError`` naming ``setting`` when the checkpoint's architecture differs from
-    ``model``'s. Returns the checkpoint's step, where training continues.
-    """
-    payload = read_checkpoint(path, "cpu")
-    source = f"{setting} {str(path)!r}"
-    if payload["model_config"] != model.config_dict():
-        raise ValueError(f"{source}: expected the architecture of this run "
-                         f"{model.config_dict()}, got {payload['model_config']}")
-    load_state_checked(model, payload["model"], source)
-    if payload.get("optimizer") is not None:
-        optimizer.load_state_dict(extend_optimizer_state(payload["optimizer"], optimizer))
-    return int(payload["step"])

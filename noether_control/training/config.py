@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from noether_control.models.svg import SVGConfig
-from noether_control.noether.meta import NoetherConfig
+from noether_control.noether.config import NoetherConfig
 
 ROLLOUT_MODES = ("teacher", "scheduled", "closed")
 

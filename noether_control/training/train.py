@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from noether_control.models.checkpoint import load_state_checked, read_checkpoint, save_checkpoint
 from noether_control.models.svg import SVGConfig, SVGWorldModel, TrainOutput
-from noether_control.noether.meta import NoetherModule, init_from_baseline
+from noether_control.noether.meta import NoetherModule
 from noether_control.runtime import (
     resolve_device,
     run_dir,
@@ -57,6 +57,7 @@ from noether_control.training.dynamics import (
     predictor_parameters,
 )
 from noether_control.training.logs import MetricLog, save_strip
+from noether_control.training.warm_start import init_from_baseline
 
 #: Independent random streams derived from the run seed.
 STREAM_BATCH, STREAM_TEACHER, STREAM_NOISE, STREAM_DYNAMICS = 0, 1, 2, 3

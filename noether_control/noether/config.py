@@ -1,0 +1,74 @@
+"""Settings of Noether tailoring and meta-training (the ``noether`` config group)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from noether_control.noether.embedding import EmbeddingConfig
+from noether_control.noether.losses import CONSERVATION_MODES
+from noether_control.noether.tailoring import TailoringConfig, validate_inner_loop
+
+#: What the inner loop adapts per example (see :mod:`noether_control.noether.meta`).
+TAILORED = ("lstm", "norm", "all")
+
+
+@dataclass
+class NoetherConfig:
+    """Noether tailoring and meta-training (group ``noether``; ``enabled: false`` = baseline)."""
+
+    enabled: bool = False
+    """Meta-train with tailoring after ``pretrain_steps`` (Algorithm 1); false: plain SVG."""
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    """The conserved embedding g_φ."""
+    tailored: str = "lstm"
+    """Per-example parameters adapted by the inner loop: ``lstm``, ``norm`` or ``all``."""
+    loss: str = "consecutive"
+    """Conservation loss: ``first`` (Eq. 2a), ``consecutive`` (Eq. 2b) or ``both``."""
+    include_context: bool = False
+    """Also conserve g across the true context frames (``frames`` embedding only: the context
+    has no LSTM activations or predicted states of its own)."""
+    scale_free: bool = False
+    """Divide the conservation loss by g_φ's total variance (over examples and steps), so that
+    g cannot lower its loss, or switch tailoring off, by shrinking towards a constant: the
+    current batch's variance while meta-training (the one quantity through which the examples
+    of a batch meet), a running average of it (kept with the checkpoint) at test time, where
+    each example is tailored alone."""
+    inner: TailoringConfig = field(
+        default_factory=lambda: TailoringConfig(steps=1, lr=100.0, learnable_lr=True))
+    """The inner loop at training time (steps K, lr, sgd/adam, second order, learnable lr)."""
+    test_inner_steps: int | None = None
+    """Inner steps at test time; ``None``: the same as ``inner.steps``."""
+    pretrain_steps: int = 0
+    """E₁ in optimiser steps: plain SVG training before meta-training starts."""
+    init_from: str | None = None
+    """A baseline checkpoint to start from (its weights, Adam state and step), instead of
+    pre-training here; so Noether and the more-steps control share the same E₁ model."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid value."""
+        self.embedding.validate()
+        if self.tailored not in TAILORED:
+            raise ValueError(f"noether.tailored: expected one of {TAILORED}, got "
+                             f"{self.tailored!r}")
+        if self.loss not in CONSERVATION_MODES:
+            raise ValueError(f"noether.loss: expected one of {CONSERVATION_MODES}, got "
+                             f"{self.loss!r}")
+        if self.include_context and self.embedding.input != "frames":
+            raise ValueError(
+                "noether.include_context: expected embedding.input=frames (the context has no "
+                f"predicted activations or states), got embedding.input={self.embedding.input!r}"
+            )
+        if self.test_inner_steps is not None and self.test_inner_steps < 0:
+            raise ValueError(f"noether.test_inner_steps: expected >= 0 or null, got "
+                             f"{self.test_inner_steps}")
+        if self.pretrain_steps < 0:
+            raise ValueError(f"noether.pretrain_steps: expected >= 0, got {self.pretrain_steps}")
+        validate_inner_loop(self.inner.steps, self.inner.lr, self.inner.optimizer)
+
+    def min_horizon(self, n_past: int) -> int:
+        """Fewest predicted frames along which g_φ has the 2 values a conservation loss needs:
+        one value per predicted step after the first (``hidden``, ``state``) or per pair of
+        consecutive frames, the true context's included with ``include_context``."""
+        if self.embedding.input == "frames" and self.include_context:
+            return max(1, 3 - n_past)
+        return 3
