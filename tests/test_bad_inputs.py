@@ -1,0 +1,232 @@
+"""Bad inputs a user can give: writes on an unwritable disk, settings and files that libraries
+used to reject with their own messages, and inputs that were accepted silently."""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+from pathlib import Path
+
+import gymnasium as gym
+import h5py
+import pytest
+import torch
+
+import noether_control.envs  # noqa: F401 (registers the envs)
+from noether_control.data.collect import CollectConfig, DatasetConfig, collect
+from noether_control.data.env_config import EnvConfig
+from noether_control.data.minari_io import DatasetError
+from noether_control.data.windows import EpisodeWindows
+from noether_control.discovery.discover import DiscoverConfig, SearchConfig, discover
+from noether_control.evaluation.evaluate import check_compatible
+from noether_control.models.checkpoint import save_checkpoint
+from noether_control.models.svg import SVGConfig, SVGWorldModel
+from noether_control.runtime import UnwritablePathError, atomic_torch_save, write_json
+from noether_control.training.config import TrainCommandConfig
+from tests.support import PENDULUM_32, SIZE, collect_ou
+
+DOUBLE_32 = EnvConfig(name="pixel-double-pendulum", id="NoetherControl/PixelDoublePendulum-v0",
+                      kwargs={"image_size": SIZE})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A pendulum and a double-pendulum dataset, a pendulum checkpoint, data files."""
+    root = tmp_path_factory.mktemp("bad-inputs")
+    single = Path(collect_ou(root / "single", episodes=4, num_envs=4, episode_steps=24)["path"])
+    double = Path(collect(CollectConfig(
+        episodes=4, num_envs=4, episode_steps=24, progress=False, env=DOUBLE_32,
+        policy={"kind": "ou"},  # type: ignore[arg-type]
+        dataset=DatasetConfig(root=str(root / "double"))))["path"])
+    torch.manual_seed(0)
+    model = SVGWorldModel(SVGConfig(image_size=SIZE, width=4, g_dim=8, keypoints=4, rnn_size=16,
+                                    rnn_layers=1, action_embed_dim=2, state_dim=2))
+    config = {"data": {"path": str(single), "n_past": 2, "n_future": 3,
+                       "split_fractions": [0.5, 0.25, 0.25], "split_seed": 0}}
+    checkpoint = save_checkpoint(root / "single.pt", model=model, optimizer=None, step=0,
+                                 config=config, rng={})
+    binary = root / "binary.dat"
+    binary.write_bytes(bytes(range(256)) * 8)
+    measured = root / "measured.csv"
+    constant = root / "constant.csv"
+    rows, still = ["trial,t,q,p"], ["trial,t,q,p"]
+    for trial in range(4):
+        for step in range(20):
+            time = step * 0.1
+            rows.append(f"{trial},{time:.2f},{math.cos(time + trial):.6f},"
+                        f"{-math.sin(time + trial):.6f}")
+            still.append(f"{trial},{time:.2f},0.5,0.0")
+    measured.write_text("\n".join(rows) + "\n")
+    constant.write_text("\n".join(still) + "\n")
+    return {"single": single, "double": double, "checkpoint": checkpoint, "binary": binary,
+            "measured": measured, "constant": constant, "root": root}
+
+
+# --- Writes on a read-only or full disk -------------------------------------------------------
+
+def test_a_checkpoint_under_a_file_names_the_path_and_the_setting(tmp_path: Path) -> None:
+    blocker = tmp_path / "checkpoints"
+    blocker.write_text("not a folder")
+    target = blocker / "last.pt"
+    with pytest.raises(UnwritablePathError) as error:
+        atomic_torch_save({"step": 1}, target)
+    assert str(error.value) == (f"cannot write checkpoint to {str(target)!r}: a part of the "
+                                "path is a file, not a folder; give a writable hydra.run.dir")
+
+
+def test_a_full_disk_under_torch_save_is_named(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(*_: object, **__: object) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(UnwritablePathError, match=r"cannot write checkpoint to '.*last\.pt': "
+                       r"the write failed part-way \(\d+ MiB free: is the disk full\?\)"):
+        atomic_torch_save({"step": 1}, tmp_path / "last.pt")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written stays behind
+
+
+def test_a_full_disk_under_results_json_is_named(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(UnwritablePathError, match=r"cannot write results to '.*results\.json': "
+                       "no space left on the device; free space on that disk or give another "
+                       r"hydra\.run\.dir"):
+        write_json(tmp_path / "results.json", {"a": 1})
+
+
+def test_a_read_only_folder_is_named(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders; the other tests fake the OS error")
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(UnwritablePathError, match="permission denied; give a writable"):
+            write_json(folder / "results.json", {})
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_full_disk_under_a_dataset_names_dataset_root(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import noether_control.data.minari_io as minari_io
+
+    def full_disk(*_: object, **__: object) -> None:
+        raise OSError(None, "Can't write data (file write failed: errno = 28, error message = "
+                            "'No space left on device')")
+
+    monkeypatch.setattr(minari_io, "_create_frame_datasets", full_disk)
+    with pytest.raises(UnwritablePathError, match=r"cannot write dataset to '.*ou-v0': no space "
+                       r"left on the device; free space on that disk or give another "
+                       r"dataset\.root"):
+        collect_ou(tmp_path, episodes=2, num_envs=2, episode_steps=5)
+
+
+# --- Raw library errors, now checked up front ----------------------------------------------
+
+def test_train_refuses_nan_settings_before_training() -> None:
+    config = TrainCommandConfig()
+    config.train.lr = float("nan")
+    with pytest.raises(ValueError, match=r"train\.lr: expected a finite number, got nan"):
+        config.validate()
+    config.train.lr = 1e-3
+    config.train.kl_weight = float("inf")
+    with pytest.raises(ValueError, match=r"train\.kl_weight: expected a finite number"):
+        config.validate()
+
+
+def test_a_later_episode_without_energy_is_refused_up_front(data: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(data["single"], copy)
+    with h5py.File(copy / "data" / "main_data.hdf5", "a") as handle:
+        del handle["episode_3/infos/energy"]
+    with pytest.raises(DatasetError, match="episode_3 lacks infos/energy"):
+        EpisodeWindows(copy, 3, "train", split_fractions=(0.5, 0.25, 0.25))
+
+
+@pytest.mark.parametrize("bound", [float("nan"), -1.0, "wide", float("inf"), 1e308])
+@pytest.mark.parametrize("env_id", ["NoetherControl/PixelPendulum-v0",
+                                    "NoetherControl/PixelDoublePendulum-v0"])
+def test_reset_refuses_bad_bounds(env_id: str, bound: object) -> None:
+    env = gym.make(env_id, image_size=SIZE)
+    for name in ("x_init", "y_init"):
+        with pytest.raises(ValueError, match=rf"options\['{name}'\]: expected a finite number "
+                           r">= 0"):
+            env.reset(seed=0, options={name: bound})
+    env.reset(seed=0, options={"x_init": 0.0, "y_init": 0.5})  # a fixed angle is fine
+    env.close()
+
+
+@pytest.mark.parametrize(("setting", "value", "words"), [
+    ("top_formulas", 0, "top_formulas: expected >= 1"),
+    ("threads", 0, "threads: expected >= 1"),
+    ("test_fraction", 1.0, r"test_fraction: expected a fraction in \(0, 1\)"),
+    ("test_fraction", 0.0, r"test_fraction: expected a fraction in \(0, 1\)"),
+    ("test_fraction", -0.5, r"test_fraction: expected a fraction in \(0, 1\)"),
+])
+def test_discover_refuses_before_searching(setting: str, value: float, words: str,
+                                           tmp_path: Path) -> None:
+    config = DiscoverConfig(score=False, plot=False, search=SearchConfig(max_size=3))
+    setattr(config, setting, value)
+    with pytest.raises(ValueError, match=words):
+        discover(config, tmp_path)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_discover_refuses_a_nan_learning_rate(tmp_path: Path) -> None:
+    config = DiscoverConfig(score=False, plot=False,
+                            search=SearchConfig(max_size=3, fit_lr=float("nan")))
+    with pytest.raises(ValueError, match=r"search\.fit_lr: expected finite numbers, got nan"):
+        discover(config, tmp_path)
+
+
+def test_discover_refuses_a_binary_file(data: dict[str, Path], tmp_path: Path) -> None:
+    config = DiscoverConfig(score=False, plot=False)
+    config.data.path = str(data["binary"])
+    config.data.units = {"q": "rad"}
+    with pytest.raises(ValueError, match=r"data\.path: expected a UTF-8 text file"):
+        discover(config, tmp_path)
+
+
+# --- Accepted silently, wrongly, before -----------------------------------------------------
+
+def test_discover_refuses_a_unit_for_a_column_the_file_lacks(data: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    config = DiscoverConfig(score=False, plot=False, search=SearchConfig(max_size=3))
+    config.data.path = str(data["measured"])
+    config.data.trajectory = "trial"
+    config.data.units = {"q": "rad", "p": "rad/s", "x": "m"}
+    with pytest.raises(ValueError, match=r"data\.units: column\(s\) \['x'\] are not in"):
+        discover(config, tmp_path)
+
+
+def test_discover_says_why_constant_states_give_nothing(data: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    config = DiscoverConfig(score=False, plot=False, search=SearchConfig(max_size=3))
+    config.data.path = str(data["constant"])
+    config.data.trajectory = "trial"
+    config.data.units = {"q": "rad", "p": "rad/s"}
+    with pytest.raises(ValueError, match=r"every state column \(q, p\) has one value in all 4 "
+                       "trajectories; expected states that change over time"):
+        discover(config, tmp_path)
+
+
+def test_a_model_of_another_system_is_refused(data: dict[str, Path]) -> None:
+    """A pendulum model and double-pendulum data agree in frames and actions; not in states."""
+    double = EpisodeWindows(data["double"], 3, "all")
+    single = EpisodeWindows(data["single"], 3, "all")
+    config = SVGConfig(image_size=SIZE, state_dim=2)
+    check_compatible(config, single, str(data["single"]))
+    with pytest.raises(ValueError, match=r"state dimension \(another system\): the model "
+                       "expects 2, the data has 4"):
+        check_compatible(config, double, str(data["double"]))
+    assert PENDULUM_32.id != DOUBLE_32.id
