@@ -1,19 +1,29 @@
-"""Bad inputs a user can give: writes on an unwritable disk, settings and files that libraries
-used to reject with their own messages, and inputs that were accepted silently."""
+"""Bad inputs a user can give, per command: each ends with a non-zero exit and one line that
+names the setting at fault (no traceback), and the checks behind those lines.
+
+The command line runs in-process (``noether_control.cli.main``), as ``python -m
+noether_control`` would run it, so that the whole table takes seconds rather than a Python and
+torch start-up per case.
+"""
 
 from __future__ import annotations
 
 import errno
 import math
 import os
+import signal
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
 import h5py
+import numpy as np
 import pytest
 import torch
 
 import noether_control.envs  # noqa: F401 (registers the envs)
+from noether_control.cli import main
 from noether_control.data.collect import CollectConfig, DatasetConfig, collect
 from noether_control.data.env_config import EnvConfig
 from noether_control.data.minari_io import DatasetError
@@ -61,6 +71,134 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     constant.write_text("\n".join(still) + "\n")
     return {"single": single, "double": double, "checkpoint": checkpoint, "binary": binary,
             "measured": measured, "constant": constant, "root": root}
+
+
+@pytest.fixture(autouse=True)
+def keep_signal_handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``main`` installs its SIGINT/SIGTERM handlers and sets ``sys.argv``: undo both."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    # `--debug` sets it in this process: setenv makes the teardown restore the original
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    yield
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+
+
+def run_cli(args: list[str], run_dir: Path, capsys: pytest.CaptureFixture[str]
+            ) -> tuple[int, str]:
+    """``noether-control ARGS hydra.run.dir=RUN_DIR`` in-process: (exit status, stderr)."""
+    try:
+        main([*args, f"hydra.run.dir={run_dir}"])
+        status = 0
+    except SystemExit as exit_info:
+        status = 1 if exit_info.code is None else int(exit_info.code)
+    return status, capsys.readouterr().err
+
+
+#: (command line with {placeholders} from the `data` fixture, words the one line must hold)
+CASES: list[tuple[str, str]] = [
+    ("collect experiment=smoke seed=-1", "seed: expected an int in [0, 2**32)"),
+    ("collect experiment=smoke episodes=0", "episodes: expected"),
+    ("collect experiment=smoke num_envs=0", "num_envs: expected"),
+    ("collect experiment=smoke episode_steps=0", "episode_steps"),
+    ("collect experiment=smoke +env.kwargs.mass=1 +env.kwargs.mass_range=[0.5,2]", "mass"),
+    ("train experiment=smoke", "data.path"),
+    ("train experiment=smoke data.path={single} train.lr=nan", "train.lr: expected a finite"),
+    ("train experiment=smoke data.path={single} train.lr=-1", "train.lr: expected > 0"),
+    ("train experiment=smoke data.path={single} train.steps=0", "train.steps: expected"),
+    ("train experiment=smoke data.path={single} data.n_past=0", "data.n_past"),
+    ("train experiment=smoke data.path={single} seed=-1", "seed: expected"),
+    ("train experiment=smoke data.path={single} device=tpu", "device: expected"),
+    ("train experiment=smoke data.path={root}/nowhere", "nowhere"),
+    ("evaluate experiment=smoke checkpoint={root}/nowhere.pt", "nowhere.pt"),
+    ("evaluate experiment=smoke checkpoint={checkpoint} horizon=0", "horizon"),
+    ("evaluate experiment=smoke checkpoint={checkpoint} data_path={double}",
+     "state dimension (another system): the model expects 2, the data has 4"),
+    ("compare experiment=smoke", "runs"),
+    ("compare experiment=smoke +runs.baseline={root}/nowhere.pt +runs.noether={checkpoint}",
+     "nowhere.pt"),
+    ("plan agent=random episodes=0", "episodes"),
+    ("plan agent=random env.kwargs.image_size=0", "image_size"),
+    ("plan agent=cem", "checkpoint"),
+    ("rl", "checkpoint"),
+    ("rl checkpoint={checkpoint} algo=dqn", "algo"),
+    ("mbrl iterations=-1", "iterations"),
+    ("mbrl train_overrides=[nokey]", "train_overrides"),
+    ("discover experiment=smoke top_formulas=0", "top_formulas: expected >= 1"),
+    ("discover experiment=smoke threads=0", "threads: expected >= 1"),
+    ("discover experiment=smoke search.fit_lr=nan", "search.fit_lr: expected finite"),
+    ("discover experiment=smoke search.fit_lr=0", "search.fit_lr: expected a learning rate"),
+    ("discover experiment=smoke test_fraction=1", "test_fraction: expected a fraction in (0, 1)"),
+    ("discover experiment=smoke test_fraction=0", "test_fraction: expected a fraction in (0, 1)"),
+    ("discover experiment=smoke test_fraction=-0.5", "test_fraction: expected a fraction"),
+    ("discover experiment=smoke data.path={binary} data.units={{q:rad}}",
+     "data.path: expected a UTF-8 text file"),
+    ("discover experiment=smoke data.path={measured} data.trajectory=trial "
+     "data.units={{q:rad,p:rad/s,x:m}}", "data.units: column(s) ['x'] are not in"),
+    ("discover experiment=smoke data.path={constant} data.trajectory=trial "
+     "data.units={{q:rad,p:rad/s}}", "every state column (q, p) has one value"),
+    ("demo world_model.steps=-1", "world_model stage: train.steps: expected ≥ 1, got -1"),
+]
+
+
+@pytest.mark.parametrize(("command", "expected"), CASES, ids=[c for c, _ in CASES])
+def test_a_bad_input_is_one_line_naming_the_setting(
+        command: str, expected: str, data: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args = command.format(**{key: str(value) for key, value in data.items()}).split()
+    status, stderr = run_cli(args, tmp_path / "run", capsys)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert status != 0, stderr
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"noether-control {args[0]}: "), stderr
+    assert expected in lines[0], stderr
+
+
+def test_debug_shows_the_traceback(data: dict[str, Path], tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "--debug", "experiment=smoke", f"data.path={data['single']}",
+            "train.lr=nan"]
+    with pytest.raises(ValueError, match=r"train\.lr: expected a finite number, got nan"):
+        main([*args, f"hydra.run.dir={tmp_path / 'run'}"])
+
+
+def test_the_installed_command_prints_one_line_or_with_debug_the_traceback(
+        tmp_path: Path) -> None:
+    """The table above, once as a user runs it: a separate ``python -m noether_control``."""
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [sys.executable, "-m", "noether_control", "collect", "experiment=smoke", "seed=-1",
+               f"hydra.run.dir={tmp_path / 'run'}"]
+    plain = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120,
+                           check=False)
+    assert plain.returncode == 1
+    assert plain.stderr == ("noether-control collect: seed: expected an int in [0, 2**32), "
+                            "got -1\n")
+    debug = subprocess.run([*command[:3], "--debug", *command[3:]], capture_output=True,
+                           text=True, env=env, timeout=120, check=False)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert debug.stderr.rstrip().endswith("ValueError: seed: expected an int in [0, 2**32), got -1")
+
+
+def test_an_unexpected_error_keeps_its_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ValueError raised outside this package's checks (here: in a library NumPy) is input we
+    failed to check, or a bug: it keeps the traceback that lets it be reported."""
+    collect_module = sys.modules["noether_control.data.collect"]
+
+    def seeded_by_a_library(_: object) -> None:
+        np.random.seed(-1)
+
+    monkeypatch.setattr(collect_module, "collect", seeded_by_a_library)
+    status, stderr = run_cli(["collect", "experiment=smoke"], tmp_path / "run", capsys)
+    assert status != 0
+    assert "Seed must be between 0 and 2**32 - 1" in stderr
+    assert "Traceback" in stderr and "HYDRA_FULL_ERROR" in stderr, stderr
 
 
 # --- Writes on a read-only or full disk -------------------------------------------------------
@@ -126,6 +264,17 @@ def test_a_full_disk_under_a_dataset_names_dataset_root(
                        r"left on the device; free space on that disk or give another "
                        r"dataset\.root"):
         collect_ou(tmp_path, episodes=2, num_envs=2, episode_steps=5)
+
+
+def test_a_run_directory_under_a_file_is_one_line(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    status, stderr = run_cli(["collect", "experiment=smoke"], blocker / "run", capsys)
+    assert status == 1
+    assert stderr.strip() == (
+        f"noether-control collect: cannot write the run's files to {str(blocker / 'run')!r}: "
+        "a part of the path is a file, not a folder; give a writable hydra.run.dir")
 
 
 # --- Raw library errors, now checked up front ----------------------------------------------
