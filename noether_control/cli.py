@@ -270,7 +270,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def _check_run_directory(name: str, overrides: list[str]) -> None:
     """Exit with one line when a ``hydra.run.dir=`` given on the command line cannot be
-    created: Hydra creates it before any of our code runs, and would print its traceback."""
+    created or written: Hydra creates it and opens its log there before any of our code runs,
+    and would print its traceback."""
+    import tempfile
+
     from noether_control.runtime import unwritable
 
     given = [arg.split("=", 1)[1] for arg in overrides if arg.startswith("hydra.run.dir=")]
@@ -279,6 +282,8 @@ def _check_run_directory(name: str, overrides: list[str]) -> None:
     folder = Path(given[-1])
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass  # an existing folder on a read-only disk
     except OSError as error:
         message = unwritable(folder, "the run's files", error.errno, "hydra.run.dir")
         print(f"noether-control {name}: {message}", file=sys.stderr)

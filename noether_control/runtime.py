@@ -183,7 +183,9 @@ _WRITE_FAILURES = {
     errno.EEXIST: "a part of the path is a file, not a folder",
 }
 
-#: Libraries that wrap the OS error in their own (h5py) name it only in the message.
+#: Libraries that wrap the OS error in their own name it only in the message (h5py: an OSError
+#: or, when the file is closed, a RuntimeError "... errno = 28, error message = 'No space left
+#: on device' ...").
 _WRITE_FAILURE_TEXTS = {
     "no space left on device": errno.ENOSPC,
     "read-only file system": errno.EROFS,
@@ -198,9 +200,9 @@ _DISK_FAILURES = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 def write_failure(error: BaseException) -> int | None:
     """The errno of a read-only or full disk (``EROFS``, ``ENOSPC``, ...) behind ``error``, or
     ``None`` for other errors."""
-    if not isinstance(error, OSError):
+    if not isinstance(error, OSError | RuntimeError):
         return None
-    if error.errno in _DISK_FAILURES:
+    if isinstance(error, OSError) and error.errno in _DISK_FAILURES:
         return error.errno
     text = str(error).lower()
     return next((code for words, code in _WRITE_FAILURE_TEXTS.items() if words in text), None)
@@ -269,7 +271,7 @@ def atomic_path(path: str | os.PathLike[str], what: str = "file",
                 shutil.rmtree(backup)
             else:
                 os.replace(temporary, target)
-        except OSError as error:
+        except (OSError, RuntimeError) as error:
             # the block may also read files: only errors that mean "the disk takes no more
             # writes" are about `path`; others keep their own message
             code = write_failure(error)

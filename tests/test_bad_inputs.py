@@ -251,13 +251,15 @@ def test_a_read_only_folder_is_named(tmp_path: Path) -> None:
         folder.chmod(0o755)
 
 
+@pytest.mark.parametrize("error_type", [OSError, RuntimeError])
 def test_a_full_disk_under_a_dataset_names_dataset_root(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        error_type: type[Exception], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """h5py reports a full disk as an OSError while writing, a RuntimeError when closing."""
     import noether_control.data.minari_io as minari_io
 
     def full_disk(*_: object, **__: object) -> None:
-        raise OSError(None, "Can't write data (file write failed: errno = 28, error message = "
-                            "'No space left on device')")
+        raise error_type("Can't write data (file write failed: errno = 28, error message = "
+                         "'No space left on device')")
 
     monkeypatch.setattr(minari_io, "_create_frame_datasets", full_disk)
     with pytest.raises(UnwritablePathError, match=r"cannot write dataset to '.*ou-v0': no space "
@@ -275,6 +277,22 @@ def test_a_run_directory_under_a_file_is_one_line(tmp_path: Path,
     assert stderr.strip() == (
         f"noether-control collect: cannot write the run's files to {str(blocker / 'run')!r}: "
         "a part of the path is a file, not a folder; give a writable hydra.run.dir")
+
+
+def test_a_read_only_run_directory_is_one_line(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    def read_only(*_: object, **__: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    status, stderr = run_cli(["collect", "experiment=smoke"], tmp_path, capsys)
+    assert status == 1
+    assert stderr == (f"noether-control collect: cannot write the run's files to "
+                      f"{str(tmp_path)!r}: read-only file system; give a writable "
+                      "hydra.run.dir\n")
 
 
 # --- Raw library errors, now checked up front ----------------------------------------------
