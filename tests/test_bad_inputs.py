@@ -113,6 +113,8 @@ CASES: list[tuple[str, str]] = [
     ("train experiment=smoke data.path={root}/nowhere", "nowhere"),
     ("evaluate experiment=smoke checkpoint={root}/nowhere.pt", "nowhere.pt"),
     ("evaluate experiment=smoke checkpoint={checkpoint} horizon=0", "horizon"),
+    ("evaluate experiment=smoke checkpoint={binary}",
+     "binary.dat' is corrupt or not a torch file (Unsupported operand 0); expected a file"),
     ("evaluate experiment=smoke checkpoint={checkpoint} data_path={double}",
      "state dimension (another system): the model expects 2, the data has 4"),
     ("compare experiment=smoke", "runs"),
@@ -199,6 +201,17 @@ def test_an_unexpected_error_keeps_its_traceback(
     assert status != 0
     assert "Seed must be between 0 and 2**32 - 1" in stderr
     assert "Traceback" in stderr and "HYDRA_FULL_ERROR" in stderr, stderr
+
+
+def test_a_foreign_checkpoint_names_the_cause_not_torchs_advice(data: dict[str, Path]) -> None:
+    """torch's weights-only error suggests weights_only=False (running the file's code)."""
+    from noether_control.models.checkpoint import read_checkpoint
+
+    with pytest.raises(ValueError) as error:
+        read_checkpoint(data["binary"])
+    assert str(error.value) == (f"checkpoint {str(data['binary'])!r} is corrupt or not a torch "
+                                "file (Unsupported operand 0); expected a file written by "
+                                "`noether-control train`")
 
 
 # --- Writes on a read-only or full disk -------------------------------------------------------
