@@ -131,14 +131,19 @@ def hydra_app(name: str) -> Callable[[], None]:
 
     @hydra.main(version_base="1.3", config_path=str(config_dir), config_name=name)
     def app(cfg: DictConfig) -> None:
-        from noether_control.runtime import run_dir, run_directory_lock
+        from noether_control.runtime import ReportedError, run_dir, run_directory_lock
 
         try:
             with run_directory_lock(run_dir()):
                 run(cfg)
         except Exception as error:
-            if _full_errors() or not is_user_error(error):
-                raise  # Hydra prints the traceback (in full with HYDRA_FULL_ERROR=1)
+            if _full_errors():
+                raise  # Hydra prints the whole traceback
+            if isinstance(error, ReportedError):
+                print(f"noether-control {name}: {str(error).rstrip()}", file=sys.stderr)
+                raise SystemExit(1) from None
+            if not is_user_error(error):
+                raise  # Hydra prints the traceback: a bug, or input we failed to check
             print(f"noether-control {name}: {one_line(error)}", file=sys.stderr)
             raise SystemExit(1) from None
 

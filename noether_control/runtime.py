@@ -123,6 +123,12 @@ class RunDirectoryInUseError(RuntimeError):
     """Another live process holds the run directory's lock."""
 
 
+class ReportedError(RuntimeError):
+    """An error whose message is already the whole report, e.g. the end of a failed child
+    command's own output (which holds its one-line error or its traceback): the command line
+    prints it as it is, without a traceback of its own."""
+
+
 def _try_lock(path: Path) -> Any:
     """An open handle holding an exclusive ``flock`` on ``path``, or ``None`` if another process
     holds it (the lock dies with its process, however that ends)."""

@@ -29,7 +29,7 @@ from noether_control.data.env_config import EnvConfig
 from noether_control.data.minari_io import DatasetError
 from noether_control.data.windows import EpisodeWindows
 from noether_control.discovery.discover import DiscoverConfig, SearchConfig, discover
-from noether_control.evaluation.evaluate import check_compatible
+from noether_control.evaluation.evaluate import check_compatible, warn_other_env
 from noether_control.models.checkpoint import save_checkpoint
 from noether_control.models.svg import SVGConfig, SVGWorldModel
 from noether_control.runtime import UnwritablePathError, atomic_torch_save, write_json
@@ -184,6 +184,26 @@ def test_the_installed_command_prints_one_line_or_with_debug_the_traceback(
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr
     assert debug.stderr.rstrip().endswith("ValueError: seed: expected an int in [0, 2**32), got -1")
+
+
+def test_a_failed_mbrl_stage_shows_the_stages_own_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage is a child command: its output, already one line or a traceback, is the report."""
+    import importlib
+
+    mbrl = importlib.import_module("noether_control.agents.mbrl")
+    stage_output = "noether-control train: train.lr: expected a finite number, got nan"
+
+    def failing_stage(*_: object) -> None:
+        raise mbrl.StageError(f"mbrl: stage X failed (exit 1); the end of its log:\n"
+                              f"{stage_output}\n\nfix the cause and run the same command again")
+
+    monkeypatch.setattr(mbrl, "model_based_loop", failing_stage)
+    status, stderr = run_cli(["mbrl"], tmp_path / "run", capsys)
+    assert status == 1
+    assert "Traceback" not in stderr and "HYDRA_FULL_ERROR" not in stderr, stderr
+    assert stderr.splitlines()[1] == stage_output
 
 
 def test_an_unexpected_error_keeps_its_traceback(
@@ -410,3 +430,20 @@ def test_a_model_of_another_system_is_refused(data: dict[str, Path]) -> None:
                        "expects 2, the data has 4"):
         check_compatible(config, double, str(data["double"]))
     assert PENDULUM_32.id != DOUBLE_32.id
+
+
+def test_data_of_another_env_of_the_same_system_is_evaluated_with_a_warning(
+        data: dict[str, Path], tmp_path: Path) -> None:
+    random_physics = EnvConfig(name="pixel-pendulum-random",
+                               id="NoetherControl/PixelPendulumRandom-v0",
+                               kwargs={"image_size": SIZE})
+    other = collect(CollectConfig(
+        episodes=2, num_envs=2, episode_steps=5, progress=False, env=random_physics,
+        policy={"kind": "ou"},  # type: ignore[arg-type]
+        dataset=DatasetConfig(root=str(tmp_path))))["path"]
+    trained = {"data": {"path": str(data["single"])}}
+    with pytest.warns(UserWarning, match=r"trained on 'NoetherControl/PixelPendulum-v0' "
+                      r"episodes, .* holds 'NoetherControl/PixelPendulumRandom-v0' episodes: "
+                      "these metrics measure how it generalises"):
+        warn_other_env(trained, other)
+    warn_other_env(trained, str(data["single"]))  # the same env: nothing to say
