@@ -37,7 +37,13 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from noether_control.runtime import atomic_path, run_dir, to_dataclass, write_json
+from noether_control.runtime import (
+    ReportedError,
+    atomic_path,
+    run_dir,
+    to_dataclass,
+    write_json,
+)
 
 
 @dataclass
@@ -93,7 +99,7 @@ class MBRLConfig:
                                      f"is the loop's), got {item!r}")
 
 
-class StageError(RuntimeError):
+class StageError(ReportedError):
     """A stage's command exited with an error; its output is in the stage's ``stage.log``."""
 
 

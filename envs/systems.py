@@ -218,9 +218,20 @@ def _parse_reset_bounds(options: Mapping[str, Any] | None, default_x: float) -> 
     """``(x_init, y_init)`` from reset ``options`` as ``Pendulum-v1`` reads them."""
     if options is None:
         return default_x, 1.0
-    x = options.get("x_init") if "x_init" in options else default_x
-    y = options.get("y_init") if "y_init" in options else 1.0
-    return utils.verify_number_and_cast(x), utils.verify_number_and_cast(y)
+    bounds = []
+    for name, default in (("x_init", default_x), ("y_init", 1.0)):
+        value = options.get(name, default)
+        description = (f"options[{name!r}]: expected a finite number >= 0 (the state is drawn "
+                       f"from [-{name}, {name}]), got {value!r}")
+        try:
+            bound = utils.verify_number_and_cast(value)
+        except ValueError:
+            raise ValueError(description) from None
+        # NaN, inf and bounds whose range 2 * bound overflows fail inside numpy's sampler
+        if not (bound >= 0 and math.isfinite(2 * bound)):
+            raise ValueError(description)
+        bounds.append(bound)
+    return bounds[0], bounds[1]
 
 
 class PendulumSystemBase(ABC):

@@ -5,11 +5,16 @@ Each command is a Hydra app whose primary config is ``conf/commands/COMMAND/COMM
 ``run(cfg)`` function lives in the module named in :data:`COMMANDS`. Commands are imported
 lazily so that ``noether-control --help`` stays fast and a missing optional dependency of one
 command does not break the others.
+
+A bad input that our own checks catch (see :func:`is_user_error`) is printed as one line naming
+the setting, with exit status 1; ``--debug`` or ``HYDRA_FULL_ERROR=1`` shows its traceback, and
+every other error keeps Hydra's traceback so that it can be reported.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -76,7 +81,7 @@ def usage() -> str:
     """The text printed for ``noether-control --help``."""
     width = max(len(name) for name in COMMANDS)
     lines = [
-        "usage: noether-control COMMAND [hydra overrides...]",
+        "usage: noether-control COMMAND [--debug] [hydra overrides...]",
         "       python -m noether_control COMMAND [hydra overrides...]",
         "",
         "commands:",
@@ -84,6 +89,8 @@ def usage() -> str:
         "",
         "Every command takes Hydra overrides (key=value), e.g. experiment=smoke or",
         "hydra.run.dir=runs/x; `noether-control COMMAND --help` shows its config.",
+        "A bad setting is reported in one line; --debug (or HYDRA_FULL_ERROR=1) shows the",
+        "full traceback.",
     ]
     return "\n".join(lines)
 
@@ -124,12 +131,78 @@ def hydra_app(name: str) -> Callable[[], None]:
 
     @hydra.main(version_base="1.3", config_path=str(config_dir), config_name=name)
     def app(cfg: DictConfig) -> None:
-        from noether_control.runtime import run_dir, run_directory_lock
+        from noether_control.runtime import ReportedError, run_dir, run_directory_lock
 
-        with run_directory_lock(run_dir()):
-            run(cfg)
+        try:
+            with run_directory_lock(run_dir()):
+                run(cfg)
+        except Exception as error:
+            if _full_errors():
+                raise  # Hydra prints the whole traceback
+            if isinstance(error, ReportedError):
+                print(f"noether-control {name}: {str(error).rstrip()}", file=sys.stderr)
+                raise SystemExit(1) from None
+            if not is_user_error(error):
+                raise  # Hydra prints the traceback: a bug, or input we failed to check
+            print(f"noether-control {name}: {one_line(error)}", file=sys.stderr)
+            raise SystemExit(1) from None
 
     return app
+
+
+#: Set to 1 by ``--debug`` (or by the user): a user error shows Hydra's whole traceback too.
+FULL_ERROR_VARIABLE = "HYDRA_FULL_ERROR"
+
+
+def _full_errors() -> bool:
+    """Whether every error is to be shown with its full traceback (as Hydra reads the
+    variable: only the value 1 counts)."""
+    return os.environ.get(FULL_ERROR_VARIABLE) == "1"
+
+#: The switch that shows the traceback of a user error (taken out before Hydra sees the args).
+DEBUG_FLAG = "--debug"
+
+
+def _package_folders() -> tuple[Path, ...]:
+    """The source folders of this package (``envs/`` and ``agents/`` install as its
+    subpackages but may live beside it in an editable checkout)."""
+    import noether_control
+
+    folders = [Path(noether_control.__file__).resolve().parent]
+    for name in ("noether_control.envs", "noether_control.agents"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            folders.append(Path(module.__file__).resolve().parent)
+    return tuple(folders)
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether ``error`` is this package's answer to a bad input, printed as one line.
+
+    That is a ``ValueError`` (``TypeError`` is left out: Python raises it for a wrong call, a
+    bug), a missing or existing file, an unwritable path or a busy run directory, *raised by
+    this package's own code*: our checks name the setting and the remedy. The same types raised
+    inside a library (torch, numpy, h5py) are input we failed to check, or bugs: those keep
+    their traceback so that they can be reported.
+    """
+    from noether_control.runtime import RunDirectoryInUseError, UnwritablePathError
+
+    answers = (ValueError, FileNotFoundError, FileExistsError, UnwritablePathError,
+               RunDirectoryInUseError)
+    if not isinstance(error, answers):
+        return False
+    traceback = error.__traceback__
+    if traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    raised_in = Path(traceback.tb_frame.f_code.co_filename).resolve()
+    return any(raised_in.is_relative_to(folder) for folder in _package_folders())
+
+
+def one_line(error: BaseException) -> str:
+    """``error``'s message on one line."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 #: The exception a deferred signal raises once it lands outside a finaliser.
@@ -170,6 +243,9 @@ def _interrupt(_: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Dispatch ``argv`` (default ``sys.argv[1:]``) to a command's Hydra app."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if DEBUG_FLAG in args:
+        args = [arg for arg in args if arg != DEBUG_FLAG]
+        os.environ[FULL_ERROR_VARIABLE] = "1"  # Hydra reads it too: the traceback in full
     if not args or args[0] in {"-h", "--help", "help"}:
         print(usage())
         return
@@ -191,5 +267,29 @@ def main(argv: list[str] | None = None) -> None:
     # Ctrl-C landing in a weakref callback was printed and dropped, and the run went on
     signal.signal(signal.SIGINT, _interrupt)
     app = hydra_app(name)
+    if not _full_errors():
+        _check_run_directory(name, args[1:])
     sys.argv = [f"noether-control {name}", *args[1:]]
     app()
+
+
+def _check_run_directory(name: str, overrides: list[str]) -> None:
+    """Exit with one line when a ``hydra.run.dir=`` given on the command line cannot be
+    created or written: Hydra creates it and opens its log there before any of our code runs,
+    and would print its traceback."""
+    import tempfile
+
+    from noether_control.runtime import unwritable
+
+    given = [arg.split("=", 1)[1] for arg in overrides if arg.startswith("hydra.run.dir=")]
+    if not given or "$" in given[-1]:
+        return  # Hydra's default (or an interpolation) is resolved only by Hydra
+    folder = Path(given[-1])
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass  # an existing folder on a read-only disk
+    except OSError as error:
+        message = unwritable(folder, "the run's files", error.errno, "hydra.run.dir")
+        print(f"noether-control {name}: {message}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -7,6 +7,7 @@ interrupted run never leaves a file that looks complete but isn't.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -49,8 +50,10 @@ def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python, NumPy and torch once, in the entry point; return a fresh NumPy generator.
 
     Library code never draws from global RNGs: it takes the returned generator (or a
-    ``torch.Generator``) explicitly.
+    ``torch.Generator``) explicitly. Raises ``ValueError`` for a seed NumPy cannot take.
     """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed: expected an int in [0, 2**32), got {seed!r}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -75,13 +78,18 @@ def run_directory_lock(directory: Path) -> Iterator[None]:
     from the first's checkpoint while it is still being written. In a ``torchrun`` job, rank 0
     holds it for the job.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    if int(os.environ.get("RANK", "0")) != 0:
-        # the other processes of one torchrun job share their rank 0's directory and lock
+    path = directory / LOCK_NAME
+    # the other processes of one torchrun job share their rank 0's directory and lock
+    first_rank = int(os.environ.get("RANK", "0")) == 0
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = _try_lock(path) if first_rank else None
+    except OSError as error:
+        # the first write of every command: a read-only disk shows here, before any work
+        raise unwritable(directory, "the run's files", error.errno, "hydra.run.dir") from error
+    if not first_rank:
         yield
         return
-    path = directory / LOCK_NAME
-    handle = _try_lock(path)
     if handle is None:
         holder = path.read_text().strip() or "another process"
         raise RunDirectoryInUseError(
@@ -137,6 +145,12 @@ class RunDirectoryInUseError(RuntimeError):
     """Another live process holds the run directory's lock."""
 
 
+class ReportedError(RuntimeError):
+    """An error whose message is already the whole report, e.g. the end of a failed child
+    command's own output (which holds its one-line error or its traceback): the command line
+    prints it as it is, without a traceback of its own."""
+
+
 def _try_lock(path: Path) -> Any:
     """An open handle holding an exclusive ``flock`` on ``path``, or ``None`` if another process
     holds it (the lock dies with its process, however that ends)."""
@@ -176,49 +190,146 @@ def remove_stale_staging(target: Path) -> list[Path]:
     return removed
 
 
+class UnwritablePathError(OSError):
+    """A file or folder the run keeps cannot be written: a read-only or full disk, no
+    permission. The message names the path, the cause and what to do."""
+
+    def __str__(self) -> str:
+        # OSError's own text would be "[Errno N] strerror: filename" once errno is set
+        return str(self.args[0])
+
+
+#: OS errors that mean "this disk or folder takes no more writes", with the words a user reads.
+_WRITE_FAILURES = {
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for the file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "a part of the path is a file, not a folder",
+}
+
+#: Libraries that wrap the OS error in their own name it only in the message (h5py: an OSError
+#: or, when the file is closed, a RuntimeError "... errno = 28, error message = 'No space left
+#: on device' ...").
+_WRITE_FAILURE_TEXTS = {
+    "no space left on device": errno.ENOSPC,
+    "read-only file system": errno.EROFS,
+    "disk quota exceeded": errno.EDQUOT,
+}
+
+
+#: Of those, the ones only a write can meet: a permission error may come from reading a file.
+_DISK_FAILURES = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def write_failure(error: BaseException) -> int | None:
+    """The errno of a read-only or full disk (``EROFS``, ``ENOSPC``, ...) behind ``error``, or
+    ``None`` for other errors."""
+    if not isinstance(error, OSError | RuntimeError):
+        return None
+    if isinstance(error, OSError) and error.errno in _DISK_FAILURES:
+        return error.errno
+    text = str(error).lower()
+    return next((code for words, code in _WRITE_FAILURE_TEXTS.items() if words in text), None)
+
+
+def unwritable(path: str | os.PathLike[str], what: str, code: int | None, setting: str,
+               detail: str | None = None) -> UnwritablePathError:
+    """The error for a ``what`` (``"checkpoint"``, ``"dataset"``, ...) that cannot be written
+    to ``path``: its cause and the remedy (free space, or another ``setting``)."""
+    reason = detail or _WRITE_FAILURES.get(code or 0, "the write failed")
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or detail is not None:
+        remedy = f"free space on that disk or give another {setting}"
+    else:
+        remedy = f"give a writable {setting}"
+    error = UnwritablePathError(f"cannot write {what} to {str(path)!r}: {reason}; {remedy}")
+    error.errno = code  # type: ignore[assignment]
+    error.filename = str(path)
+    return error
+
+
+def _free_space(folder: Path) -> str:
+    """``"N MiB free"`` on ``folder``'s disk, or ``"free space unknown"``."""
+    import shutil
+
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
+    except OSError:
+        return "free space unknown"
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], what: str = "file",
+                setting: str = "hydra.run.dir") -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
     Works for files and directories alike: write whatever you like at the yielded path. On an
     exception the temporary is removed and ``path`` keeps its previous content. The staging
     folder is locked while it is written, so that a later write to the same ``path`` can tell a
     killed process's leftovers (removed, with a note) from a live one's.
+
+    A read-only, full or otherwise unwritable disk raises :class:`UnwritablePathError` naming
+    ``what`` and ``path`` and suggesting another ``setting`` (the config key that chose the
+    location), instead of the OS or library error.
     """
     import shutil
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for folder in remove_stale_staging(target):
-        print(f"removed {folder}, the unfinished write of a run that was killed")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    lock = _try_lock(staging / LOCK_NAME)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for folder in remove_stale_staging(target):
+            print(f"removed {folder}, the unfinished write of a run that was killed")
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        lock = _try_lock(staging / LOCK_NAME)
+    except OSError as error:
+        # nothing of the caller's ran yet: every OS error here is about writing at `path`
+        raise unwritable(target, what, error.errno, setting) from error
     temporary = staging / target.name
     try:
-        yield temporary
-        if target.is_dir() and not target.is_symlink():
-            backup = target.with_name(f".{target.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            target.rename(backup)
-            temporary.rename(target)
-            shutil.rmtree(backup)
-        else:
-            os.replace(temporary, target)
+        try:
+            yield temporary
+            if target.is_dir() and not target.is_symlink():
+                backup = target.with_name(f".{target.name}.old")
+                shutil.rmtree(backup, ignore_errors=True)
+                target.rename(backup)
+                temporary.rename(target)
+                shutil.rmtree(backup)
+            else:
+                os.replace(temporary, target)
+        except (OSError, RuntimeError) as error:
+            # the block may also read files: only errors that mean "the disk takes no more
+            # writes" are about `path`; others keep their own message
+            code = write_failure(error)
+            if code is None or isinstance(error, UnwritablePathError):
+                raise
+            raise unwritable(target, what, code, setting) from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if lock is not None:
             lock.close()
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str], what: str = "checkpoint") -> None:
     """``torch.save`` that never leaves a truncated file at ``path``."""
-    with atomic_path(path) as temporary:
-        torch.save(obj, temporary)
+    with atomic_path(path, what) as temporary:
+        try:
+            torch.save(obj, temporary)
+        except RuntimeError as error:
+            # torch's zip writer reports a failed write as its own RuntimeError (an
+            # `inline_container.cc` "file write failed" or "unexpected pos"), without the errno
+            if "PytorchStreamWriter" not in str(error) and "inline_container" not in str(error):
+                raise
+            detail = (f"the write failed part-way ({_free_space(temporary.parent)}: is the "
+                      "disk full?)")
+            raise unwritable(path, what, None, "hydra.run.dir", detail) from error
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON atomically (NaN/inf are rejected: they are not JSON)."""
-    with atomic_path(path) as temporary:
+    with atomic_path(path, "results") as temporary:
         temporary.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 

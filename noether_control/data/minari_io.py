@@ -312,7 +312,7 @@ def write_dataset(
     if target.parts[-len(Path(dataset_id).parts) :] != Path(dataset_id).parts:
         raise ValueError(f"target: expected a path ending with {dataset_id!r}, got {str(target)!r}")
     check_writable(target, overwrite)
-    with atomic_path(target) as staged:
+    with atomic_path(target, "dataset", "dataset.root") as staged:
         staging_root = staged.parent / "root"
         with _minari_root(staging_root), warnings.catch_warnings():
             # Minari nags about optional metadata (permalink, e-mail, eval env) we don't have

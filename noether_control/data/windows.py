@@ -128,8 +128,10 @@ class EpisodeWindows(Dataset[dict[str, torch.Tensor]]):
             self.channels = int(channels)
             self.action_dim = int(first["actions"].shape[1])
             self.state_dim = int(self._states(first).shape[1])
-            if "energy" not in first.get("infos", {}):
-                raise DatasetError(f"{str(self.path)!r}: expected per-step infos/energy")
+            # every episode, not just the first: a field missing from a later one would
+            # otherwise surface as a KeyError in the middle of training or evaluation
+            for index in range(len(names)):
+                self._check_fields(handle[f"episode_{index}"], index)
         if height != width:
             raise DatasetError(f"{str(self.path)!r}: expected square frames, got {height}x{width}")
         if split == "all":
@@ -156,6 +158,29 @@ class EpisodeWindows(Dataset[dict[str, torch.Tensor]]):
         self._handle: h5py.File | None = None
         self._handle_pid: int | None = None
         self._episodes: dict[int, tuple[h5py.Dataset, dict[str, np.ndarray]]] = {}
+
+    def _check_fields(self, episode: h5py.Group, index: int) -> None:
+        """Raise :class:`DatasetError` naming the first field episode ``index`` lacks."""
+        observations = episode.get("observations")
+        infos = episode.get("infos")
+        has_states = (isinstance(infos, h5py.Group) and "state" in infos) or (
+            isinstance(observations, h5py.Group) and "state" in observations)
+        present = {
+            "observations": observations is not None,
+            "observations/pixels": not isinstance(observations, h5py.Group)
+            or "pixels" in observations,
+            "actions": "actions" in episode,
+            "rewards": "rewards" in episode,
+            "infos/energy": isinstance(infos, h5py.Group) and "energy" in infos,
+            "infos/state (or observations/state)": has_states,
+        }
+        missing = [name for name, found in present.items() if not found]
+        if missing:
+            raise DatasetError(
+                f"{str(self.path)!r}: episode_{index} lacks {', '.join(missing)}; expected "
+                "every episode to hold the fields `noether-control collect` writes (collect "
+                "the dataset again)"
+            )
 
     @staticmethod
     def _pixels(episode: h5py.Group) -> h5py.Dataset:

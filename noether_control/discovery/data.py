@@ -257,7 +257,12 @@ def load_trajectories(path: str | Path, units: Mapping[str, str], *,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data.path: expected a readable file, got {str(path)!r}")
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"data.path: expected a UTF-8 text file (CSV or whitespace-separated "
+                         f"columns), got {str(path)!r}, which is not text (byte "
+                         f"{error.start})") from None
     numbered = [(number, line.strip()) for number, line in enumerate(lines, start=1)
                 if line.strip()]
     while numbered and not numbered[0][1].lstrip("#%").strip():
@@ -321,6 +326,11 @@ def load_trajectories(path: str | Path, units: Mapping[str, str], *,
         row_lines.append(number)
     if not rows:
         raise ValueError(f"{path}: expected data rows after the header, got none")
+    # checked after the rows, whose errors (a ragged row) often explain a wrong header better
+    unknown = [str(name) for name in units if name not in names]
+    if unknown:
+        raise ValueError(f"data.units: column(s) {unknown} are not in {str(path)!r}; its columns "
+                         f"are {names} (set data.columns=[...] if the header is wrong)")
     table = np.asarray(rows, dtype=np.float64)
     line_numbers = np.asarray(row_lines)
     column = {name: table[:, i] for i, name in enumerate(names)}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +190,43 @@ class DiscoverConfig:
     data: DataConfig = field(default_factory=DataConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid value, before any work is done."""
+        if self.threads < 1:
+            raise ValueError(f"threads: expected >= 1 torch CPU threads, got {self.threads}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction: expected a fraction in (0, 1) of the trajectories "
+                             f"held out for testing, got {self.test_fraction}")
+        if self.top_formulas < 1:
+            raise ValueError(f"top_formulas: expected >= 1 formulas to report, got "
+                             f"{self.top_formulas}")
+        # NaN passes every comparison (an optimiser then fails deep inside torch): refuse it
+        for section, node in (("system", self.system), ("search", self.search),
+                              ("scoring", self.scoring)):
+            for item in fields(node):
+                value = getattr(node, item.name)
+                values = value if isinstance(value, list) else [value]
+                if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                    raise ValueError(f"{section}.{item.name}: expected finite numbers, got "
+                                     f"{value}")
+        for name, value in (("search.fit_lr", self.search.fit_lr),
+                            ("scoring.pretrain_lr", self.scoring.pretrain_lr),
+                            ("scoring.meta_lr", self.scoring.meta_lr),
+                            ("scoring.meta_formula_lr", self.scoring.meta_formula_lr),
+                            *(("scoring.lr_sweep", lr) for lr in self.scoring.lr_sweep)):
+            if not value > 0:
+                raise ValueError(f"{name}: expected a learning rate > 0, got {value}")
+        if self.search.fit_steps < 1 or self.search.refine_steps < 0:
+            raise ValueError(f"search.fit_steps and search.refine_steps: expected >= 1 and >= 0,"
+                             f" got {self.search.fit_steps} and {self.search.refine_steps}")
+
+
+def constant_columns(trajectories: Trajectories) -> list[str]:
+    """The state columns whose value never changes over all ``trajectories``."""
+    points, _ = trajectories.points()
+    return [name for name, column in zip(trajectories.names, points.T, strict=True)
+            if np.ptp(column) == 0]
 
 
 @dataclass
@@ -522,6 +559,7 @@ def plot_quantity(path: Path, test: Trajectories, quantity: Any, label: str,
 def run(cfg: DictConfig) -> None:
     """The ``discover`` command: see the module docstring."""
     config = to_dataclass(DiscoverConfig, cfg)
+    config.validate()
     torch.set_num_threads(config.threads)
     discover(config, run_dir())
 
@@ -529,10 +567,18 @@ def run(cfg: DictConfig) -> None:
 def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
     """Run the whole pipeline, print the summary, write ``results.json`` (and the plot) under
     ``output``; return the results dictionary."""
+    config.validate()
     rng = seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     device = resolve_device(config.device)
     trajectories = load_data(config, rng)
+    constant = constant_columns(trajectories)
+    if len(constant) == len(trajectories.names):
+        # every formula of constants is constant: the search would end with 0 candidates
+        raise ValueError(f"data: every state column ({', '.join(constant)}) has one value in "
+                         f"all {len(trajectories)} trajectories; expected states that change "
+                         "over time (is data.columns right?): a conserved quantity is told "
+                         "apart only from quantities that vary")
     train, test = trajectories.split(config.test_fraction, rng)
     names = trajectories.names
     result = search(train, config.search, rng, device)
@@ -545,6 +591,12 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
           f"{result.distinct_per_size}); "
           f"{len(result.survivors)} conserved (ratio >= {config.search.min_variance_ratio:g}) "
           f"in {sum(result.seconds.values()):.1f} s ({candidates_per_second:.0f} candidates/s)")
+    if constant:
+        print(f"note: column(s) {', '.join(constant)} never change; formulas of them alone are "
+              "constant and dropped as trivial")
+    if result.n_candidates == 0:
+        print("no candidates: every formula was constant or equal to a simpler one on these "
+              "states (see 'dropped' in results.json)")
     scoring = None
     if config.score and result.survivors:
         scoring = score(train, test, result.survivors, config.scoring, device, generator)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from noether_control.data.minari_io import dataset_metadata
 from noether_control.data.windows import SPLITS, EpisodeWindows
 from noether_control.evaluation.lpips import LPIPS, load_lpips
 from noether_control.evaluation.metrics import mean_and_stderr, motion, mse, psnr, ssim
@@ -396,16 +398,18 @@ def check_compatible(model_config: Any, dataset: Any, data_path: str) -> None:
     """Raise ``ValueError`` naming every mismatch between a model and a dataset.
 
     Both arguments need ``image_size``, ``channels`` and ``action_dim`` attributes (an
-    ``SVGConfig`` and an ``EpisodeWindows``).
+    ``SVGConfig`` and an ``EpisodeWindows``); ``state_dim`` is compared too when both have it
+    (a model's is 0 when it was not built from a dataset). A pendulum and a double pendulum
+    share frames and actions: their state dimensions (2 and 4) tell them apart.
     """
+    checks = [("image_size", "image size"), ("channels", "channels"),
+              ("action_dim", "action dimension")]
+    if getattr(model_config, "state_dim", 0) and getattr(dataset, "state_dim", 0):
+        checks.append(("state_dim", "state dimension (another system)"))
     mismatches = [
         f"{label}: the model expects {getattr(model_config, name)}, the data has "
         f"{getattr(dataset, name)}"
-        for name, label in (
-            ("image_size", "image size"),
-            ("channels", "channels"),
-            ("action_dim", "action dimension"),
-        )
+        for name, label in checks
         if int(getattr(model_config, name)) != int(getattr(dataset, name))
     ]
     if mismatches:
@@ -414,6 +418,30 @@ def check_compatible(model_config: Any, dataset: Any, data_path: str) -> None:
             + "; ".join(mismatches)
             + "; evaluate on data collected from the environment the model was trained on"
         )
+
+
+def warn_other_env(train_config: Mapping[str, Any], data_path: str) -> None:
+    """Warn when the dataset was collected in another env than the checkpoint's training data.
+
+    Another system (pendulum against double pendulum) is refused by :func:`check_compatible`
+    (the state dimensions differ); the same system with other physics (fixed against random
+    physics) is a legitimate generalisation test, but its numbers are not the model's accuracy
+    on its own env, so it is said loudly. The env ids come from the datasets' metadata; when the
+    training dataset is gone (or either has no env id) nothing can be compared.
+    """
+    trained_path = (train_config.get("data") or {}).get("path")
+    if not trained_path:
+        return
+    try:
+        trained = dataset_metadata(trained_path)["env_id"]
+        given = dataset_metadata(data_path)["env_id"]
+    except ValueError:
+        return  # no readable metadata on one side: the shape checks above are all we have
+    if trained is not None and given is not None and trained != given:
+        warnings.warn(
+            f"data_path: the checkpoint's model was trained on {trained!r} episodes, "
+            f"{data_path!r} holds {given!r} episodes: these metrics measure how it generalises "
+            f"to another env, not its accuracy on its own", stacklevel=2)
 
 
 def training_mean_frame(data: DataSettings, num_workers: int = 0) -> torch.Tensor:
@@ -580,6 +608,7 @@ def evaluate_checkpoint(config: EvaluateConfig, output: str | Path) -> dict[str,
             f"{window} frames from {data.path}: {error}"
         ) from error
     check_compatible(model.config, test, data.path)
+    warn_other_env(train_config, data.path)
 
     loader_options = {"num_workers": config.num_workers, "shuffle": False}
     average = training_mean_frame(data, config.num_workers)

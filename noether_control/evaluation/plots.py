@@ -71,7 +71,7 @@ def plot_per_horizon(document: Mapping[str, Any], path: str | os.PathLike[str]) 
         title += f" · {os.path.basename(str(document['checkpoint']))}"
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    with atomic_path(path) as temporary:
+    with atomic_path(path, "plot") as temporary:
         figure.savefig(temporary, format="png", dpi=110)
     plt.close(figure)
 
@@ -155,5 +155,5 @@ def write_comparison_gif(
     import imageio.v3 as iio
 
     frames = comparison_frames(context, truth, prediction, scale=scale)
-    with atomic_path(path) as temporary:
+    with atomic_path(path, "plot") as temporary:
         iio.imwrite(temporary, frames, extension=".gif", duration=1000 / fps, loop=0)

@@ -76,7 +76,7 @@ def read_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     # (IndexError, KeyError, ...), so every failure to read is a bad file here.
     except Exception as error:
         raise ValueError(
-            f"checkpoint {str(file)!r} is corrupt or not a torch file ({error}); "
+            f"checkpoint {str(file)!r} is corrupt or not a torch file ({_load_failure(error)}); "
             "expected a file written by `noether-control train`"
         ) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -91,6 +91,21 @@ def read_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
             f"{payload.get('package_version')!r}, this is {__version__})"
         )
     return payload
+
+
+def _load_failure(error: Exception) -> str:
+    """The cause in torch's load error, in one short line.
+
+    ``weights_only`` loading wraps the cause in a paragraph that suggests loading with
+    ``weights_only=False`` (running the file's code): only the unpickler's own words are kept.
+    """
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    cause = lines[0] if lines else type(error).__name__
+    return cause if len(cause) <= 160 else cause[:157] + "..."
 
 
 def model_config_from(stored: dict[str, Any], source: str = "checkpoint") -> SVGConfig:

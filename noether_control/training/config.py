@@ -6,7 +6,8 @@ fields (image size, channels, action and state dimensions) are taken from the da
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from omegaconf import MISSING
@@ -157,6 +158,13 @@ class TrainCommandConfig:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(t, name) < 1:
                 raise ValueError(f"train.{name}: expected ≥ 1, got {getattr(t, name)}")
+        # NaN passes every comparison below (and inf breaks Adam): refuse both first
+        for section, node in (("train", t), ("model", self.model), ("noether", self.noether)):
+            for item in fields(node):
+                value = getattr(node, item.name)
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"{section}.{item.name}: expected a finite number, "
+                                     f"got {value}")
         if t.lr <= 0:
             raise ValueError(f"train.lr: expected > 0, got {t.lr}")
         # 0 switches each of these off (no images, no clipping, no validation, no workers)
