@@ -49,6 +49,7 @@ from noether_control.discovery.fitting import (
     jackknife_weights,
     merge_equivalent,
     refit_params,
+    resolve_random,
 )
 from noether_control.discovery.scoring import (
     HNN,
@@ -66,6 +67,7 @@ from noether_control.discovery.scoring import (
     tailored_rollout,
     train_one_step,
 )
+from noether_control.discovery.trend import trend_basis, trend_degrees
 from noether_control.runtime import (
     resolve_device,
     run_dir,
@@ -134,9 +136,13 @@ class SearchConfig:
     chunk_size: int = 1024
     """Formulas evaluated per tensor program chunk (bounds memory)."""
     smooth_window: int = 7
-    """Fit on states smoothed by a local cubic over this many samples (< 4: raw states)."""
-    random: str = "pooled"
-    """Random sequences: ``pooled`` (states of all trajectories) or ``box`` (uniform in range)."""
+    """Fit on states smoothed by a local cubic over this many samples (< 4: raw states). Raw
+    states are used instead when the smoothing removes significantly more than the noise
+    explains, i.e. flattens the motion itself (coarse sampling; see
+    :meth:`~noether_control.discovery.data.Trajectories.checked_smoothing`)."""
+    random: str = "auto"
+    """Random sequences: ``pooled`` (states of all trajectories), ``box`` (uniform in the data's
+    range) or ``auto``: ``pooled`` with two or more training trajectories, ``box`` with one."""
     n_random: int = 512
     """Random states for ``random=box``."""
     min_variance_ratio: float = 100.0
@@ -151,6 +157,15 @@ class SearchConfig:
     raw ratio."""
     survivor_tolerance: float = 1e-3
     """Fitted survivors whose values correlate to within this of +-1 are one law."""
+    trend_degree: int = 2
+    """Degree of the polynomial in time removed from each formula's values along a trajectory
+    before its within-trajectory variance is measured, so that a slowly dissipating law still
+    scores as conserved (0: only the mean, strict conservation). Applied only to trajectories
+    spanning at least ``trend_min_cycles`` oscillations; see
+    :mod:`noether_control.discovery.trend`."""
+    trend_min_cycles: float = 5.0
+    """Oscillations a trajectory must span for its trend to be removed: over fewer, a
+    polynomial in time would absorb part of the motion itself."""
     drift_significance: float = 2.0
     """A conserved formula whose drift over a trajectory exceeds this many noise standard
     deviations is reported as only approximately conserved."""
@@ -248,6 +263,11 @@ class SearchResult:
     seconds: dict[str, float]
     dropped: dict[str, int]
     fit_data: FitData
+    random: str = "pooled"
+    random_reason: str = ""
+    trend_degrees: np.ndarray | None = None
+    smooth_window: int = 0
+    smoothing_excess: float = 1.0
 
 
 def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
@@ -260,10 +280,15 @@ def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
     enumeration = enumerate_formulas(train.units, config.max_size, config.max_params, config.ops)
     seconds["enumerate"] = time.perf_counter() - start
     noise_var = None
+    noise_std = train.noise_std()
+    window, smoothing_excess = train.checked_smoothing(config.smooth_window)
     if config.noise_correction:
-        gains = np.concatenate(train.smoothing_gains(config.smooth_window))
-        noise_var = gains[:, None] * train.noise_std()[None, :] ** 2
-    train = train.smoothed(config.smooth_window)
+        gains = np.concatenate(train.smoothing_gains(window))
+        noise_var = gains[:, None] * noise_std[None, :] ** 2
+    train = train.smoothed(window)
+    random, random_reason = resolve_random(config.random, len(train))
+    degrees = trend_degrees(train, config.trend_degree, config.trend_min_cycles, noise_std)
+    basis = trend_basis(train.times, degrees) if degrees.max() > 0 else None
     points, segments = train.points()
     low, high = points.min(axis=0), points.max(axis=0)
     probe = torch.as_tensor(rng.uniform(low, high, size=(config.fingerprint_points,
@@ -275,8 +300,8 @@ def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
     formulas = [enumeration.formulas[i] for i in kept]
     seconds["deduplicate"] = time.perf_counter() - start
     start = time.perf_counter()
-    data = FitData.from_arrays(points, segments, random=config.random, n_random=config.n_random,
-                               rng=rng, noise_var=noise_var,
+    data = FitData.from_arrays(points, segments, random=random, n_random=config.n_random,
+                               rng=rng, noise_var=noise_var, trend=basis,
                                dtype=getattr(torch, config.fit_dtype), device=device)
     fit = fit_formulas(formulas, data, steps=config.fit_steps, lr=config.fit_lr,
                        chunk_size=config.chunk_size, noise_floor=config.noise_floor)
@@ -312,7 +337,8 @@ def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
         survivors.append(candidate)
     distinct = {size: sum(1 for f in formulas if f.size == size) for size in enumeration.per_size}
     return SearchResult(enumeration.per_size, distinct, len(enumeration.formulas), len(formulas),
-                        survivors, seconds, dropped, data)
+                        survivors, seconds, dropped, data, random, random_reason, degrees, window,
+                        smoothing_excess)
 
 
 def constant_uncertainty(candidates: list[Candidate], data: FitData, config: SearchConfig
@@ -368,7 +394,7 @@ def score(train: Trajectories, test: Trajectories, survivors: list[Candidate],
     # Rollouts start from, and are compared with, the smoothed training states: from a noisy
     # first state every model drifts onto another energy level, and the outer loss then teaches
     # it to damp the dynamics.
-    smoothed = train.smoothed(config.smooth_window)
+    smoothed = train.smoothed(train.checked_smoothing(config.smooth_window)[0])
     train_batch = Batch.from_trajectories(smoothed.pieces(config.example_length), None, dtype,
                                           device)
     test_batch = Batch.from_trajectories(test, test.clean, dtype, device)
@@ -473,7 +499,9 @@ def formula_record(candidate: Candidate, names: list[str], train: Trajectories,
         "sweep_error": None if math.isinf(candidate.sweep_error) else candidate.sweep_error,
         "inner_lr": candidate.lr or None,
         "meta_train_loss": None if candidate.meta is None else candidate.meta.train_loss,
-        "rmse": candidate.test_rmse,
+        # A formula can blow a rollout up (p**64 on raw states): no finite error, JSON null.
+        "rmse": candidate.test_rmse if candidate.test_rmse is not None
+        and math.isfinite(candidate.test_rmse) else None,
     }
 
 
@@ -484,6 +512,17 @@ def fit_text(record: dict[str, Any], name: str) -> str:
         return ""
     fitted = (record["params_before_meta"] or record["params"])[name]
     return f" (fit {fitted:.4g} ± {record['fit_stderr'][name]:.2g})"
+
+
+def trend_text(record: dict[str, Any], train: Trajectories) -> str:
+    """The chosen law's trend, e.g. ``trend of formula 1: -0.0123 [rad^2/s^2] per time unit,
+    -0.55 over a training trajectory (45 time units; dissipating)``."""
+    duration = float(np.mean([times[-1] - times[0] for times in train.times]))
+    slope = record["drift_per_time"]
+    unit = "" if record["unit"] in ("1", "free") else f" [{record['unit']}]"
+    kind = "dissipating" if record["approximately_conserved"] else "within its noise"
+    return (f"\ntrend of formula 1: {slope:.4g}{unit} per time unit, {slope * duration:.4g} over "
+            f"a training trajectory ({duration:.4g} time units; {kind})")
 
 
 def plot_quantity(path: Path, test: Trajectories, quantity: Any, label: str,
@@ -540,6 +579,15 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
     columns = ", ".join(f"{n} [{u}]" for n, u in zip(names, trajectories.units, strict=True))
     print(f"discover: {len(trajectories)} trajectories ({len(train)} train / {len(test)} test), "
           f"columns {columns}")
+    smoothing = (f"smoothed over {result.smooth_window} samples" if result.smooth_window > 3
+                 else "raw")
+    trended = int(np.count_nonzero(result.trend_degrees))
+    print(f"random-state null: {result.random} ({result.random_reason}); fitted on {smoothing} "
+          f"states (smoothing removes {result.smoothing_excess:.2f}x the noise variance at "
+          f"search.smooth_window={config.search.smooth_window}); trend of degree "
+          f"{config.search.trend_degree} in time removed along {trended} of {len(train)} "
+          f"training trajectories (those spanning >= {config.search.trend_min_cycles:g} "
+          f"oscillations)")
     print(f"enumerated {result.n_enumerated} unit-correct formulas (per size "
           f"{result.per_size}); {result.n_candidates} distinct candidates fitted (per size "
           f"{result.distinct_per_size}); "
@@ -566,6 +614,8 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
         rmse_text = "" if record["rmse"] is None else f", test RMSE {record['rmse']:.4f}"
         print(f"  {rank:2d}. {record['expr']:<32} {constants}  ratio "
               f"{record['variance_ratio']:.1f}{rmse_text}{approx}")
+    if records:
+        print(trend_text(records[0], train))
     rmse_table = scoring.rmse if scoring else {}
     if rmse_table:
         print("\nlong-horizon test RMSE:")
@@ -577,6 +627,11 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
         "candidates_per_size": {str(k): v for k, v in result.per_size.items()},
         "distinct_per_size": {str(k): v for k, v in result.distinct_per_size.items()},
         "n_conserved": len(result.survivors),
+        "random": result.random,
+        "random_reason": result.random_reason,
+        "smooth_window": result.smooth_window,
+        "trend_degrees": {str(d): int(np.count_nonzero(result.trend_degrees == d))
+                          for d in np.unique(result.trend_degrees)},
         "dropped": result.dropped,
         "formulas": records,
         "rmse": rmse_table,
