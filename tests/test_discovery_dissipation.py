@@ -22,6 +22,7 @@ from noether_control.discovery.fitting import (
     resolve_random,
     score_formulas,
 )
+from noether_control.discovery.scoring import ScoringConfig, usefulness_order
 from noether_control.discovery.trend import (
     detrended,
     oscillation_cycles,
@@ -180,3 +181,18 @@ def test_discover_picks_and_reports_the_null_for_one_recording_or_several(
     assert json.loads((tmp_path / "results.json").read_text())["random"] == "box"
     with pytest.raises(ValueError, match="expected >= 2 training trajectories, got 1"):
         run(_compose([*base, f"data.path={one}", "search.random=pooled"]))
+
+
+def test_the_best_conserved_candidate_is_displaced_only_by_a_significantly_more_useful_one(
+) -> None:
+    conserved = torch.tensor([1.0, 1.2, 0.9, 1.1, 1.0, 1.05])
+    # Lower on average but inside the examples' scatter: the best-conserved stays first.
+    noisy = torch.tensor([0.7, 1.3, 0.8, 1.0, 0.9, 1.0])
+    assert usefulness_order([conserved, noisy, None], 0.95) == [0, 1, 2]
+    assert usefulness_order([conserved, noisy, None], 0.0) == [1, 0, 2]  # mean loss alone
+    # Lower on every example: significantly more useful, so it leads.
+    clear = conserved - 0.2
+    assert usefulness_order([conserved, noisy, clear], 0.95) == [2, 1, 0]
+    assert usefulness_order([conserved[:1], noisy[:1]], 0.95) == [0, 1]  # nothing to test
+    with pytest.raises(ValueError, match=r"choice_confidence: expected .*\[0, 1\), got 1.0"):
+        ScoringConfig(choice_confidence=1.0)

@@ -5,9 +5,11 @@ Pipeline (each stage in its own module):
 1. data: an HNN-style system (``system=spring|pendulum``) or a measured file (``data.path=...``),
    split into train/test trajectories;
 2. enumeration of unit-correct formulas up to ``search.max_size`` nodes, duplicates removed
-   (commutativity, then equivalence on random inputs up to an affine map);
+   (commutativity, then equivalence on random inputs up to an affine map); for more than two
+   state columns a sparse linear combination of unit-correct terms instead (``sparse.py``);
 3. batched fitting of every formula's constants to minimise its scale-free variance along the
-   training trajectories; conserved = variance ratio (noise-corrected) >=
+   training trajectories (up to a slow polynomial trend in time on trajectories spanning many
+   oscillations, ``trend.py``); conserved = variance ratio (noise-corrected) >=
    ``search.min_variance_ratio``;
 4. usefulness: tailoring a pretrained MLP with each survivor, the best meta-tailored, the final
    choice by training loss; baselines MLP, true energy, HNN; long-horizon RMSE on test.
@@ -41,6 +43,7 @@ from noether_control.discovery.expressions import (
 )
 from noether_control.discovery.fitting import (
     FitData,
+    FitResult,
     drift_per_time,
     fingerprint_duplicates,
     fit_formulas,
@@ -50,6 +53,7 @@ from noether_control.discovery.fitting import (
     merge_equivalent,
     refit_params,
     resolve_random,
+    score_formulas,
 )
 from noether_control.discovery.scoring import (
     HNN,
@@ -66,7 +70,9 @@ from noether_control.discovery.scoring import (
     sympy_quantity,
     tailored_rollout,
     train_one_step,
+    usefulness_order,
 )
+from noether_control.discovery.sparse import resolve_method, sparse_search
 from noether_control.discovery.trend import trend_basis, trend_degrees
 from noether_control.runtime import (
     resolve_device,
@@ -114,6 +120,16 @@ class DataConfig:
 class SearchConfig:
     """Enumeration, fitting and the conservation filter."""
 
+    method: str = "auto"
+    """``enumerate`` (every unit-correct formula up to ``max_size``), ``sparse`` (a linear
+    combination of unit-correct candidate terms, made sparse by backward elimination; see
+    :mod:`noether_control.discovery.sparse`) or ``auto``: ``enumerate`` for up to two state
+    columns, ``sparse`` for more (the enumeration grows too fast)."""
+    sparse_degree: int = 2
+    """``sparse``: highest degree of the candidate terms' monomials in the state variables."""
+    sparse_tolerance: float = 2.0
+    """``sparse``: the chosen law is the sparsest one along the elimination whose variance ratio
+    Var_within / Var_random is within this factor of the best along it."""
     max_size: int = 7
     """Largest formula size in nodes (``p**2 - k*cos(q)`` has 7)."""
     max_params: int = 2
@@ -268,17 +284,18 @@ class SearchResult:
     trend_degrees: np.ndarray | None = None
     smooth_window: int = 0
     smoothing_excess: float = 1.0
+    method: str = "enumerate"
+    sparse_path: list[tuple[int, float]] | None = None
+    sparse_family: int = 1
 
 
 def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
            device: torch.device) -> SearchResult:
-    """Enumerate, de-duplicate, fit and filter; survivors sorted by variance ratio (best first)."""
+    """Enumerate (or, for many state columns, run the sparse search), de-duplicate, fit and
+    filter; survivors sorted by variance ratio (best first)."""
     if config.fit_dtype not in ("float32", "float64"):
         raise ValueError(f"search.fit_dtype: expected float32 or float64, got {config.fit_dtype!r}")
-    seconds: dict[str, float] = {}
-    start = time.perf_counter()
-    enumeration = enumerate_formulas(train.units, config.max_size, config.max_params, config.ops)
-    seconds["enumerate"] = time.perf_counter() - start
+    method = resolve_method(config.method, len(train.names))
     noise_var = None
     noise_std = train.noise_std()
     window, smoothing_excess = train.checked_smoothing(config.smooth_window)
@@ -294,31 +311,20 @@ def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
     probe = torch.as_tensor(rng.uniform(low, high, size=(config.fingerprint_points,
                                                          points.shape[1])).T.copy(),
                             dtype=torch.float64, device=device)
-    start = time.perf_counter()
-    kept, dropped = fingerprint_duplicates(enumeration.formulas, probe,
-                                           chunk_size=config.chunk_size)
-    formulas = [enumeration.formulas[i] for i in kept]
-    seconds["deduplicate"] = time.perf_counter() - start
-    start = time.perf_counter()
+    # The sparse search solves exact eigenproblems: float64 whatever the fitting precision.
+    dtype = torch.float64 if method == "sparse" else getattr(torch, config.fit_dtype)
     data = FitData.from_arrays(points, segments, random=random, n_random=config.n_random,
-                               rng=rng, noise_var=noise_var, trend=basis,
-                               dtype=getattr(torch, config.fit_dtype), device=device)
-    fit = fit_formulas(formulas, data, steps=config.fit_steps, lr=config.fit_lr,
-                       chunk_size=config.chunk_size, noise_floor=config.noise_floor)
-    near = torch.nonzero((fit.variance_ratio >= config.min_variance_ratio / 2)
-                         & ~fit.trivial).flatten().tolist()
-    if config.refine_steps and near:
-        refined = fit_formulas([formulas[i] for i in near], data, steps=config.refine_steps,
-                               lr=config.fit_lr, chunk_size=config.chunk_size,
-                               noise_floor=config.noise_floor)
-        fit.params[near, :refined.params.shape[1]] = refined.params
-        fit.variance_ratio[near] = refined.variance_ratio
-        fit.raw_ratio[near] = refined.raw_ratio
-        fit.trivial[near] = refined.trivial
+                               rng=rng, noise_var=noise_var, trend=basis, dtype=dtype,
+                               device=device)
+    if method == "sparse":
+        formulas, fit, stats = _sparse_fit(train, data, config)
+    else:
+        formulas, fit, stats = _enumerate_and_fit(train, data, probe, config)
+    seconds = stats.seconds
+    start = time.perf_counter()
     conserved = torch.nonzero((fit.variance_ratio >= config.min_variance_ratio)
                               & ~fit.trivial).flatten()
     order = conserved[torch.argsort(fit.variance_ratio[conserved], descending=True)].tolist()
-    seconds["fit"] = time.perf_counter() - start
     # Different formulas can fit to the same law (k*q**2 + p**2 and q**2 + k*p**2): keep the
     # best-ratio one of each equivalence class under the fitted constants.
     survivors_formulas = [formulas[i] for i in order]
@@ -335,10 +341,72 @@ def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
         values = [quantity(torch.as_tensor(s)).numpy() for s in train.states]
         candidate.drift = drift_per_time(values, train.times)
         survivors.append(candidate)
+    seconds["fit"] += time.perf_counter() - start
+    return SearchResult(stats.per_size, stats.distinct_per_size, stats.n_enumerated,
+                        len(formulas), survivors, seconds, stats.dropped, data, random,
+                        random_reason, degrees, window, smoothing_excess, method, stats.path,
+                        stats.family)
+
+
+@dataclass
+class _SearchStats:
+    """What the formula-producing stage reports besides the fitted formulas."""
+
+    per_size: dict[int, int]
+    distinct_per_size: dict[int, int]
+    n_enumerated: int
+    dropped: dict[str, int]
+    seconds: dict[str, float]
+    path: list[tuple[int, float]] | None = None
+    family: int = 1
+
+
+def _enumerate_and_fit(train: Trajectories, data: FitData, probe: torch.Tensor,
+                       config: SearchConfig) -> tuple[list[Expr], FitResult, _SearchStats]:
+    """Every unit-correct formula up to ``search.max_size``, de-duplicated and fitted (those
+    near the threshold refitted)."""
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    enumeration = enumerate_formulas(train.units, config.max_size, config.max_params, config.ops)
+    seconds["enumerate"] = time.perf_counter() - start
+    start = time.perf_counter()
+    kept, dropped = fingerprint_duplicates(enumeration.formulas, probe,
+                                           chunk_size=config.chunk_size)
+    formulas = [enumeration.formulas[i] for i in kept]
+    seconds["deduplicate"] = time.perf_counter() - start
+    start = time.perf_counter()
+    fit = fit_formulas(formulas, data, steps=config.fit_steps, lr=config.fit_lr,
+                       chunk_size=config.chunk_size, noise_floor=config.noise_floor)
+    near = torch.nonzero((fit.variance_ratio >= config.min_variance_ratio / 2)
+                         & ~fit.trivial).flatten().tolist()
+    if config.refine_steps and near:
+        refined = fit_formulas([formulas[i] for i in near], data, steps=config.refine_steps,
+                               lr=config.fit_lr, chunk_size=config.chunk_size,
+                               noise_floor=config.noise_floor)
+        fit.params[near, :refined.params.shape[1]] = refined.params
+        fit.variance_ratio[near] = refined.variance_ratio
+        fit.raw_ratio[near] = refined.raw_ratio
+        fit.trivial[near] = refined.trivial
+    seconds["fit"] = time.perf_counter() - start
     distinct = {size: sum(1 for f in formulas if f.size == size) for size in enumeration.per_size}
-    return SearchResult(enumeration.per_size, distinct, len(enumeration.formulas), len(formulas),
-                        survivors, seconds, dropped, data, random, random_reason, degrees, window,
-                        smoothing_excess)
+    return formulas, fit, _SearchStats(enumeration.per_size, distinct, len(enumeration.formulas),
+                                       dropped, seconds)
+
+
+def _sparse_fit(train: Trajectories, data: FitData, config: SearchConfig
+                ) -> tuple[list[Expr], FitResult, _SearchStats]:
+    """The sparse search's one law (see :mod:`noether_control.discovery.sparse`), scored like
+    the enumerated formulas."""
+    start = time.perf_counter()
+    law = sparse_search(train.units, data, max_degree=config.sparse_degree,
+                        tolerance=config.sparse_tolerance)
+    params = torch.as_tensor(law.params, dtype=torch.float64).reshape(1, -1)
+    ratio, raw_ratio, trivial = score_formulas([law.formula], data, params,
+                                               noise_floor=config.noise_floor)
+    fit = FitResult(params, ratio, raw_ratio, trivial, [])
+    seconds = {"fit": time.perf_counter() - start}
+    return [law.formula], fit, _SearchStats({}, {}, law.n_terms, {}, seconds, law.path,
+                                            law.family)
 
 
 def constant_uncertainty(candidates: list[Candidate], data: FitData, config: SearchConfig
@@ -450,7 +518,11 @@ def score(train: Trajectories, test: Trajectories, survivors: list[Candidate],
                                     torch.as_tensor(candidate.params, dtype=dtype, device=device))
         candidate.test_rmse = rmse(test_batch, evaluate(dict(mlp.named_parameters()), quantity,
                                                         candidate.lr))
-    meta_ranked = sorted(scored[:config.top_k], key=lambda c: c.meta.train_loss)
+    # Meta-tailored candidates, best-conserved first: it keeps first place unless another is
+    # significantly more useful.
+    conserved_first = sorted(scored[:config.top_k], key=lambda c: -c.variance_ratio)
+    meta_ranked = [conserved_first[i] for i in usefulness_order(
+        [c.meta.example_losses for c in conserved_first], config.choice_confidence)]
     ranked = [*meta_ranked, *scored[config.top_k:], *survivors[config.max_scored:]]
     chosen_quantity = None
     if meta_ranked:
@@ -579,20 +651,36 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
     columns = ", ".join(f"{n} [{u}]" for n, u in zip(names, trajectories.units, strict=True))
     print(f"discover: {len(trajectories)} trajectories ({len(train)} train / {len(test)} test), "
           f"columns {columns}")
-    smoothing = (f"smoothed over {result.smooth_window} samples" if result.smooth_window > 3
-                 else "raw")
+    smoothing = (f"states smoothed over {result.smooth_window} samples"
+                 if result.smooth_window > 3 else "raw states")
     trended = int(np.count_nonzero(result.trend_degrees))
     print(f"random-state null: {result.random} ({result.random_reason}); fitted on {smoothing} "
-          f"states (smoothing removes {result.smoothing_excess:.2f}x the noise variance at "
+          f"(smoothing removes {result.smoothing_excess:.2f}x the noise variance at "
           f"search.smooth_window={config.search.smooth_window}); trend of degree "
           f"{config.search.trend_degree} in time removed along {trended} of {len(train)} "
           f"training trajectories (those spanning >= {config.search.trend_min_cycles:g} "
           f"oscillations)")
-    print(f"enumerated {result.n_enumerated} unit-correct formulas (per size "
-          f"{result.per_size}); {result.n_candidates} distinct candidates fitted (per size "
-          f"{result.distinct_per_size}); "
-          f"{len(result.survivors)} conserved (ratio >= {config.search.min_variance_ratio:g}) "
-          f"in {sum(result.seconds.values()):.1f} s ({candidates_per_second:.0f} candidates/s)")
+    if result.sparse_path is not None:
+        kept = len(result.sparse_path) - max(
+            i for i, (_, value) in enumerate(result.sparse_path)
+            if value <= config.search.sparse_tolerance * min(v for _, v in result.sparse_path))
+        print(f"sparse search over {result.n_enumerated} unit-correct candidate terms: kept "
+              f"{kept}; {len(result.survivors)} conserved (ratio >= "
+              f"{config.search.min_variance_ratio:g}) in {sum(result.seconds.values()):.1f} s; "
+              f"Var_within/Var_random by terms kept: " + ", ".join(
+                  f"{n}: {value:.3g}" for n, value in result.sparse_path[-12:][::-1]))
+        if result.sparse_family > 1:
+            print(f"note: {result.sparse_family} independent combinations of the candidate terms "
+                  f"are conserved (e.g. the energies of the normal modes of coupled linear "
+                  f"oscillators): conservation alone cannot single out one law, and the sparse "
+                  f"search reports one member of that family")
+    else:
+        print(f"enumerated {result.n_enumerated} unit-correct formulas (per size "
+              f"{result.per_size}); {result.n_candidates} distinct candidates fitted (per size "
+              f"{result.distinct_per_size}); "
+              f"{len(result.survivors)} conserved (ratio >= {config.search.min_variance_ratio:g})"
+              f" in {sum(result.seconds.values()):.1f} s ({candidates_per_second:.0f} "
+              f"candidates/s)")
     scoring = None
     if config.score and result.survivors:
         scoring = score(train, test, result.survivors, config.scoring, device, generator)
@@ -627,6 +715,9 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
         "candidates_per_size": {str(k): v for k, v in result.per_size.items()},
         "distinct_per_size": {str(k): v for k, v in result.distinct_per_size.items()},
         "n_conserved": len(result.survivors),
+        "method": result.method,
+        "sparse_path": result.sparse_path,
+        "sparse_family": result.sparse_family if result.method == "sparse" else None,
         "random": result.random,
         "random_reason": result.random_reason,
         "smooth_window": result.smooth_window,
