@@ -4,8 +4,9 @@ The setting of Schmidt & Lipson's real pendulum: a single recording, irregular t
 (dropped samples), observation noise and a little friction. This script simulates one
 (``H = p**2 - k*cos(q)`` with k = 2.4, damping 0.005 on p, 600 of 900 samples over 30 s kept,
 noise 0.01), writes it as a CSV without a trajectory column, and runs the whole ``discover``
-pipeline on it as a user would (``search.random=box``, the only null for one trajectory; the
-training half cut into tailoring examples of ``scoring.example_length`` samples). It prints the
+pipeline on it as a user would, with default settings (the random-state null is then ``box``,
+chosen automatically for one trajectory; the training half is cut into tailoring examples of
+``scoring.example_length`` samples). It prints the
 chosen law with its constant and 95% interval, the RMSE table, the run time and the peak memory.
 
     python benchmarks/bench_one_trajectory.py [--seed 3]
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from noether_control.discovery.discover import DataConfig, DiscoverConfig, SearchConfig, discover
+from noether_control.discovery.discover import DataConfig, DiscoverConfig, discover
 
 STIFFNESS = 2.4
 DAMPING = 0.005
@@ -53,7 +54,7 @@ def main() -> None:
         path = Path(folder) / "pendulum.csv"
         write_measurement(path, args.seed)
         config = DiscoverConfig(data=DataConfig(path=str(path), units={"q": "rad", "p": "rad/s"}),
-                                search=SearchConfig(random="box"), plot=False)
+                                plot=False)
         start = time.perf_counter()
         results = discover(config, Path(folder))
         seconds = time.perf_counter() - start

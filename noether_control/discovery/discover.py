@@ -5,9 +5,11 @@ Pipeline (each stage in its own module):
 1. data: an HNN-style system (``system=spring|pendulum``) or a measured file (``data.path=...``),
    split into train/test trajectories;
 2. enumeration of unit-correct formulas up to ``search.max_size`` nodes, duplicates removed
-   (commutativity, then equivalence on random inputs up to an affine map);
+   (commutativity, then equivalence on random inputs up to an affine map); for more than two
+   state columns a sparse linear combination of unit-correct terms instead (``sparse.py``);
 3. batched fitting of every formula's constants to minimise its scale-free variance along the
-   training trajectories; conserved = variance ratio (noise-corrected) >=
+   training trajectories (up to a slow polynomial trend in time on trajectories spanning many
+   oscillations, ``trend.py``); conserved = variance ratio (noise-corrected) >=
    ``search.min_variance_ratio``;
 4. usefulness: tailoring a pretrained MLP with each survivor, the best meta-tailored, the final
    choice by training loss; baselines MLP, true energy, HNN; long-horizon RMSE on test.
@@ -41,6 +43,7 @@ from noether_control.discovery.expressions import (
 )
 from noether_control.discovery.fitting import (
     FitData,
+    FitResult,
     drift_per_time,
     fingerprint_duplicates,
     fit_formulas,
@@ -49,6 +52,8 @@ from noether_control.discovery.fitting import (
     jackknife_weights,
     merge_equivalent,
     refit_params,
+    resolve_random,
+    score_formulas,
 )
 from noether_control.discovery.scoring import (
     HNN,
@@ -65,7 +70,10 @@ from noether_control.discovery.scoring import (
     sympy_quantity,
     tailored_rollout,
     train_one_step,
+    usefulness_order,
 )
+from noether_control.discovery.sparse import resolve_method, sparse_search
+from noether_control.discovery.trend import trend_basis, trend_degrees
 from noether_control.runtime import (
     resolve_device,
     run_dir,
@@ -112,6 +120,16 @@ class DataConfig:
 class SearchConfig:
     """Enumeration, fitting and the conservation filter."""
 
+    method: str = "auto"
+    """``enumerate`` (every unit-correct formula up to ``max_size``), ``sparse`` (a linear
+    combination of unit-correct candidate terms, made sparse by backward elimination; see
+    :mod:`noether_control.discovery.sparse`) or ``auto``: ``enumerate`` for up to two state
+    columns, ``sparse`` for more (the enumeration grows too fast)."""
+    sparse_degree: int = 2
+    """``sparse``: highest degree of the candidate terms' monomials in the state variables."""
+    sparse_tolerance: float = 2.0
+    """``sparse``: the chosen law is the sparsest one along the elimination whose variance ratio
+    Var_within / Var_random is within this factor of the best along it."""
     max_size: int = 7
     """Largest formula size in nodes (``p**2 - k*cos(q)`` has 7)."""
     max_params: int = 2
@@ -134,9 +152,13 @@ class SearchConfig:
     chunk_size: int = 1024
     """Formulas evaluated per tensor program chunk (bounds memory)."""
     smooth_window: int = 7
-    """Fit on states smoothed by a local cubic over this many samples (< 4: raw states)."""
-    random: str = "pooled"
-    """Random sequences: ``pooled`` (states of all trajectories) or ``box`` (uniform in range)."""
+    """Fit on states smoothed by a local cubic over this many samples (< 4: raw states). Raw
+    states are used instead when the smoothing removes significantly more than the noise
+    explains, i.e. flattens the motion itself (coarse sampling; see
+    :meth:`~noether_control.discovery.data.Trajectories.checked_smoothing`)."""
+    random: str = "auto"
+    """Random sequences: ``pooled`` (states of all trajectories), ``box`` (uniform in the data's
+    range) or ``auto``: ``pooled`` with two or more training trajectories, ``box`` with one."""
     n_random: int = 512
     """Random states for ``random=box``."""
     min_variance_ratio: float = 100.0
@@ -151,6 +173,15 @@ class SearchConfig:
     raw ratio."""
     survivor_tolerance: float = 1e-3
     """Fitted survivors whose values correlate to within this of +-1 are one law."""
+    trend_degree: int = 2
+    """Degree of the polynomial in time removed from each formula's values along a trajectory
+    before its within-trajectory variance is measured, so that a slowly dissipating law still
+    scores as conserved (0: only the mean, strict conservation). Applied only to trajectories
+    spanning at least ``trend_min_cycles`` oscillations; see
+    :mod:`noether_control.discovery.trend`."""
+    trend_min_cycles: float = 5.0
+    """Oscillations a trajectory must span for its trend to be removed: over fewer, a
+    polynomial in time would absorb part of the motion itself."""
     drift_significance: float = 2.0
     """A conserved formula whose drift over a trajectory exceeds this many noise standard
     deviations is reported as only approximately conserved."""
@@ -285,52 +316,52 @@ class SearchResult:
     seconds: dict[str, float]
     dropped: dict[str, int]
     fit_data: FitData
+    random: str = "pooled"
+    random_reason: str = ""
+    trend_degrees: np.ndarray | None = None
+    smooth_window: int = 0
+    smoothing_excess: float = 1.0
+    method: str = "enumerate"
+    sparse_path: list[tuple[int, float]] | None = None
+    sparse_family: int = 1
 
 
 def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
            device: torch.device) -> SearchResult:
-    """Enumerate, de-duplicate, fit and filter; survivors sorted by variance ratio (best first)."""
+    """Enumerate (or, for many state columns, run the sparse search), de-duplicate, fit and
+    filter; survivors sorted by variance ratio (best first)."""
     if config.fit_dtype not in ("float32", "float64"):
         raise ValueError(f"search.fit_dtype: expected float32 or float64, got {config.fit_dtype!r}")
-    seconds: dict[str, float] = {}
-    start = time.perf_counter()
-    enumeration = enumerate_formulas(train.units, config.max_size, config.max_params, config.ops)
-    seconds["enumerate"] = time.perf_counter() - start
+    method = resolve_method(config.method, len(train.names))
     noise_var = None
+    noise_std = train.noise_std()
+    window, smoothing_excess = train.checked_smoothing(config.smooth_window)
     if config.noise_correction:
-        gains = np.concatenate(train.smoothing_gains(config.smooth_window))
-        noise_var = gains[:, None] * train.noise_std()[None, :] ** 2
-    train = train.smoothed(config.smooth_window)
+        gains = np.concatenate(train.smoothing_gains(window))
+        noise_var = gains[:, None] * noise_std[None, :] ** 2
+    train = train.smoothed(window)
+    random, random_reason = resolve_random(config.random, len(train))
+    degrees = trend_degrees(train, config.trend_degree, config.trend_min_cycles, noise_std)
+    basis = trend_basis(train.times, degrees) if degrees.max() > 0 else None
     points, segments = train.points()
     low, high = points.min(axis=0), points.max(axis=0)
     probe = torch.as_tensor(rng.uniform(low, high, size=(config.fingerprint_points,
                                                          points.shape[1])).T.copy(),
                             dtype=torch.float64, device=device)
+    # The sparse search solves exact eigenproblems: float64 whatever the fitting precision.
+    dtype = torch.float64 if method == "sparse" else getattr(torch, config.fit_dtype)
+    data = FitData.from_arrays(points, segments, random=random, n_random=config.n_random,
+                               rng=rng, noise_var=noise_var, trend=basis, dtype=dtype,
+                               device=device)
+    if method == "sparse":
+        formulas, fit, stats = _sparse_fit(train, data, config)
+    else:
+        formulas, fit, stats = _enumerate_and_fit(train, data, probe, config)
+    seconds = stats.seconds
     start = time.perf_counter()
-    kept, dropped = fingerprint_duplicates(enumeration.formulas, probe,
-                                           chunk_size=config.chunk_size)
-    formulas = [enumeration.formulas[i] for i in kept]
-    seconds["deduplicate"] = time.perf_counter() - start
-    start = time.perf_counter()
-    data = FitData.from_arrays(points, segments, random=config.random, n_random=config.n_random,
-                               rng=rng, noise_var=noise_var,
-                               dtype=getattr(torch, config.fit_dtype), device=device)
-    fit = fit_formulas(formulas, data, steps=config.fit_steps, lr=config.fit_lr,
-                       chunk_size=config.chunk_size, noise_floor=config.noise_floor)
-    near = torch.nonzero((fit.variance_ratio >= config.min_variance_ratio / 2)
-                         & ~fit.trivial).flatten().tolist()
-    if config.refine_steps and near:
-        refined = fit_formulas([formulas[i] for i in near], data, steps=config.refine_steps,
-                               lr=config.fit_lr, chunk_size=config.chunk_size,
-                               noise_floor=config.noise_floor)
-        fit.params[near, :refined.params.shape[1]] = refined.params
-        fit.variance_ratio[near] = refined.variance_ratio
-        fit.raw_ratio[near] = refined.raw_ratio
-        fit.trivial[near] = refined.trivial
     conserved = torch.nonzero((fit.variance_ratio >= config.min_variance_ratio)
                               & ~fit.trivial).flatten()
     order = conserved[torch.argsort(fit.variance_ratio[conserved], descending=True)].tolist()
-    seconds["fit"] = time.perf_counter() - start
     # Different formulas can fit to the same law (k*q**2 + p**2 and q**2 + k*p**2): keep the
     # best-ratio one of each equivalence class under the fitted constants.
     survivors_formulas = [formulas[i] for i in order]
@@ -347,9 +378,72 @@ def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
         values = [quantity(torch.as_tensor(s)).numpy() for s in train.states]
         candidate.drift = drift_per_time(values, train.times)
         survivors.append(candidate)
+    seconds["fit"] += time.perf_counter() - start
+    return SearchResult(stats.per_size, stats.distinct_per_size, stats.n_enumerated,
+                        len(formulas), survivors, seconds, stats.dropped, data, random,
+                        random_reason, degrees, window, smoothing_excess, method, stats.path,
+                        stats.family)
+
+
+@dataclass
+class _SearchStats:
+    """What the formula-producing stage reports besides the fitted formulas."""
+
+    per_size: dict[int, int]
+    distinct_per_size: dict[int, int]
+    n_enumerated: int
+    dropped: dict[str, int]
+    seconds: dict[str, float]
+    path: list[tuple[int, float]] | None = None
+    family: int = 1
+
+
+def _enumerate_and_fit(train: Trajectories, data: FitData, probe: torch.Tensor,
+                       config: SearchConfig) -> tuple[list[Expr], FitResult, _SearchStats]:
+    """Every unit-correct formula up to ``search.max_size``, de-duplicated and fitted (those
+    near the threshold refitted)."""
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    enumeration = enumerate_formulas(train.units, config.max_size, config.max_params, config.ops)
+    seconds["enumerate"] = time.perf_counter() - start
+    start = time.perf_counter()
+    kept, dropped = fingerprint_duplicates(enumeration.formulas, probe,
+                                           chunk_size=config.chunk_size)
+    formulas = [enumeration.formulas[i] for i in kept]
+    seconds["deduplicate"] = time.perf_counter() - start
+    start = time.perf_counter()
+    fit = fit_formulas(formulas, data, steps=config.fit_steps, lr=config.fit_lr,
+                       chunk_size=config.chunk_size, noise_floor=config.noise_floor)
+    near = torch.nonzero((fit.variance_ratio >= config.min_variance_ratio / 2)
+                         & ~fit.trivial).flatten().tolist()
+    if config.refine_steps and near:
+        refined = fit_formulas([formulas[i] for i in near], data, steps=config.refine_steps,
+                               lr=config.fit_lr, chunk_size=config.chunk_size,
+                               noise_floor=config.noise_floor)
+        fit.params[near, :refined.params.shape[1]] = refined.params
+        fit.variance_ratio[near] = refined.variance_ratio
+        fit.raw_ratio[near] = refined.raw_ratio
+        fit.trivial[near] = refined.trivial
+    seconds["fit"] = time.perf_counter() - start
     distinct = {size: sum(1 for f in formulas if f.size == size) for size in enumeration.per_size}
-    return SearchResult(enumeration.per_size, distinct, len(enumeration.formulas), len(formulas),
-                        survivors, seconds, dropped, data)
+    return formulas, fit, _SearchStats(enumeration.per_size, distinct, len(enumeration.formulas),
+                                       dropped, seconds)
+
+
+def _sparse_fit(train: Trajectories, data: FitData, config: SearchConfig
+                ) -> tuple[list[Expr], FitResult, _SearchStats]:
+    """The sparse search's one law (see :mod:`noether_control.discovery.sparse`), scored like
+    the enumerated formulas."""
+    start = time.perf_counter()
+    law = sparse_search(train.units, data, max_degree=config.sparse_degree,
+                        tolerance=config.sparse_tolerance)
+    params = torch.as_tensor(law.params, dtype=torch.float64).reshape(1, -1)
+    ratio, raw_ratio, trivial = score_formulas([law.formula], data, params,
+                                               noise_floor=config.noise_floor)
+    fit = FitResult(params, ratio, raw_ratio, trivial, [])
+    seconds = {"fit": time.perf_counter() - start}
+    return [law.formula], fit, _SearchStats({}, {}, law.n_terms, {}, seconds, law.path,
+                                            law.family)
 
 
 def constant_uncertainty(candidates: list[Candidate], data: FitData, config: SearchConfig
@@ -405,7 +499,7 @@ def score(train: Trajectories, test: Trajectories, survivors: list[Candidate],
     # Rollouts start from, and are compared with, the smoothed training states: from a noisy
     # first state every model drifts onto another energy level, and the outer loss then teaches
     # it to damp the dynamics.
-    smoothed = train.smoothed(config.smooth_window)
+    smoothed = train.smoothed(train.checked_smoothing(config.smooth_window)[0])
     train_batch = Batch.from_trajectories(smoothed.pieces(config.example_length), None, dtype,
                                           device)
     test_batch = Batch.from_trajectories(test, test.clean, dtype, device)
@@ -461,7 +555,11 @@ def score(train: Trajectories, test: Trajectories, survivors: list[Candidate],
                                     torch.as_tensor(candidate.params, dtype=dtype, device=device))
         candidate.test_rmse = rmse(test_batch, evaluate(dict(mlp.named_parameters()), quantity,
                                                         candidate.lr))
-    meta_ranked = sorted(scored[:config.top_k], key=lambda c: c.meta.train_loss)
+    # Meta-tailored candidates, best-conserved first: it keeps first place unless another is
+    # significantly more useful.
+    conserved_first = sorted(scored[:config.top_k], key=lambda c: -c.variance_ratio)
+    meta_ranked = [conserved_first[i] for i in usefulness_order(
+        [c.meta.example_losses for c in conserved_first], config.choice_confidence)]
     ranked = [*meta_ranked, *scored[config.top_k:], *survivors[config.max_scored:]]
     chosen_quantity = None
     if meta_ranked:
@@ -510,7 +608,9 @@ def formula_record(candidate: Candidate, names: list[str], train: Trajectories,
         "sweep_error": None if math.isinf(candidate.sweep_error) else candidate.sweep_error,
         "inner_lr": candidate.lr or None,
         "meta_train_loss": None if candidate.meta is None else candidate.meta.train_loss,
-        "rmse": candidate.test_rmse,
+        # A formula can blow a rollout up (p**64 on raw states): no finite error, JSON null.
+        "rmse": candidate.test_rmse if candidate.test_rmse is not None
+        and math.isfinite(candidate.test_rmse) else None,
     }
 
 
@@ -521,6 +621,17 @@ def fit_text(record: dict[str, Any], name: str) -> str:
         return ""
     fitted = (record["params_before_meta"] or record["params"])[name]
     return f" (fit {fitted:.4g} ± {record['fit_stderr'][name]:.2g})"
+
+
+def trend_text(record: dict[str, Any], train: Trajectories) -> str:
+    """The chosen law's trend, e.g. ``trend of formula 1: -0.0123 [rad^2/s^2] per time unit,
+    -0.55 over a training trajectory (45 time units; dissipating)``."""
+    duration = float(np.mean([times[-1] - times[0] for times in train.times]))
+    slope = record["drift_per_time"]
+    unit = "" if record["unit"] in ("1", "free") else f" [{record['unit']}]"
+    kind = "dissipating" if record["approximately_conserved"] else "within its noise"
+    return (f"\ntrend of formula 1: {slope:.4g}{unit} per time unit, {slope * duration:.4g} over "
+            f"a training trajectory ({duration:.4g} time units; {kind})")
 
 
 def plot_quantity(path: Path, test: Trajectories, quantity: Any, label: str,
@@ -586,11 +697,36 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
     columns = ", ".join(f"{n} [{u}]" for n, u in zip(names, trajectories.units, strict=True))
     print(f"discover: {len(trajectories)} trajectories ({len(train)} train / {len(test)} test), "
           f"columns {columns}")
-    print(f"enumerated {result.n_enumerated} unit-correct formulas (per size "
-          f"{result.per_size}); {result.n_candidates} distinct candidates fitted (per size "
-          f"{result.distinct_per_size}); "
-          f"{len(result.survivors)} conserved (ratio >= {config.search.min_variance_ratio:g}) "
-          f"in {sum(result.seconds.values()):.1f} s ({candidates_per_second:.0f} candidates/s)")
+    smoothing = (f"states smoothed over {result.smooth_window} samples"
+                 if result.smooth_window > 3 else "raw states")
+    trended = int(np.count_nonzero(result.trend_degrees))
+    print(f"random-state null: {result.random} ({result.random_reason}); fitted on {smoothing} "
+          f"(smoothing removes {result.smoothing_excess:.2f}x the noise variance at "
+          f"search.smooth_window={config.search.smooth_window}); trend of degree "
+          f"{config.search.trend_degree} in time removed along {trended} of {len(train)} "
+          f"training trajectories (those spanning >= {config.search.trend_min_cycles:g} "
+          f"oscillations)")
+    if result.sparse_path is not None:
+        kept = len(result.sparse_path) - max(
+            i for i, (_, value) in enumerate(result.sparse_path)
+            if value <= config.search.sparse_tolerance * min(v for _, v in result.sparse_path))
+        print(f"sparse search over {result.n_enumerated} unit-correct candidate terms: kept "
+              f"{kept}; {len(result.survivors)} conserved (ratio >= "
+              f"{config.search.min_variance_ratio:g}) in {sum(result.seconds.values()):.1f} s; "
+              f"Var_within/Var_random by terms kept: " + ", ".join(
+                  f"{n}: {value:.3g}" for n, value in result.sparse_path[-12:][::-1]))
+        if result.sparse_family > 1:
+            print(f"note: {result.sparse_family} independent combinations of the candidate terms "
+                  f"are conserved (e.g. the energies of the normal modes of coupled linear "
+                  f"oscillators): conservation alone cannot single out one law, and the sparse "
+                  f"search reports one member of that family")
+    else:
+        print(f"enumerated {result.n_enumerated} unit-correct formulas (per size "
+              f"{result.per_size}); {result.n_candidates} distinct candidates fitted (per size "
+              f"{result.distinct_per_size}); "
+              f"{len(result.survivors)} conserved (ratio >= {config.search.min_variance_ratio:g})"
+              f" in {sum(result.seconds.values()):.1f} s ({candidates_per_second:.0f} "
+              f"candidates/s)")
     if constant:
         print(f"note: column(s) {', '.join(constant)} never change; formulas of them alone are "
               "constant and dropped as trivial")
@@ -618,6 +754,8 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
         rmse_text = "" if record["rmse"] is None else f", test RMSE {record['rmse']:.4f}"
         print(f"  {rank:2d}. {record['expr']:<32} {constants}  ratio "
               f"{record['variance_ratio']:.1f}{rmse_text}{approx}")
+    if records:
+        print(trend_text(records[0], train))
     rmse_table = scoring.rmse if scoring else {}
     if rmse_table:
         print("\nlong-horizon test RMSE:")
@@ -629,6 +767,14 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
         "candidates_per_size": {str(k): v for k, v in result.per_size.items()},
         "distinct_per_size": {str(k): v for k, v in result.distinct_per_size.items()},
         "n_conserved": len(result.survivors),
+        "method": result.method,
+        "sparse_path": result.sparse_path,
+        "sparse_family": result.sparse_family if result.method == "sparse" else None,
+        "random": result.random,
+        "random_reason": result.random_reason,
+        "smooth_window": result.smooth_window,
+        "trend_degrees": {str(d): int(np.count_nonzero(result.trend_degrees == d))
+                          for d in np.unique(result.trend_degrees)},
         "dropped": result.dropped,
         "formulas": records,
         "rmse": rmse_table,

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from noether_control.discovery.expressions import BINARY_OPS, UNARY_OPS, Expr
+from noether_control.discovery.trend import detrended
 
 FINGERPRINT_PARAMS = (0.7317, 1.3179, -0.4561, 2.1173)
 """Parameter values used to fingerprint formulas (arbitrary, distinct, not 0 or +-1)."""
@@ -259,6 +260,26 @@ def merge_equivalent(formulas: Sequence[Expr], inputs: Tensor, params: Tensor,
     return kept
 
 
+RANDOM_NULLS = ("auto", "pooled", "box")
+"""``search.random`` settings: ``auto`` picks ``pooled`` or ``box`` from the data."""
+
+
+def resolve_random(setting: str, n_trajectories: int) -> tuple[str, str]:
+    """The random-state null to use and why: ``(null, reason)``.
+
+    ``auto`` takes ``pooled`` (states of the data themselves) for two or more training
+    trajectories and ``box`` for one, where pooled sequences would compare the recording with
+    itself; ``pooled`` or ``box`` given explicitly are kept.
+    """
+    if setting not in RANDOM_NULLS:
+        raise ValueError(f"search.random: expected one of {RANDOM_NULLS}, got {setting!r}")
+    if setting != "auto":
+        return setting, "set by search.random"
+    if n_trajectories < 2:
+        return "box", "auto: one training trajectory"
+    return "pooled", f"auto: {n_trajectories} training trajectories"
+
+
 @dataclass
 class FitData:
     """The points a fit sees.
@@ -270,20 +291,26 @@ class FitData:
             None for pooled random sequences (states drawn from all trajectories).
         noise_var: variance of each true point's observation noise ``(n_inputs, n_true)`` (after
             any smoothing), or None: the scores then take the measured variance at face value.
+        trend: per true point its trajectory's orthonormal polynomial basis in time
+            ``(n_true, B)`` (:func:`noether_control.discovery.trend.trend_basis`): the
+            within-trajectory variance is then measured after removing each trajectory's
+            polynomial trend; None removes only each trajectory's mean.
     """
 
     true_points: Tensor
     segments: Tensor
     random_points: Tensor | None = None
     noise_var: Tensor | None = None
+    trend: Tensor | None = None
 
     @classmethod
     def from_arrays(cls, points: np.ndarray, segments: np.ndarray, *, random: str = "pooled",
                     n_random: int = 512, rng: np.random.Generator | None = None,
-                    noise_var: np.ndarray | None = None, dtype: torch.dtype = torch.float64,
+                    noise_var: np.ndarray | None = None, trend: np.ndarray | None = None,
+                    dtype: torch.dtype = torch.float64,
                     device: torch.device | None = None) -> FitData:
         """Build from stacked states ``(N, D)``, trajectory ids ``(N,)`` and optionally each
-        state's noise variance ``noise_var`` ``(N, D)``.
+        state's noise variance ``noise_var`` ``(N, D)`` and trend basis ``trend`` ``(N, B)``.
 
         ``random="pooled"`` compares with sequences drawn from all trajectories (needs >= 2
         trajectories); ``random="box"`` draws ``n_random`` states uniformly from the per-column
@@ -298,19 +325,23 @@ class FitData:
         if noise is not None and noise.shape != true_points.shape:
             raise ValueError(f"noise_var: expected one variance per state {tuple(points.shape)}, "
                              f"got {tuple(noise_var.shape)}")
+        if trend is not None and trend.shape[0] != points.shape[0]:
+            raise ValueError(f"trend: expected one basis row per state ({points.shape[0]}), got "
+                             f"{trend.shape[0]}")
+        basis = None if trend is None else torch.as_tensor(trend, dtype=dtype, device=device)
         if random == "pooled":
             if len(np.unique(segments)) < 2:
                 raise ValueError(f"random='pooled' compares across trajectories: expected >= 2 "
                                  f"training trajectories, got {len(np.unique(segments))}; use "
                                  f"random='box' for one")
-            return cls(true_points, segment_ids, None, noise)
+            return cls(true_points, segment_ids, None, noise, basis)
         if n_random < 2 or rng is None:
             raise ValueError(f"random='box': expected n_random >= 2 and an rng, got {n_random} "
                              f"and {rng!r}")
         low, high = points.min(axis=0), points.max(axis=0)
         box = rng.uniform(low, high, size=(n_random, points.shape[1]))
         return cls(true_points, segment_ids,
-                   torch.as_tensor(box.T.copy(), dtype=dtype, device=device), noise)
+                   torch.as_tensor(box.T.copy(), dtype=dtype, device=device), noise, basis)
 
     @property
     def all_points(self) -> Tensor:
@@ -347,9 +378,13 @@ def variance_terms(values: Tensor, data: FitData, point_weights: Tensor | None =
     def weighted(per_point: Tensor) -> Tensor:
         return per_point if weights is None else weights * per_point
 
-    means = zeros.index_add(1, data.segments, weighted(true_values)) / segment_weights.clamp_min(
-        torch.finfo(values.dtype).tiny)
-    within = weighted((true_values - means[:, data.segments]).pow(2)).sum(dim=1) / total
+    if data.trend is None:
+        means = zeros.index_add(1, data.segments, weighted(true_values)) / \
+            segment_weights.clamp_min(torch.finfo(values.dtype).tiny)
+        residuals = true_values - means[:, data.segments]
+    else:
+        residuals = detrended(true_values, data.trend.to(values.dtype), data.segments, weights)
+    within = weighted(residuals.pow(2)).sum(dim=1) / total
     if data.random_points is None:
         if weights is not None:
             true_values = true_values - (weighted(true_values).sum(dim=1) / total).unsqueeze(1)

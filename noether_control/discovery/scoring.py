@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.stats
 import sympy
 import torch
 from torch import Tensor, nn
@@ -86,6 +87,10 @@ class ScoringConfig:
     200x200 hidden weights per example costs ~10x more for no measured gain."""
     hnn: bool = True
     """Train the Hamiltonian Neural Network baseline (needs an even number of columns: q then p)."""
+    choice_confidence: float = 0.95
+    """The best-conserved meta-tailored candidate is chosen unless another's per-example
+    training losses are lower at this one-sided confidence (paired t-test over the examples;
+    see :func:`usefulness_order`); 0 ranks by mean training loss alone."""
     example_length: int = 50
     """Training trajectories longer than this many samples are cut into consecutive pieces of at
     most this length, each its own tailoring example: the second-order meta-gradient's memory
@@ -97,6 +102,9 @@ class ScoringConfig:
         if self.inner_optimizer not in INNER_OPTIMIZERS:
             raise ValueError(f"scoring.inner_optimizer: expected one of {INNER_OPTIMIZERS}, got "
                              f"{self.inner_optimizer!r}")
+        if not 0 <= self.choice_confidence < 1:
+            raise ValueError(f"scoring.choice_confidence: expected a confidence in [0, 1), got "
+                             f"{self.choice_confidence}")
         if self.example_length < 5:
             raise ValueError(f"scoring.example_length: expected >= 5 samples, got "
                              f"{self.example_length}")
@@ -390,6 +398,38 @@ def sweep_learning_rates(mlp: MLP, quantity: Quantity, scale: Tensor, batch: Bat
     return float(errors[best]), float(rates[best])
 
 
+def usefulness_order(example_losses: Sequence[Tensor | None], confidence: float
+                     ) -> list[int]:
+    """Final order of meta-tailored candidates given best-conserved first, each with its
+    per-example training losses ``(B,)`` (None: not finite).
+
+    The candidates are ordered by mean training loss, except that the first (best-conserved)
+    one keeps first place unless another's losses are lower at one-sided ``confidence`` in a
+    paired t-test over the examples; then the best such one leads. Why: the usefulness
+    differences between conserved candidates can be far inside the examples' scatter (one
+    recording gives 5-6 examples), and there the conservation evidence is the stronger.
+    """
+    means = [math.inf if losses is None else float(losses.mean()) for losses in example_losses]
+    by_loss = sorted(range(len(means)), key=lambda index: means[index])
+    reference = example_losses[0] if example_losses else None
+    if confidence <= 0 or reference is None:
+        return by_loss
+    if reference.numel() < 2:  # one example: nothing can be significantly better
+        return [0, *(index for index in by_loss if index != 0)]
+    quantile = float(scipy.stats.t.ppf(confidence, reference.numel() - 1))
+
+    def significantly_better(index: int) -> bool:
+        losses = example_losses[index]
+        if losses is None:
+            return False
+        difference = (reference - losses).double()
+        spread = float(difference.std()) / math.sqrt(difference.numel())
+        return float(difference.mean()) > quantile * spread
+
+    lead = next(index for index in by_loss if index == 0 or significantly_better(index))
+    return [lead, *(index for index in by_loss if index != lead)]
+
+
 @dataclass
 class MetaTailored:
     """A meta-tailored model: MLP weights, formula constants and the final training loss."""
@@ -397,6 +437,8 @@ class MetaTailored:
     params: dict[str, Tensor]
     formula_params: Tensor | None
     train_loss: float
+    example_losses: Tensor | None = None
+    """Each training example's prediction error at the kept iterate, ``(B,)``."""
 
 
 def meta_tailor(mlp: MLP, make_quantity: Callable[[Tensor | None], Quantity],
@@ -417,27 +459,29 @@ def meta_tailor(mlp: MLP, make_quantity: Callable[[Tensor | None], Quantity],
         constants = formula_params.detach().clone()
     optimizer = torch.optim.Adam(groups)
 
-    def outer_loss() -> Tensor:
+    def outer_losses() -> Tensor:
         quantity = make_quantity(constants)
         scale = pooled_scale(quantity, batch)
         predicted = tailored_rollout(mlp, params, quantity, scale, batch, lr, config.tailored,
                                      second_order=True, optimizer=config.inner_optimizer)
-        return batch.error(predicted).mean()
+        return batch.error(predicted)
 
-    def snapshot(loss: float) -> MetaTailored:
+    def snapshot(loss: float, losses: Tensor | None = None) -> MetaTailored:
         return MetaTailored({k: v.detach().clone() for k, v in params.items()},
-                            None if constants is None else constants.detach().clone(), loss)
+                            None if constants is None else constants.detach().clone(), loss,
+                            None if losses is None else losses.detach().clone())
 
     # Long noisy rollouts make the outer loss rough: keep the best iterate (step 0 included),
     # so meta-tailoring never returns a model worse on its own training loss than it started.
     best: MetaTailored | None = None
     for _ in range(config.meta_steps + 1):
         optimizer.zero_grad()
-        loss = outer_loss()
+        losses = outer_losses()
+        loss = losses.mean()
         if not torch.isfinite(loss):
             break
         if best is None or float(loss.detach()) < best.train_loss:
-            best = snapshot(float(loss.detach()))
+            best = snapshot(float(loss.detach()), losses)
         loss.backward()
         optimizer.step()
     return best if best is not None else snapshot(math.inf)

@@ -1,0 +1,95 @@
+"""The sparse search for conserved quantities of systems with four state variables."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import sympy
+import torch
+from scipy.integrate import solve_ivp
+
+import noether_control.envs  # noqa: F401  (registers the environments)
+from noether_control.discovery.data import Trajectories
+from noether_control.discovery.discover import SearchConfig, search
+from noether_control.discovery.expressions import to_sympy
+from noether_control.discovery.sparse import candidate_terms, resolve_method
+from noether_control.discovery.units import parse_unit
+
+ANGLES = ["q1", "q2", "w1", "w2"]
+ANGLE_UNITS = [parse_unit(u) for u in ("rad", "rad", "rad/s", "rad/s")]
+
+
+def _double_pendulum(episodes: int, steps: int, noise: float) -> Trajectories:
+    """Torque-free episodes of the env's double pendulum, noisy states (q1, q2, w1, w2)."""
+    env = gym.make("NoetherControl/PixelDoublePendulum-v0", obs_type="state")
+    rng = np.random.default_rng(0)
+    states, times = [], []
+    for episode in range(episodes):
+        _, info = env.reset(seed=episode)
+        clean = [info["state"]]
+        for _ in range(steps - 1):
+            clean.append(env.step(np.zeros(1, dtype=np.float32))[4]["state"])
+        states.append(np.asarray(clean) + rng.normal(0.0, noise, (steps, 4)))
+        times.append(np.arange(steps) * 0.05)
+    env.close()
+    return Trajectories(ANGLES, ANGLE_UNITS, states, times)
+
+
+def _coefficients(expression: sympy.Expr) -> dict[str, float]:
+    """Coefficient of each term of an expanded expression, normalised on ``w1**2``."""
+    terms = {}
+    for argument in sympy.Add.make_args(sympy.expand(expression)):
+        coefficient, term = argument.as_coeff_Mul()
+        terms[str(term)] = float(coefficient)
+    scale = terms["w1**2"]
+    return {term: value / scale for term, value in terms.items()}
+
+
+def test_candidate_terms_are_unit_correct_and_include_the_coupling() -> None:
+    terms = [str(to_sympy(term, ANGLES)) for term in candidate_terms(ANGLE_UNITS)]
+    assert len(terms) == len(set(terms))
+    assert {"w1**2", "cos(q1)", "w1*w2*cos(q1 - q2)", "sin(q1 + q2)"} <= set(terms)
+    assert not any(f"cos({w})" in t or f"sin({w})" in t for t in terms for w in ("w1", "w2"))
+    spring = [str(to_sympy(t, ["x1", "x2", "v1", "v2"]))
+              for t in candidate_terms([parse_unit(u) for u in ("m", "m", "m/s", "m/s")])]
+    assert len(spring) == 14 and not any("cos" in t or "sin" in t for t in spring)
+    assert resolve_method("auto", 2) == "enumerate" and resolve_method("auto", 4) == "sparse"
+    with pytest.raises(ValueError, match=r"search.method: expected one of .*got 'beam'"):
+        resolve_method("beam", 4)
+
+
+def test_sparse_search_recovers_the_double_pendulum_energy() -> None:
+    # Default masses and lengths 1, g = 10: E = (2/3) w1**2 + (1/6) w2**2
+    # + (1/2) cos(q1 - q2) w1 w2 + 15 cos(q1) + 5 cos(q2).
+    train = _double_pendulum(episodes=4, steps=100, noise=0.01)
+    result = search(train, SearchConfig(), np.random.default_rng(0), torch.device("cpu"))
+    assert result.method == "sparse" and result.sparse_family == 1
+    (law,) = result.survivors
+    found = _coefficients(to_sympy(law.formula, ANGLES, law.params.tolist()))
+    truth = {"w1**2": 1.0, "w2**2": 0.25, "w1*w2*cos(q1 - q2)": 0.75, "cos(q1)": 22.5,
+             "cos(q2)": 7.5}
+    assert set(found) == set(truth)
+    for term, value in truth.items():
+        assert found[term] == pytest.approx(value, rel=0.02), term
+    # Dropping any one of its five terms breaks conservation by orders of magnitude.
+    eigenvalues = dict(result.sparse_path)
+    assert eigenvalues[4] > 100 * eigenvalues[5]
+
+
+def test_coupled_linear_oscillators_conserve_a_family_of_laws() -> None:
+    # Each normal mode conserves its own energy, so conservation cannot single out the total.
+    def field(_: float, y: np.ndarray) -> list[float]:
+        x1, x2, v1, v2 = y
+        return [v1, v2, -1.5 * x1 + 0.8 * (x2 - x1), (-1.2 * x2 - 0.8 * (x2 - x1)) / 2]
+
+    rng = np.random.default_rng(0)
+    stamps = np.linspace(0, 20, 100)
+    states = [solve_ivp(field, (0, 20), rng.uniform(-1, 1, 4), t_eval=stamps, rtol=1e-10,
+                        atol=1e-10).y.T + rng.normal(0, 0.01, (100, 4)) for _ in range(8)]
+    train = Trajectories(["x1", "x2", "v1", "v2"],
+                         [parse_unit(u) for u in ("m", "m", "m/s", "m/s")], states,
+                         [stamps] * 8)
+    result = search(train, SearchConfig(), np.random.default_rng(0), torch.device("cpu"))
+    assert result.method == "sparse" and result.sparse_family == 2
+    assert len(result.survivors) == 1 and result.survivors[0].variance_ratio > 1000
