@@ -14,6 +14,7 @@ import pytest
 
 from noether_control.agents.mbrl import MBRLConfig, model_based_loop
 from noether_control.data.minari_io import read_episodes
+from noether_control.runtime import compose_command, to_dataclass
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
@@ -89,3 +90,11 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         model_based_loop(MBRLConfig(train_overrides=["hydra.run.dir=x"]), tmp_path)
     with pytest.raises(ValueError, match=r"iterations: expected an int >= 0"):
         model_based_loop(MBRLConfig(iterations=-1), tmp_path)
+
+
+def test_the_20k_preset_spends_20000_real_steps() -> None:
+    config = to_dataclass(MBRLConfig, compose_command("mbrl", ["experiment=pendulum_20k"]))
+    config.validate()
+    episodes = config.initial_episodes + config.iterations * config.episodes
+    assert episodes * 200 == 20_000  # PixelPendulum-v0's 200-step episodes
+    assert config.train_steps * (config.iterations + 1) == 9900  # the last model's joint steps
