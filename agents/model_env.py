@@ -183,10 +183,7 @@ class WorldModelVecEnv(VecEnv):
                 raise ValueError(f"model_env.tailor_steps={self.config.tailor_steps}: expected a "
                                  "Noether checkpoint (it holds g_φ), got a baseline checkpoint")
             return 0
-        if self.config.tailor_steps is not None:
-            return self.config.tailor_steps
-        steps = self.noether.config.test_inner_steps
-        return self.noether.config.inner.steps if steps is None else steps
+        return self.noether.config.test_steps(self.config.tailor_steps)
 
     # ------------------------------------------------------------------ episodes
     def _from_codes(self) -> bool:

@@ -261,10 +261,7 @@ class MPCAgent(_Agent):
     def _tailor_steps(self) -> int:
         if self.noether is None or self.config.tailor == "none":
             return 0
-        if self.config.tailor_steps is not None:
-            return self.config.tailor_steps
-        steps = self.noether.config.test_inner_steps
-        return self.noether.config.inner.steps if steps is None else steps
+        return self.noether.config.test_steps(self.config.tailor_steps)
 
     def reset(self, mask: np.ndarray, rng: np.random.Generator | None = None) -> None:
         """Clear the frames, actions and warm start of the episodes in ``mask``."""

@@ -439,3 +439,10 @@ def test_inner_gradient_split_matches_the_inner_step_and_the_direct_path() -> No
     torch.testing.assert_close(split["through_input"], by_hand.norm(dim=1), rtol=1e-7, atol=0)
     assert bool((split["through_dynamics"] > 0).all())
     assert bool((split["total"] <= split["through_input"] + split["through_dynamics"] + 1e-9).all())
+
+
+def test_test_time_steps_take_the_override_then_the_test_setting_then_the_training_k() -> None:
+    config = NoetherConfig(inner=TailoringConfig(steps=3))
+    assert config.test_steps() == 3
+    assert replace(config, test_inner_steps=7).test_steps() == 7
+    assert replace(config, test_inner_steps=7).test_steps(0) == 0

@@ -221,7 +221,8 @@ def test_compare_report(runs: dict[str, Path], tmp_path: Path) -> None:
     assert document["targets"] == saved["targets"]
     with pytest.raises(ValueError, match="reference"):
         compare(CompareConfig(runs=config.runs, reference="control"), tmp_path / "bad")
-    with pytest.raises(ValueError, match=r"test_inner_steps: the reference run 'baseline' has no"):
+    with pytest.raises(ValueError, match=r"test_inner_steps \(reference run 'baseline'\)=2: "
+                       r"expected a checkpoint trained with Noether"):
         compare(replace(config, reference="baseline", test_inner_steps=2), tmp_path / "bad")
 
 

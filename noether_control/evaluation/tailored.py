@@ -69,24 +69,31 @@ class TailoredPredictor:
                 "predicted_motion": means(self.motions)}
 
 
+def tailored_predictor(
+    model: SVGWorldModel, noether: NoetherModule | None, steps: int | None, setting: str,
+    generator: torch.Generator | None = None,
+) -> TailoredPredictor | None:
+    """The tailored predictor of ``model`` with its g_φ ``noether``, or ``None`` to predict
+    without tailoring (a baseline).
+
+    ``steps=None`` takes the checkpoint's test-time K. Raises ``ValueError`` naming ``setting``
+    for ``steps > 0`` without g_φ.
+    """
+    if noether is None:
+        if steps:
+            raise ValueError(
+                f"{setting}={steps}: expected a checkpoint trained with Noether "
+                "(noether=default, it holds g_φ), got a baseline checkpoint; expected 0 or null"
+            )
+        return None
+    return TailoredPredictor(model, noether, noether.config.test_steps(steps), generator)
+
+
 def noether_predictor(
     payload: dict[str, Any], model: SVGWorldModel, steps: int | None,
     generator: torch.Generator | None = None,
 ) -> TailoredPredictor | None:
-    """The tailored predictor of a checkpoint, or ``None`` to predict without tailoring.
-
-    ``steps=None`` takes the checkpoint's test-time K (``None`` for a baseline checkpoint).
-    Raises ``ValueError`` for ``steps > 0`` on a checkpoint without g_φ.
-    """
-    noether = load_noether(payload, model)
-    if noether is None:
-        if steps:
-            raise ValueError(
-                f"noether.test_inner_steps={steps}: expected a checkpoint trained with Noether "
-                "(noether=default), got a baseline checkpoint without a conserved embedding"
-            )
-        return None
-    if steps is None:
-        steps = noether.config.test_inner_steps
-        steps = noether.config.inner.steps if steps is None else steps
-    return TailoredPredictor(model, noether, steps, generator)
+    """:func:`tailored_predictor` of a checkpoint dict (``read_checkpoint``'s), for the
+    ``noether.test_inner_steps`` setting."""
+    return tailored_predictor(model, load_noether(payload, model), steps,
+                              "noether.test_inner_steps", generator)

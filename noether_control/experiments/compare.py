@@ -44,8 +44,8 @@ from noether_control.evaluation.evaluate import (
     spread_subset,
     training_data_settings,
 )
-from noether_control.evaluation.metrics import motion
-from noether_control.evaluation.tailored import TailoredPredictor
+from noether_control.evaluation.metrics import mean_and_stderr, motion
+from noether_control.evaluation.tailored import TailoredPredictor, tailored_predictor
 from noether_control.models.checkpoint import load_world_model, read_checkpoint
 from noether_control.models.svg import SVGWorldModel
 from noether_control.noether.config import NoetherConfig
@@ -509,20 +509,11 @@ def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
     generator = torch.Generator(device=device).manual_seed(config.seed)
     predictors: dict[str, Any] = {}
     for name, model in models.items():
-        noether = noethers[name]
         steps = config.test_inner_steps if name == config.reference else None
-        if noether is None and steps:
-            raise ValueError(
-                f"test_inner_steps: the reference run {name!r} has no g_φ to tailor with "
-                f"(a baseline checkpoint); expected 0 or null, got {steps}"
-            )
-        if noether is not None:
-            if steps is None:
-                steps = noether.config.test_inner_steps
-                steps = noether.config.inner.steps if steps is None else steps
-            predictors[name] = TailoredPredictor(model, noether, steps, generator)
-        else:
-            predictors[name] = WorldModelPredictor(model, generator)
+        tailored = tailored_predictor(model, noethers[name], steps,
+                                      f"test_inner_steps (reference run {name!r})", generator)
+        predictors[name] = tailored if tailored is not None else WorldModelPredictor(model,
+                                                                                     generator)
     evaluation = evaluate_predictors(predictors, test_loader, n_past=data.n_past,
                                      horizon=config.horizon, device=device)
     per_sequence = evaluation.per_sequence
@@ -536,9 +527,9 @@ def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
                     f"run {name!r}: expected finite {metric}, got NaN/inf; its (tailored) "
                     "predictions diverged: lower noether.inner.lr or test_inner_steps"
                 )
-            entry[metric] = values.mean(0).tolist()
-            entry[f"{metric}_stderr"] = (values.std(0) / math.sqrt(values.shape[0])).tolist() \
-                if values.shape[0] > 1 else None
+            mean, stderr = mean_and_stderr(values)
+            entry[metric] = mean.tolist()
+            entry[f"{metric}_stderr"] = None if stderr is None else stderr.tolist()
         entry["motion"] = per_sequence[name]["motion"].mean(0).tolist()
         if isinstance(predictor, TailoredPredictor):
             entry.update(predictor.summary())

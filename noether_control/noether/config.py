@@ -65,6 +65,13 @@ class NoetherConfig:
             raise ValueError(f"noether.pretrain_steps: expected >= 0, got {self.pretrain_steps}")
         validate_inner_loop(self.inner.steps, self.inner.lr, self.inner.optimizer)
 
+    def test_steps(self, override: int | None = None) -> int:
+        """Inner steps K at test time: ``override`` when given, else ``test_inner_steps``, else
+        the training K (``inner.steps``)."""
+        if override is not None:
+            return override
+        return self.inner.steps if self.test_inner_steps is None else self.test_inner_steps
+
     def min_horizon(self, n_past: int) -> int:
         """Fewest predicted frames along which g_φ has the 2 values a conservation loss needs:
         one value per predicted step after the first (``hidden``, ``state``) or per pair of

@@ -276,9 +276,7 @@ class NoetherModule(nn.Module):
         Works under ``torch.no_grad()`` (the inner loop enables gradients for itself); the
         result carries no graph to the model then.
         """
-        if steps is None:
-            steps = self.config.test_inner_steps
-            steps = self.config.inner.steps if steps is None else steps
+        steps = self.config.test_steps(steps)
         first: list[Tensor] = []
         untailored: list[Tensor] = []
 
