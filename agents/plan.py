@@ -32,9 +32,9 @@ from noether_control.agents.policies import SB3Policy, UniformPolicy
 from noether_control.data.env_config import EnvConfig, env_spec, make_vector_env
 from noether_control.data.minari_io import dataset_metadata
 from noether_control.evaluation.evaluate import resolve_checkpoint
-from noether_control.models.checkpoint import load_world_model, read_checkpoint
 from noether_control.models.svg import SVGWorldModel
-from noether_control.noether.meta import NoetherModule, load_noether
+from noether_control.noether.bundle import load_bundle
+from noether_control.noether.meta import NoetherModule
 from noether_control.runtime import (
     atomic_path,
     resolve_device,
@@ -134,8 +134,8 @@ class LoadedModel:
 def load_planning_checkpoint(path: str, device: torch.device) -> LoadedModel:
     """The world model (and g_φ) of ``path`` with its context length and training data size."""
     file = resolve_checkpoint(path)
-    model, config = load_world_model(file, device)
-    noether = load_noether(read_checkpoint(file, device), model)
+    bundle = load_bundle(file, device)
+    model, noether, config = bundle.model, bundle.noether, bundle.config
     data = config.get("data") or {}
     real_steps = env_id = None
     if data.get("path"):

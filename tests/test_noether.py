@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor
 
+from noether_control.models.checkpoint import save_checkpoint
 from noether_control.models.svg import SVGConfig, SVGWorldModel
+from noether_control.noether.bundle import load_bundle
 from noether_control.noether.config import NoetherConfig
 from noether_control.noether.embedding import ConservedEmbedding, EmbeddingConfig
 from noether_control.noether.losses import conservation_loss
@@ -446,3 +449,26 @@ def test_test_time_steps_take_the_override_then_the_test_setting_then_the_traini
     assert config.test_steps() == 3
     assert replace(config, test_inner_steps=7).test_steps() == 7
     assert replace(config, test_inner_steps=7).test_steps(0) == 0
+
+
+def test_a_bundle_is_read_once_and_holds_the_model_g_and_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tiny_model()
+    noether = noether_for(model, learnable_lr=True)
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, model=model, optimizer=None, step=5,
+                    config={"data": {"path": "somewhere"}}, rng={},
+                    extra={"noether": noether.checkpoint_state()})
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a) or real_load(*a, **k))
+    bundle = load_bundle(path)
+    assert len(reads) == 1
+    assert bundle.step == 5 and bundle.config["data"]["path"] == "somewhere"
+    assert bundle.noether is not None and bundle.noether.config == noether.config
+    for name, value in model.state_dict().items():
+        assert torch.equal(bundle.model.state_dict()[name], value)
+    assert not bundle.model.training and not bundle.noether.training
+    save_checkpoint(path, model=model, optimizer=None, step=5, config={}, rng={})
+    assert load_bundle(path).noether is None  # a baseline

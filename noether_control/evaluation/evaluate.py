@@ -34,9 +34,9 @@ from noether_control.evaluation.references import (
     Predictor,
     mean_frame,
 )
-from noether_control.evaluation.tailored import NoetherEvalConfig, noether_predictor
-from noether_control.models.checkpoint import load_world_model, read_checkpoint
+from noether_control.evaluation.tailored import NoetherEvalConfig, tailored_predictor
 from noether_control.models.svg import SVGWorldModel
+from noether_control.noether.bundle import load_bundle
 from noether_control.runtime import (
     resolve_device,
     run_dir,
@@ -594,8 +594,9 @@ def evaluate_checkpoint(config: EvaluateConfig, output: str | Path) -> dict[str,
     started = time.perf_counter()
 
     checkpoint = resolve_checkpoint(config.checkpoint)
-    # load_world_model names what is wrong with a missing, corrupt or foreign checkpoint.
-    model, train_config = load_world_model(checkpoint, device=device)
+    # load_bundle names what is wrong with a missing, corrupt or foreign checkpoint.
+    bundle = load_bundle(checkpoint, device)
+    model, train_config = bundle.model, bundle.config
     data = training_data_settings(train_config, config.data_path)
     window = data.n_past + config.horizon
     split = {"split_fractions": data.split_fractions, "seed": data.split_seed}
@@ -621,8 +622,8 @@ def evaluate_checkpoint(config: EvaluateConfig, output: str | Path) -> dict[str,
     print(lpips_note)
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    tailored = noether_predictor(read_checkpoint(checkpoint, device), model,
-                                 config.noether.test_inner_steps, generator)
+    tailored = tailored_predictor(model, bundle.noether, config.noether.test_inner_steps,
+                                  "noether.test_inner_steps", generator)
     predictors: dict[str, Predictor] = {
         MODEL: tailored if tailored is not None else WorldModelPredictor(model, generator),
         "last_frame": LastFramePredictor(),

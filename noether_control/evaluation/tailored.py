@@ -16,7 +16,7 @@ from torch import Tensor
 
 from noether_control.evaluation.metrics import motion
 from noether_control.models.svg import SVGWorldModel
-from noether_control.noether.meta import NoetherModule, load_noether
+from noether_control.noether.meta import NoetherModule
 
 
 @dataclass
@@ -87,13 +87,3 @@ def tailored_predictor(
             )
         return None
     return TailoredPredictor(model, noether, noether.config.test_steps(steps), generator)
-
-
-def noether_predictor(
-    payload: dict[str, Any], model: SVGWorldModel, steps: int | None,
-    generator: torch.Generator | None = None,
-) -> TailoredPredictor | None:
-    """:func:`tailored_predictor` of a checkpoint dict (``read_checkpoint``'s), for the
-    ``noether.test_inner_steps`` setting."""
-    return tailored_predictor(model, load_noether(payload, model), steps,
-                              "noether.test_inner_steps", generator)

@@ -46,11 +46,11 @@ from noether_control.evaluation.evaluate import (
 )
 from noether_control.evaluation.metrics import mean_and_stderr, motion
 from noether_control.evaluation.tailored import TailoredPredictor, tailored_predictor
-from noether_control.models.checkpoint import load_world_model, read_checkpoint
 from noether_control.models.svg import SVGWorldModel
+from noether_control.noether.bundle import load_bundle
 from noether_control.noether.config import NoetherConfig
 from noether_control.noether.diagnostics import inner_gradient_split
-from noether_control.noether.meta import NoetherModule, load_noether
+from noether_control.noether.meta import NoetherModule
 from noether_control.noether.tailoring import TailoringConfig
 from noether_control.runtime import (
     atomic_path,
@@ -486,9 +486,8 @@ def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
     data = None
     for name, given in config.runs.items():
         path = resolve_checkpoint(given)
-        payload = read_checkpoint(path, device)
-        model, train_config = load_world_model(path, device)
-        settings = training_data_settings(train_config, None)
+        bundle = load_bundle(path, device)
+        settings = training_data_settings(bundle.config, None)
         if data is None:
             data = settings
         elif (settings.path, settings.split_fractions, settings.split_seed, settings.n_past) != (
@@ -496,7 +495,7 @@ def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
         ):
             raise ValueError(f"run {name!r}: expected the same dataset, split and n_past as the "
                              f"other runs ({data}), got {settings}")
-        models[name], noethers[name], checkpoints[name] = model, load_noether(payload, model), \
+        models[name], noethers[name], checkpoints[name] = bundle.model, bundle.noether, \
             str(path.resolve())
     assert data is not None  # _check guarantees runs
     window = data.n_past + config.horizon

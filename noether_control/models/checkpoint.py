@@ -149,8 +149,15 @@ def load_world_model(
     of another format, or weights that do not fit the stored model config.
     """
     payload = read_checkpoint(path, device)
+    return model_from_payload(payload, path, device), payload["config"]
+
+
+def model_from_payload(
+    payload: dict[str, Any], path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> SVGWorldModel:
+    """The world model of a checkpoint dict read from ``path`` (:func:`read_checkpoint`), in
+    eval mode on ``device``; ``ValueError`` naming ``path`` when the weights do not fit."""
     source = f"checkpoint {str(path)!r}"
     model = SVGWorldModel(model_config_from(payload["model_config"], source))
     load_state_checked(model, payload["model"], source)
-    model.to(device).eval()
-    return model, payload["config"]
+    return model.to(device).eval()
