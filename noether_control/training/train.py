@@ -300,82 +300,19 @@ def _train(
     val_set: Dataset | None,
 ) -> dict[str, Any]:
     optim_config, device = config.train, job.device
-    # equal slices per process, so that averaging their gradients is the one-process gradient
-    for key in ("batch_size", "dynamics_batch_size"):
-        if getattr(optim_config, key) % job.world_size:
-            raise ValueError(
-                f"train.{key}: expected a multiple of the {job.world_size} processes, got "
-                f"{getattr(optim_config, key)}"
-            )
+    _check_process_split(optim_config, job)
     out_dir = Path(distributed.broadcast_object(job, str(out_dir)))
-    checkpoints = out_dir / "checkpoints"
+    last = out_dir / "checkpoints" / "last.pt"
     seed_everything(config.seed)
-
-    if train_set is None:
-        train_set = open_windows(config, "train", config.data.stride)
-    if val_set is None and optim_config.val_windows > 0:
-        try:
-            val_set = open_windows(config, "val", config.data.window)
-        except ValueError as error:  # e.g. too few episodes for a val split
-            if job.is_main:
-                print(f"train: no validation ({error})")
-    if len(train_set) < 1:
-        raise ValueError(f"training set: expected at least one window, got {len(train_set)}")
+    train_set, val_set = _open_splits(config, job, train_set, val_set)
     model_config = model_config_for(config, train_set)
     resolved = resolved_config(config, model_config)
 
     torch.manual_seed(config.seed)
-    model = SVGWorldModel(model_config).to(device)
-    noether = (NoetherModule(config.noether, model_config).to(device)
-               if config.noether.enabled else None)
-    # g_φ in its own group after the model's, so a baseline's Adam state extends to it.
-    groups = [{"params": list(model.parameters())}]
-    if noether is not None:
-        groups.append({"params": list(noether.parameters())})
-    optimizer = torch.optim.Adam(groups, lr=optim_config.lr)
-    meta_groups = {"model": list(model.parameters())}
-    if noether is not None:
-        meta_groups["embedding"] = list(noether.embedding.parameters())
-        if noether.inner_lr is not None:
-            meta_groups["inner_lr"] = list(noether.inner_lr.parameters())
-    start = dynamics_start = 0
-    stored_metrics: dict[str, Any] = {}
-    last = checkpoints / "last.pt"
+    model, noether, optimizer, meta_groups = _build(config, model_config, device)
     dataset = train_set.fingerprint() if hasattr(train_set, "fingerprint") else None
-    if last.exists():
-        payload = read_checkpoint(last, "cpu")
-        mismatches = resume_mismatches(payload["config"], resolved)
-        if mismatches:
-            raise ValueError(
-                f"cannot resume from {str(last)!r}: its config differs from this run's "
-                f"({'; '.join(mismatches)}); use a new run directory or the same settings"
-            )
-        load_state_checked(model, payload["model"], f"checkpoint {str(last)!r}")
-        if noether is not None:
-            noether.load_state_dict(payload["extra"]["noether"]["state"])
-        trained_on = payload["extra"].get("dataset")
-        if trained_on is not None and dataset is not None and trained_on != dataset:
-            raise ValueError(
-                f"cannot resume from {str(last)!r}: it was trained on other episodes than "
-                f"data.path={config.data.path!r} holds (their fingerprints differ); data.path "
-                "may change on resume only to a copy of the same dataset; use a new run directory"
-            )
-        optimizer.load_state_dict(payload["optimizer"])
-        start = int(payload["step"])
-        dynamics_start = int(payload["extra"].get("dynamics_step", 0))
-        stored_metrics = payload["extra"].get("metrics", {})
-        restore_rng(payload["rng"])
-        if job.is_main:
-            print(f"train: resuming from {last} at step {start}"
-                  + (f", dynamics step {dynamics_start}" if dynamics_start else ""))
-    elif noether is not None and config.noether.init_from:
-        start = init_from_baseline(config.noether.init_from, model, optimizer)
-        if job.is_main:
-            print(f"train: meta-training from {config.noether.init_from} at step {start}")
-    elif config.train.init_from:
-        start = init_from_baseline(config.train.init_from, model, optimizer, "train.init_from")
-        if job.is_main:
-            print(f"train: continuing {config.train.init_from} from step {start}")
+    start, dynamics_start, stored_metrics = _restore(
+        config, job, last, model, noether, optimizer, resolved, dataset)
     ddp_model: torch.nn.Module = model
     if job.enabled:
         ddp_model = DistributedDataParallel(
@@ -397,13 +334,7 @@ def _train(
         else []
     )
     if optim_config.dynamics_steps > dynamics_start:
-        if not hasattr(train_set, "episode"):
-            raise ValueError(
-                "train.dynamics_steps: the dynamics phase encodes whole training episodes; "
-                "expected a training set with episode_ids, episode_lengths and episode() "
-                f"(EpisodeWindows), got {type(train_set).__name__}"
-            )
-        check_windows_fit(train_set, config.data.n_past + optim_config.dynamics_horizon)
+        _check_dynamics_windows(config, train_set)
     strip_source = val_set if val_set is not None else train_set
     # The dynamics phase counts its own steps; logs and the progress bar count all updates.
     dynamics_end = max(optim_config.dynamics_steps, dynamics_start)
@@ -420,43 +351,9 @@ def _train(
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
     )
-    length = config.data.window
-    step = start
     try:
-        for batch in loader:
-            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-            mask, noise, probability = step_randomness(config, step, length, job)
-            meta = noether is not None and step >= config.noether.pretrain_steps
-            # The meta step differentiates through the inner gradient step: in bfloat16 that
-            # second-order signal is rounded away, so it always runs in float32.
-            with contextlib.nullcontext() if meta else autocast:
-                inputs = (batch["frames"], batch["actions"], config.data.n_past)
-                teacher = None if mask is None else mask.to(device)
-                noise = None if noise is None else noise.to(device)
-                if meta:
-                    out, noether_metrics = noether.train_forward(
-                        model, *inputs, teacher, noise,
-                        reconstruct=optim_config.recon_weight > 0,
-                    )
-                else:
-                    out = ddp_model(
-                        *inputs, teacher=teacher, noise=noise,
-                        reconstruct=optim_config.recon_weight > 0,
-                    )
-                    noether_metrics = {}
-                loss, metrics = compute_losses(out, batch, config)
-                metrics.update(noether_metrics)
-            parameters = [p for group in optimizer.param_groups for p in group["params"]]
-            lr = learning_rate(optim_config, step)
-            # the meta step bypasses DDP's gradient hooks: average its gradients explicitly
-            grad_norm, group_norms = _update(
-                loss, parameters, optimizer, lr, optim_config, job, f"step {step + 1}",
-                book.last, average=meta, norms_of=meta_groups if meta else None)
-            metrics.update(group_norms)
-            step += 1
-            metrics["train/teacher_probability"] = grad_norm.new_tensor(probability)
-            book.after_update(metrics, grad_norm, lr, optim_config.batch_size, step,
-                              dynamics_start, phase_step=step, phase_end=total_steps)
+        step = _joint_phase(config, job, loader, model, ddp_model, noether, optimizer,
+                            meta_groups, book, autocast, start, dynamics_start)
         if dynamics_start < optim_config.dynamics_steps:
             _dynamics_phase(model, optimizer, config, job, train_set, book, autocast, step,
                             dynamics_start)
@@ -478,6 +375,163 @@ def _train(
     if job.is_main:
         write_json(out_dir / "results.json", results)
     return results
+
+
+def _check_process_split(optim_config: OptimConfig, job: distributed.Distributed) -> None:
+    """Equal slices per process, so that averaging their gradients is the one-process
+    gradient."""
+    for key in ("batch_size", "dynamics_batch_size"):
+        if getattr(optim_config, key) % job.world_size:
+            raise ValueError(
+                f"train.{key}: expected a multiple of the {job.world_size} processes, got "
+                f"{getattr(optim_config, key)}"
+            )
+
+
+def _open_splits(
+    config: TrainCommandConfig, job: distributed.Distributed, train_set: Dataset | None,
+    val_set: Dataset | None,
+) -> tuple[Dataset, Dataset | None]:
+    """The training windows and (when ``train.val_windows`` > 0 and the data has a val split)
+    the validation windows: the given ones, else the dataset's."""
+    if train_set is None:
+        train_set = open_windows(config, "train", config.data.stride)
+    if val_set is None and config.train.val_windows > 0:
+        try:
+            val_set = open_windows(config, "val", config.data.window)
+        except ValueError as error:  # e.g. too few episodes for a val split
+            if job.is_main:
+                print(f"train: no validation ({error})")
+    if len(train_set) < 1:
+        raise ValueError(f"training set: expected at least one window, got {len(train_set)}")
+    return train_set, val_set
+
+
+def _build(
+    config: TrainCommandConfig, model_config: SVGConfig, device: torch.device
+) -> tuple[SVGWorldModel, NoetherModule | None, torch.optim.Optimizer,
+           dict[str, list[torch.nn.Parameter]]]:
+    """The world model, g_φ (Noether runs), Adam over both, and the parameter groups whose
+    gradient norms a meta step reports."""
+    model = SVGWorldModel(model_config).to(device)
+    noether = (NoetherModule(config.noether, model_config).to(device)
+               if config.noether.enabled else None)
+    # g_φ in its own group after the model's, so a baseline's Adam state extends to it.
+    groups = [{"params": list(model.parameters())}]
+    if noether is not None:
+        groups.append({"params": list(noether.parameters())})
+    optimizer = torch.optim.Adam(groups, lr=config.train.lr)
+    meta_groups = {"model": list(model.parameters())}
+    if noether is not None:
+        meta_groups["embedding"] = list(noether.embedding.parameters())
+        if noether.inner_lr is not None:
+            meta_groups["inner_lr"] = list(noether.inner_lr.parameters())
+    return model, noether, optimizer, meta_groups
+
+
+def _restore(
+    config: TrainCommandConfig, job: distributed.Distributed, last: Path, model: SVGWorldModel,
+    noether: NoetherModule | None, optimizer: torch.optim.Optimizer, resolved: dict[str, Any],
+    dataset: str | None,
+) -> tuple[int, int, dict[str, Any]]:
+    """Resume from ``last`` (this run's own checkpoint), else start from ``noether.init_from``
+    or ``train.init_from``, else from scratch. Returns the joint step, the dynamics step and the
+    stored metrics to start from."""
+    if last.exists():
+        payload = read_checkpoint(last, "cpu")
+        mismatches = resume_mismatches(payload["config"], resolved)
+        if mismatches:
+            raise ValueError(
+                f"cannot resume from {str(last)!r}: its config differs from this run's "
+                f"({'; '.join(mismatches)}); use a new run directory or the same settings"
+            )
+        load_state_checked(model, payload["model"], f"checkpoint {str(last)!r}")
+        if noether is not None:
+            noether.load_state_dict(payload["extra"]["noether"]["state"])
+        trained_on = payload["extra"].get("dataset")
+        if trained_on is not None and dataset is not None and trained_on != dataset:
+            raise ValueError(
+                f"cannot resume from {str(last)!r}: it was trained on other episodes than "
+                f"data.path={config.data.path!r} holds (their fingerprints differ); data.path "
+                "may change on resume only to a copy of the same dataset; use a new run directory"
+            )
+        optimizer.load_state_dict(payload["optimizer"])
+        start = int(payload["step"])
+        dynamics_start = int(payload["extra"].get("dynamics_step", 0))
+        restore_rng(payload["rng"])
+        if job.is_main:
+            print(f"train: resuming from {last} at step {start}"
+                  + (f", dynamics step {dynamics_start}" if dynamics_start else ""))
+        return start, dynamics_start, payload["extra"].get("metrics", {})
+    start = 0
+    if noether is not None and config.noether.init_from:
+        start = init_from_baseline(config.noether.init_from, model, optimizer)
+        if job.is_main:
+            print(f"train: meta-training from {config.noether.init_from} at step {start}")
+    elif config.train.init_from:
+        start = init_from_baseline(config.train.init_from, model, optimizer, "train.init_from")
+        if job.is_main:
+            print(f"train: continuing {config.train.init_from} from step {start}")
+    return start, 0, {}
+
+
+def _check_dynamics_windows(config: TrainCommandConfig, train_set: Dataset) -> None:
+    """The dynamics phase encodes whole training episodes into windows of its own length."""
+    if not hasattr(train_set, "episode"):
+        raise ValueError(
+            "train.dynamics_steps: the dynamics phase encodes whole training episodes; "
+            "expected a training set with episode_ids, episode_lengths and episode() "
+            f"(EpisodeWindows), got {type(train_set).__name__}"
+        )
+    check_windows_fit(train_set, config.data.n_past + config.train.dynamics_horizon)
+
+
+def _joint_phase(
+    config: TrainCommandConfig, job: distributed.Distributed, loader: DataLoader,
+    model: SVGWorldModel, ddp_model: torch.nn.Module, noether: NoetherModule | None,
+    optimizer: torch.optim.Optimizer, meta_groups: dict[str, list[torch.nn.Parameter]],
+    book: _Bookkeeping, autocast: Any, start: int, dynamics_start: int,
+) -> int:
+    """Train encoder, predictor and decoder together (plain steps, then, for Noether runs,
+    meta steps from ``noether.pretrain_steps`` on) from ``start``; returns the last step."""
+    optim_config, device = config.train, job.device
+    length = config.data.window
+    step = start
+    for batch in loader:
+        batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+        mask, noise, probability = step_randomness(config, step, length, job)
+        meta = noether is not None and step >= config.noether.pretrain_steps
+        # The meta step differentiates through the inner gradient step: in bfloat16 that
+        # second-order signal is rounded away, so it always runs in float32.
+        with contextlib.nullcontext() if meta else autocast:
+            inputs = (batch["frames"], batch["actions"], config.data.n_past)
+            teacher = None if mask is None else mask.to(device)
+            noise = None if noise is None else noise.to(device)
+            if meta:
+                out, noether_metrics = noether.train_forward(
+                    model, *inputs, teacher, noise,
+                    reconstruct=optim_config.recon_weight > 0,
+                )
+            else:
+                out = ddp_model(
+                    *inputs, teacher=teacher, noise=noise,
+                    reconstruct=optim_config.recon_weight > 0,
+                )
+                noether_metrics = {}
+            loss, metrics = compute_losses(out, batch, config)
+            metrics.update(noether_metrics)
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        lr = learning_rate(optim_config, step)
+        # the meta step bypasses DDP's gradient hooks: average its gradients explicitly
+        grad_norm, group_norms = _update(
+            loss, parameters, optimizer, lr, optim_config, job, f"step {step + 1}",
+            book.last, average=meta, norms_of=meta_groups if meta else None)
+        metrics.update(group_norms)
+        step += 1
+        metrics["train/teacher_probability"] = grad_norm.new_tensor(probability)
+        book.after_update(metrics, grad_norm, lr, optim_config.batch_size, step,
+                          dynamics_start, phase_step=step, phase_end=optim_config.steps)
+    return step
 
 
 def _update(
