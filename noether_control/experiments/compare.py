@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Subset
 
 from noether_control.data.windows import EpisodeWindows
 from noether_control.evaluation.evaluate import (
+    DataSettings,
     WorldModelPredictor,
     check_compatible,
     evaluate_predictors,
@@ -47,7 +48,7 @@ from noether_control.evaluation.evaluate import (
 from noether_control.evaluation.metrics import mean_and_stderr, motion
 from noether_control.evaluation.tailored import TailoredPredictor, tailored_predictor
 from noether_control.models.svg import SVGWorldModel
-from noether_control.noether.bundle import load_bundle
+from noether_control.noether.bundle import TrainedBundle, load_bundle
 from noether_control.noether.config import NoetherConfig
 from noether_control.noether.diagnostics import inner_gradient_split
 from noether_control.noether.meta import NoetherModule
@@ -480,13 +481,35 @@ def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
     device = resolve_device(config.device)
     started = time.perf_counter()
     output = Path(output)
-    models: dict[str, SVGWorldModel] = {}
-    noethers: dict[str, NoetherModule | None] = {}
-    checkpoints: dict[str, str] = {}
+    bundles, data = _load_runs(config, device)
+    window = data.n_past + config.horizon
+    test_loader = _windows_loader(data, window, "test", config.max_sequences, config.batch_size)
+    windows = test_loader.dataset
+    # A spread-out subset of the windows keeps the full set (and its layout) as .dataset.
+    check_compatible(bundles[config.reference].model.config,
+                     getattr(windows, "dataset", windows), data.path)
+    document = _score_runs(config, bundles, data, test_loader, device)
+    reference = bundles[config.reference]
+    if reference.noether is not None:
+        document.update(_reference_diagnostics(config, reference.model, reference.noether, data,
+                                               device, output))
+    document["seconds"] = round(time.perf_counter() - started, 3)
+    document["device"] = str(device)
+    document["config"] = asdict(config)
+    write_json(output / "results.json", document)
+    plot_comparison(document, output / "comparison.png")
+    print(format_report(document))
+    print(f"results: {output / 'results.json'}\nplot: {output / 'comparison.png'}")
+    return document
+
+
+def _load_runs(config: CompareConfig, device: torch.device
+               ) -> tuple[dict[str, TrainedBundle], DataSettings]:
+    """Every run's checkpoint, and the dataset, split and context they all share."""
+    bundles: dict[str, TrainedBundle] = {}
     data = None
     for name, given in config.runs.items():
-        path = resolve_checkpoint(given)
-        bundle = load_bundle(path, device)
+        bundle = load_bundle(resolve_checkpoint(given), device)
         settings = training_data_settings(bundle.config, None)
         if data is None:
             data = settings
@@ -495,30 +518,31 @@ def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
         ):
             raise ValueError(f"run {name!r}: expected the same dataset, split and n_past as the "
                              f"other runs ({data}), got {settings}")
-        models[name], noethers[name], checkpoints[name] = bundle.model, bundle.noether, \
-            str(path.resolve())
+        bundles[name] = bundle
     assert data is not None  # _check guarantees runs
-    window = data.n_past + config.horizon
-    test_loader = _windows_loader(data, window, "test", config.max_sequences, config.batch_size)
-    windows = test_loader.dataset
-    # A spread-out subset of the windows keeps the full set (and its layout) as .dataset.
-    check_compatible(models[config.reference].config, getattr(windows, "dataset", windows),
-                     data.path)
+    return bundles, data
 
+
+def _score_runs(config: CompareConfig, bundles: Mapping[str, TrainedBundle],
+                data: DataSettings, test_loader: DataLoader, device: torch.device
+                ) -> dict[str, Any]:
+    """Every run (the reference tailored) on the same test windows: per-horizon metrics,
+    motion, the reference's paired differences and the targets."""
     generator = torch.Generator(device=device).manual_seed(config.seed)
     predictors: dict[str, Any] = {}
-    for name, model in models.items():
+    for name, bundle in bundles.items():
         steps = config.test_inner_steps if name == config.reference else None
-        tailored = tailored_predictor(model, noethers[name], steps,
+        tailored = tailored_predictor(bundle.model, bundle.noether, steps,
                                       f"test_inner_steps (reference run {name!r})", generator)
-        predictors[name] = tailored if tailored is not None else WorldModelPredictor(model,
-                                                                                     generator)
+        predictors[name] = tailored if tailored is not None else WorldModelPredictor(
+            bundle.model, generator)
     evaluation = evaluate_predictors(predictors, test_loader, n_past=data.n_past,
                                      horizon=config.horizon, device=device)
     per_sequence = evaluation.per_sequence
     runs: dict[str, Any] = {}
     for name, predictor in predictors.items():
-        entry: dict[str, Any] = {"checkpoint": checkpoints[name], "inner_steps": 0}
+        entry: dict[str, Any] = {"checkpoint": str(bundles[name].path.resolve()),
+                                 "inner_steps": 0}
         for metric in COMPARED:
             values = per_sequence[name][metric]
             if not bool(torch.isfinite(values).all()):
@@ -562,21 +586,29 @@ def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
         "paired": paired,
     }
     document["targets"] = targets(document)
-    reference_noether = noethers[reference]
-    if reference_noether is not None and config.sweep_steps:
+    return document
+
+
+def _reference_diagnostics(config: CompareConfig, model: SVGWorldModel, noether: NoetherModule,
+                           data: DataSettings, device: torch.device, output: Path
+                           ) -> dict[str, Any]:
+    """What the reference's tailoring does: the inner-step sweep (and ``sweep.png``), the
+    first inner step's gradient by path, and the energy probe of g_φ."""
+    window = data.n_past + config.horizon
+    found: dict[str, Any] = {}
+    if config.sweep_steps:
         sweep_loader = _windows_loader(data, window, "test", config.sweep_sequences,
                                        config.batch_size)
-        document["sweep"] = inner_step_sweep(
-            models[reference], reference_noether, sweep_loader, n_past=data.n_past,
+        found["sweep"] = inner_step_sweep(
+            model, noether, sweep_loader, n_past=data.n_past,
             horizon=config.horizon, steps=config.sweep_steps, device=device,
         )
-        plot_sweep(document["sweep"], output / "sweep.png")
-    if reference_noether is not None:
-        document["inner_gradient"] = inner_gradient_paths(
-            models[reference], reference_noether,
-            _windows_loader(data, window, "test", config.sweep_sequences, config.batch_size),
-            n_past=data.n_past, horizon=config.horizon, device=device)
-    if reference_noether is not None and config.probe:
+        plot_sweep(found["sweep"], output / "sweep.png")
+    found["inner_gradient"] = inner_gradient_paths(
+        model, noether,
+        _windows_loader(data, window, "test", config.sweep_sequences, config.batch_size),
+        n_past=data.n_past, horizon=config.horizon, device=device)
+    if config.probe:
         probe_test = _windows_loader(data, window, "test", config.probe_windows, config.batch_size)
         try:
             probe_fit, fit_on = _windows_loader(data, window, "val", config.probe_windows,
@@ -591,17 +623,9 @@ def compare(config: CompareConfig, output: str | Path) -> dict[str, Any]:
             probe_test = DataLoader(Subset(test_windows, range(half, len(test_windows))),
                                     batch_size=config.batch_size)
             fit_on = "first half of the test windows"
-        document["probe"] = energy_probe(models[reference], reference_noether, probe_fit,
-                                         probe_test, data.n_past, device)
-        document["probe"]["fit_on"] = fit_on
-    document["seconds"] = round(time.perf_counter() - started, 3)
-    document["device"] = str(device)
-    document["config"] = asdict(config)
-    write_json(output / "results.json", document)
-    plot_comparison(document, output / "comparison.png")
-    print(format_report(document))
-    print(f"results: {output / 'results.json'}\nplot: {output / 'comparison.png'}")
-    return document
+        found["probe"] = energy_probe(model, noether, probe_fit, probe_test, data.n_past, device)
+        found["probe"]["fit_on"] = fit_on
+    return found
 
 
 def format_report(document: Mapping[str, Any], horizons: Sequence[int] = (1, 5, 10, 25)) -> str:
