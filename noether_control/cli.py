@@ -159,6 +159,7 @@ def _full_errors() -> bool:
     variable: only the value 1 counts)."""
     return os.environ.get(FULL_ERROR_VARIABLE) == "1"
 
+
 #: The switch that shows the traceback of a user error (taken out before Hydra sees the args).
 DEBUG_FLAG = "--debug"
 

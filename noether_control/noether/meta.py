@@ -197,18 +197,20 @@ class NoetherModule(nn.Module):
         time, one example alone): the bias-corrected running average, or, before any
         meta-training step, the variance of ``embeddings`` itself.
         """
+        meta_training = self.training and embeddings.shape[0] > 1
+        updates = int(self.variance_updates)
+        if updates > 0 and not meta_training:
+            seen = 1.0 - (1.0 - VARIANCE_MOMENTUM) ** updates
+            return self.embedding_variance / seen + VARIANCE_EPS
         wide = torch.promote_types(embeddings.dtype, torch.float32)
         own = embeddings.flatten(0, 1).to(wide).var(0, correction=0).sum()
-        if self.training and embeddings.shape[0] > 1:
-            with torch.no_grad():
-                self.embedding_variance.lerp_(own.detach().to(self.embedding_variance.dtype),
-                                              VARIANCE_MOMENTUM)
-                self.variance_updates += 1
-            return own + VARIANCE_EPS
-        if int(self.variance_updates) == 0:
+        if not meta_training:
             return own.detach() + VARIANCE_EPS
-        seen = 1.0 - (1.0 - VARIANCE_MOMENTUM) ** int(self.variance_updates)
-        return self.embedding_variance / seen + VARIANCE_EPS
+        with torch.no_grad():
+            self.embedding_variance.lerp_(own.detach().to(self.embedding_variance.dtype),
+                                          VARIANCE_MOMENTUM)
+            self.variance_updates += 1
+        return own + VARIANCE_EPS
 
     def tailor(
         self,
