@@ -12,7 +12,7 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -356,3 +356,26 @@ def to_dataclass(cls: type[T], cfg: DictConfig | dict[str, Any]) -> T:
         raise ValueError(
             f"invalid {cls.__name__} config: {error}; expected keys: {names}"
         ) from error
+
+
+def require_choice(setting: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raise ``ValueError`` naming ``setting`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{setting}: expected one of {tuple(choices)}, got {value!r}")
+
+
+def require_at_least(setting: str, value: Any, minimum: float, *, integer: bool = False,
+                     optional: bool = False) -> None:
+    """Raise ``ValueError`` naming ``setting`` unless ``value >= minimum``.
+
+    ``integer``: ``value`` must also be an ``int`` (a ``bool`` is refused: ``True >= 1``);
+    ``optional``: ``None`` is accepted (a setting whose ``null`` means "the default rule").
+    """
+    if optional and value is None:
+        return
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_number = is_int or (isinstance(value, float) and not integer)
+    if not is_number or not value >= minimum:  # NaN compares False both ways
+        kind = "an int" if integer else "a number"
+        expected = f"{kind} >= {minimum}" + (" or null" if optional else "")
+        raise ValueError(f"{setting}: expected {expected}, got {value!r}")

@@ -32,7 +32,13 @@ from noether_control.discovery.discover import DiscoverConfig, SearchConfig, dis
 from noether_control.evaluation.evaluate import check_compatible, warn_other_env
 from noether_control.models.checkpoint import save_checkpoint
 from noether_control.models.svg import SVGConfig, SVGWorldModel
-from noether_control.runtime import UnwritablePathError, atomic_torch_save, write_json
+from noether_control.runtime import (
+    UnwritablePathError,
+    atomic_torch_save,
+    require_at_least,
+    require_choice,
+    write_json,
+)
 from noether_control.training.config import TrainCommandConfig
 from tests.support import PENDULUM_32, SIZE, collect_ou
 
@@ -448,3 +454,24 @@ def test_data_of_another_env_of_the_same_system_is_evaluated_with_a_warning(
                       "these metrics measure how it generalises"):
         warn_other_env(trained, other)
     warn_other_env(trained, str(data["single"]))  # the same env: nothing to say
+
+
+@pytest.mark.parametrize("value, integer, optional, ok", [
+    (1, True, False, True), (0, True, False, False), (True, True, False, False),
+    (1.5, True, False, False), (None, True, True, True), (None, True, False, False),
+    (0.5, False, False, True), (float("nan"), False, False, False), ("3", False, False, False),
+])
+def test_require_at_least_names_the_setting(value, integer, optional, ok) -> None:
+    if ok:
+        require_at_least("agent.steps", value, 0.5 if not integer else 1, integer=integer,
+                         optional=optional)
+        return
+    with pytest.raises(ValueError, match=r"^agent\.steps: expected (an int|a number) >= "):
+        require_at_least("agent.steps", value, 1, integer=integer, optional=optional)
+
+
+def test_require_choice_lists_the_choices() -> None:
+    require_choice("planner.kind", "cem", ("cem", "mppi"))
+    with pytest.raises(ValueError, match=r"planner\.kind: expected one of \('cem', 'mppi'\), "
+                                         r"got 'ga'"):
+        require_choice("planner.kind", "ga", ("cem", "mppi"))
