@@ -270,6 +270,25 @@ class StepOutput(NamedTuple):
     state_pred: Tensor | None
 
 
+class CodeUnroll(NamedTuple):
+    """What :meth:`SVGWorldModel.unroll_codes` predicts over a window of ``T`` codes.
+
+    Attributes:
+        codes: ``(B, T - 1, g_dim)`` predicted codes of frames ``1 … T-1``.
+        rewards: ``(B, T - 1)`` reward head outputs (zeros without a reward head).
+        states: ``(B, T - 1, state_dim)`` state head outputs, or ``None``.
+        frames: ``(B, T - 1, C, H, W)`` the decoded predictions fed back through pixels, or
+            ``None`` when nothing was (latent feedback, or teacher forcing throughout).
+        kl: ``(B,)`` SVG-LP's summed KL(posterior ‖ prior); zeros when deterministic.
+    """
+
+    codes: Tensor
+    rewards: Tensor
+    states: Tensor | None
+    frames: Tensor | None
+    kl: Tensor
+
+
 class TrainOutput(NamedTuple):
     """The training unroll over a window of ``T`` frames (see :meth:`SVGWorldModel.forward`).
 
@@ -458,14 +477,8 @@ class SVGWorldModel(nn.Module):
         mean, logvar = out(hidden).chunk(2, dim=-1)
         return mean, logvar, lstm
 
-    def observe(
-        self,
-        frames: Tensor,
-        actions: Tensor,
-        adapt: Adapt | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> WorldState:
+    def observe(self, frames: Tensor, actions: Tensor, adapt: Adapt | None = None, *,
+                generator: torch.Generator | None = None) -> WorldState:
         """Encode a context: ``frames`` ``(B, P, C, H, W)`` in [0, 1], ``actions`` ``(B, P, A)``.
 
         Action ``t`` is the one applied to frame ``t``; after the call the state predicts frame
@@ -479,14 +492,8 @@ class SVGWorldModel(nn.Module):
         lstm, code, prior = self._context_steps(codes, actions, frames.shape[1], adapt, generator)
         return WorldState(lstm, code, last_skips, prior)
 
-    def encode_context(
-        self,
-        frames: Tensor,
-        actions: Tensor,
-        adapt: Adapt | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> WorldState:
+    def encode_context(self, frames: Tensor, actions: Tensor, adapt: Adapt | None = None, *,
+                       generator: torch.Generator | None = None) -> WorldState:
         """The state *before* the decision action, from ``P`` frames and the actions between.
 
         ``frames``: ``(B, P, C, S, S)`` float in [0, 1], or ``(B, P, S, S, C)`` uint8 as the
@@ -586,7 +593,11 @@ class SVGWorldModel(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + noise * torch.exp(0.5 * logvar), prior
 
-    def _check_rollout_actions(self, state: WorldState, actions: Tensor) -> None:
+    def _checked_unroll(self, state: WorldState, actions: Tensor, adapt: Adapt | None,
+                        generator: torch.Generator | None, decode: bool
+                        ) -> tuple[Rollout, WorldState]:
+        """:meth:`_unroll` of every action of ``actions`` ``(B, H ≥ 1, A)``, after checking them
+        and ``adapt`` against ``state``: the state verbs' common body."""
         batch = state.batch_size
         if (not isinstance(actions, Tensor) or actions.dim() != 3 or actions.shape[0] != batch
                 or actions.shape[1] < 1 or actions.shape[2] != self.config.action_dim):
@@ -594,23 +605,17 @@ class SVGWorldModel(nn.Module):
                 f"actions: expected shape ({batch}, H ≥ 1, {self.config.action_dim}) for a state "
                 f"of batch {batch}, got {getattr(actions, 'shape', type(actions).__name__)}"
             )
+        self.check_adapt(adapt, batch)
+        return self._unroll(state, actions, actions.shape[1], adapt, generator, decode=decode)
 
-    def imagine(
-        self,
-        state: WorldState,
-        actions: Tensor,
-        adapt: Adapt | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> Rollout:
+    def imagine(self, state: WorldState, actions: Tensor, adapt: Adapt | None = None, *,
+                generator: torch.Generator | None = None) -> Rollout:
         """Closed-loop rollout of ``actions`` ``(B, H, A)`` from ``state``.
 
         Frame ``k`` of the rollout is decoded from the state, re-encoded and stepped with action
         ``k``; no ground truth is used. Returns a :class:`Rollout` of ``H`` frames and rewards.
         """
-        self._check_rollout_actions(state, actions)
-        self.check_adapt(adapt, state.batch_size)
-        return self._unroll(state, actions, actions.shape[1], adapt, generator)[0]
+        return self._checked_unroll(state, actions, adapt, generator, decode=True)[0]
 
     def rollout(
         self,
@@ -628,28 +633,17 @@ class SVGWorldModel(nn.Module):
         decoded only with ``decode=True`` (for videos): planners need rewards alone, and with
         ``feedback="latent"`` nothing is decoded at all then.
         """
-        self._check_rollout_actions(state, actions)
-        self.check_adapt(adapt, state.batch_size)
-        return self._unroll(state, actions, actions.shape[1], adapt, generator, decode=decode)[0]
+        return self._checked_unroll(state, actions, adapt, generator, decode=decode)[0]
 
-    def advance(
-        self,
-        state: WorldState,
-        actions: Tensor,
-        adapt: Adapt | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> tuple[Tensor, WorldState]:
+    def advance(self, state: WorldState, actions: Tensor, adapt: Adapt | None = None, *,
+                generator: torch.Generator | None = None) -> tuple[Tensor, WorldState]:
         """Apply ``actions`` ``(B, H, A)`` from ``state``: rewards ``(B, H)`` and the state after.
 
         The verb of an environment stepped inside the model: the returned state continues
         exactly where :meth:`rollout` of the same actions would (tested), with the predicted
         code of the frame the last action leads to (``observed=False``).
         """
-        self._check_rollout_actions(state, actions)
-        self.check_adapt(adapt, state.batch_size)
-        rollout, after = self._unroll(state, actions, actions.shape[1], adapt, generator,
-                                      decode=False)
+        rollout, after = self._checked_unroll(state, actions, adapt, generator, decode=False)
         return rollout.rewards, after
 
     def _unroll(
@@ -735,15 +729,8 @@ class SVGWorldModel(nn.Module):
         step_skips = [s.repeat_interleave(steps, dim=0) for s in skips]
         return self.decode(codes.flatten(0, 1), step_skips, adapt).unflatten(0, codes.shape[:2])
 
-    def predict(
-        self,
-        frames: Tensor,
-        actions: Tensor,
-        n_future: int,
-        adapt: Adapt | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
+    def predict(self, frames: Tensor, actions: Tensor, n_future: int, adapt: Adapt | None = None,
+                *, generator: torch.Generator | None = None) -> Tensor:
         """Predict ``n_future`` frames in closed loop after a context.
 
         ``frames``: ``(B, n_past, C, H, W)`` float in [0, 1]; ``actions``:
@@ -758,16 +745,9 @@ class SVGWorldModel(nn.Module):
         future_actions = actions[:, n_past : n_past + n_future - 1]
         return self._unroll(state, future_actions, n_future, adapt, generator)[0].frames
 
-    def forward(
-        self,
-        frames: Tensor,
-        actions: Tensor,
-        n_past: int,
-        teacher: Tensor | None = None,
-        noise: Tensor | None = None,
-        adapt: Adapt | None = None,
-        reconstruct: bool = False,
-    ) -> TrainOutput:
+    def forward(self, frames: Tensor, actions: Tensor, n_past: int, teacher: Tensor | None = None,
+                noise: Tensor | None = None, adapt: Adapt | None = None,
+                reconstruct: bool = False) -> TrainOutput:
         """The training unroll over a window: predict frames ``1 … T-1`` from their predecessors.
 
         ``frames``: ``(B, T, C, H, W)`` in [0, 1]; ``actions``: ``(B, T, A)``. The input of step
@@ -784,14 +764,7 @@ class SVGWorldModel(nn.Module):
         self.check_adapt(adapt, batch)
         if not 1 <= n_past < length:
             raise ValueError(f"n_past: expected 1 ≤ n_past < window length {length}, got {n_past}")
-        stochastic = self.config.stochastic
-        if stochastic and (noise is None or noise.shape != (batch, length - 1, self.config.z_dim)):
-            raise ValueError(
-                f"noise: expected shape {(batch, length - 1, self.config.z_dim)} for SVG-LP, got "
-                f"{None if noise is None else tuple(noise.shape)}"
-            )
-        closed_loop = teacher is not None and not bool(teacher[:, n_past : length - 1].all())
-        pixel_feedback = closed_loop and self.config.feedback == "pixels"
+        self._check_noise(noise, batch, length)
         codes, skips = self.encode(frames.flatten(0, 1), adapt)
         codes = codes.unflatten(0, (batch, length))
         reconstructions = (
@@ -801,6 +774,53 @@ class SVGWorldModel(nn.Module):
             else None
         )
         skips = [s.unflatten(0, (batch, length)) for s in skips]
+        unrolled = self.unroll_codes(codes, actions, n_past, teacher, noise, adapt, skips)
+        predicted = unrolled.frames
+        if predicted is None:
+            # No frame was fed back through pixels: decode all steps in one batch.
+            source = torch.arange(length - 1, device=frames.device).clamp(max=n_past - 1)
+            step_skips = [s[:, source].flatten(0, 1) for s in skips]
+            predicted = self.decode(unrolled.codes.flatten(0, 1), step_skips, adapt).unflatten(
+                0, (batch, length - 1)
+            )
+        return TrainOutput(
+            frames=predicted,
+            rewards=unrolled.rewards,
+            states=unrolled.states,
+            kl=unrolled.kl,
+            reconstructions=reconstructions,
+            codes=codes,
+            predicted_codes=unrolled.codes,
+        )
+
+    def _check_noise(self, noise: Tensor | None, batch: int, length: int) -> None:
+        expected = (batch, length - 1, self.config.z_dim)
+        if self.config.stochastic and (noise is None or noise.shape != expected):
+            raise ValueError(f"noise: expected shape {expected} for SVG-LP, got "
+                             f"{None if noise is None else tuple(noise.shape)}")
+
+    def unroll_codes(self, codes: Tensor, actions: Tensor, n_past: int,
+                     teacher: Tensor | None = None, noise: Tensor | None = None,
+                     adapt: Adapt | None = None, skips: list[Tensor] | None = None) -> CodeUnroll:
+        """The predictor over a window's codes ``(B, T, g_dim)``; step ``t`` predicts code ``t+1``.
+
+        ``actions``: ``(B, T, A)``. The input of step ``t < n_past`` is code ``t``; for
+        ``t ≥ n_past`` it is code ``t`` where ``teacher[:, t]`` (bool ``(B, T)``) is true and the
+        model's own prediction otherwise (``None`` = pure teacher forcing, all false = closed
+        loop). With ``model.feedback="pixels"`` a prediction is fed back as the encoding of its
+        decoded frame, decoded with ``skips`` (the window's skip features, each ``(B, T, …)``) of
+        frame ``min(t, n_past - 1)``; those frames are returned. ``noise``: ``(B, T - 1, z_dim)``
+        standard normal draws for SVG-LP's posterior samples. The unroll of both the joint
+        training steps (:meth:`forward`) and the dynamics phase, which trains on cached codes.
+        """
+        batch, length = codes.shape[:2]
+        stochastic = self.config.stochastic
+        self._check_noise(noise, batch, length)
+        closed_loop = teacher is not None and not bool(teacher[:, n_past : length - 1].all())
+        pixel_feedback = closed_loop and self.config.feedback == "pixels"
+        if pixel_feedback and skips is None:
+            raise ValueError("skips: pixel feedback decodes the predictions, expected the "
+                             "window's skip features, got None")
         lstm = self.predictor.initial_state(batch, codes)
         if stochastic:
             prior = self.prior.initial_state(batch, codes)
@@ -830,28 +850,13 @@ class SVGWorldModel(nn.Module):
             if pixel_feedback:
                 skip_t = [s[:, min(t, n_past - 1)] for s in skips]
                 decoded.append(self.decode(out.code, skip_t, adapt))
-        predicted_codes = torch.stack([o.code for o in outputs], dim=1)
-        if pixel_feedback:
-            predicted = torch.stack(decoded, dim=1)
-        else:
-            # No frame is fed back through pixels: decode all steps in one batch.
-            source = torch.arange(length - 1, device=frames.device).clamp(max=n_past - 1)
-            step_skips = [s[:, source].flatten(0, 1) for s in skips]
-            predicted = self.decode(predicted_codes.flatten(0, 1), step_skips, adapt).unflatten(
-                0, (batch, length - 1)
-            )
-        return TrainOutput(
-            frames=predicted,
+        return CodeUnroll(
+            codes=torch.stack([o.code for o in outputs], dim=1),
             rewards=torch.stack([o.reward for o in outputs], dim=1),
-            states=(
-                torch.stack([o.state_pred for o in outputs], dim=1)
-                if self.config.state_head
-                else None
-            ),
+            states=(torch.stack([o.state_pred for o in outputs], dim=1)
+                    if self.config.state_head else None),
+            frames=torch.stack(decoded, dim=1) if pixel_feedback else None,
             kl=kl if stochastic else codes.new_zeros(batch),
-            reconstructions=reconstructions,
-            codes=codes,
-            predicted_codes=predicted_codes,
         )
 
     def config_dict(self) -> dict[str, object]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from noether_control.noether.embedding import EmbeddingConfig
 from noether_control.noether.losses import CONSERVATION_MODES
 from noether_control.noether.tailoring import TailoringConfig, validate_inner_loop
+from noether_control.runtime import require_at_least, require_choice
 
 #: What the inner loop adapts per example (see :mod:`noether_control.noether.meta`).
 TAILORED = ("lstm", "norm", "all")
@@ -47,22 +48,16 @@ class NoetherConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid value."""
         self.embedding.validate()
-        if self.tailored not in TAILORED:
-            raise ValueError(f"noether.tailored: expected one of {TAILORED}, got "
-                             f"{self.tailored!r}")
-        if self.loss not in CONSERVATION_MODES:
-            raise ValueError(f"noether.loss: expected one of {CONSERVATION_MODES}, got "
-                             f"{self.loss!r}")
+        require_choice("noether.tailored", self.tailored, TAILORED)
+        require_choice("noether.loss", self.loss, CONSERVATION_MODES)
         if self.include_context and self.embedding.input != "frames":
             raise ValueError(
                 "noether.include_context: expected embedding.input=frames (the context has no "
                 f"predicted activations or states), got embedding.input={self.embedding.input!r}"
             )
-        if self.test_inner_steps is not None and self.test_inner_steps < 0:
-            raise ValueError(f"noether.test_inner_steps: expected >= 0 or null, got "
-                             f"{self.test_inner_steps}")
-        if self.pretrain_steps < 0:
-            raise ValueError(f"noether.pretrain_steps: expected >= 0, got {self.pretrain_steps}")
+        require_at_least("noether.test_inner_steps", self.test_inner_steps, 0, integer=True,
+                         optional=True)
+        require_at_least("noether.pretrain_steps", self.pretrain_steps, 0, integer=True)
         validate_inner_loop(self.inner.steps, self.inner.lr, self.inner.optimizer)
 
     def test_steps(self, override: int | None = None) -> int:

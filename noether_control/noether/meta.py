@@ -262,16 +262,9 @@ class NoetherModule(nn.Module):
             adam_betas=inner.adam_betas, adam_eps=inner.adam_eps, callback=callback,
         )
 
-    def predict(
-        self,
-        model: SVGWorldModel,
-        context: Tensor,
-        actions: Tensor,
-        horizon: int,
-        *,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> TailoredPrediction:
+    def predict(self, model: SVGWorldModel, context: Tensor, actions: Tensor, horizon: int, *,
+                steps: int | None = None, generator: torch.Generator | None = None
+                ) -> TailoredPrediction:
         """Tailor with ``steps`` inner steps (default: ``test_inner_steps``), then predict.
 
         With ``steps=0`` the frames equal ``model.predict(context, actions, horizon)`` exactly.
@@ -304,16 +297,9 @@ class NoetherModule(nn.Module):
                                   untailored[0] if untailored else rollout.frames.detach())
 
     # ------------------------------------------------------------------ meta-training
-    def train_forward(
-        self,
-        model: SVGWorldModel,
-        frames: Tensor,
-        actions: Tensor,
-        n_past: int,
-        teacher: Tensor | None = None,
-        noise: Tensor | None = None,
-        reconstruct: bool = False,
-    ) -> tuple[TrainOutput, dict[str, Tensor]]:
+    def train_forward(self, model: SVGWorldModel, frames: Tensor, actions: Tensor, n_past: int,
+                      teacher: Tensor | None = None, noise: Tensor | None = None,
+                      reconstruct: bool = False) -> tuple[TrainOutput, dict[str, Tensor]]:
         """The training unroll of ``model.forward`` with parameters tailored per example.
 
         ``frames`` ``(B, T, C, S, S)``, ``actions`` ``(B, T, A)``, ``teacher``, ``noise`` and

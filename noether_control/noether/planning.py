@@ -66,14 +66,8 @@ class TailoredWorldModel:
         """:meth:`WorldState.expand`."""
         return state.expand(n)
 
-    def rollout(
-        self,
-        state: WorldState,
-        actions: Tensor,
-        *,
-        decode: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> Rollout:
+    def rollout(self, state: WorldState, actions: Tensor, *, decode: bool = False,
+                generator: torch.Generator | None = None) -> Rollout:
         """:meth:`SVGWorldModel.rollout` with the tailored parameters."""
         return self.model.rollout(state, actions, self._adapt(state.batch_size), decode=decode,
                                   generator=generator)

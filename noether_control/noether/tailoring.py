@@ -138,21 +138,12 @@ def tailor(
         The adapted parameters, new tensors with the same shapes; module weights are untouched.
     """
     validate_inner_loop(steps, lr, optimizer)
-    names = list(params)
-    if not names:
-        raise ValueError("params: expected at least one tensor to tailor, got an empty dict")
-    batch_size = next(iter(params.values())).shape[0]
-    for name, value in params.items():
-        if not isinstance(value, Tensor) or value.dim() < 1 or value.shape[0] != batch_size:
-            raise ValueError(
-                f"params[{name!r}]: expected a tensor with leading example dim {batch_size}, "
-                f"got {getattr(value, 'shape', type(value).__name__)}"
-            )
+    batch_size = _examples(params)
     current: Params = dict(params)
     if steps == 0:
         return current
-    first_moment = {name: torch.zeros_like(value) for name, value in current.items()}
-    second_moment = {name: torch.zeros_like(value) for name, value in current.items()}
+    moments = ({name: torch.zeros_like(value) for name, value in current.items()},
+               {name: torch.zeros_like(value) for name, value in current.items()})
     with torch.enable_grad():
         # Parameters that arrive without a graph (pure inference) need one for the inner grad.
         current = {
@@ -168,40 +159,68 @@ def tailor(
                 )
             if callback is not None:
                 callback(step, losses.detach())
-            grads = torch.autograd.grad(
-                losses.sum(),
-                [current[name] for name in names],
-                create_graph=second_order,
-                allow_unused=True,
-            )
-            grads = tuple(torch.zeros_like(current[name]) if grad is None else grad
-                          for name, grad in zip(names, grads, strict=True))
-            if optimizer == "normalized":
-                squared = sum(grad.reshape(batch_size, -1).pow(2).sum(dim=1) for grad in grads)
-                # eps inside the sqrt keeps the norm differentiable at a zero gradient.
-                norm = torch.sqrt(squared + 1e-24)
-            updated: Params = {}
-            for name, grad in zip(names, grads, strict=True):
-                value = current[name]
-                if not second_order:
-                    grad = grad.detach()
-                if optimizer == "adam":
-                    beta1, beta2 = adam_betas
-                    first_moment[name] = beta1 * first_moment[name] + (1 - beta1) * grad
-                    second_moment[name] = beta2 * second_moment[name] + (1 - beta2) * grad * grad
-                    corrected_first = first_moment[name] / (1 - beta1 ** (step + 1))
-                    corrected_second = second_moment[name] / (1 - beta2 ** (step + 1))
-                    # sqrt has an infinite derivative at 0; eps inside keeps second order finite.
-                    direction = corrected_first / (torch.sqrt(corrected_second + adam_eps**2)
-                                                   + adam_eps)
-                elif optimizer == "normalized":
-                    norm_b = norm.detach() if not second_order else norm
-                    direction = grad / norm_b.reshape(-1, *([1] * (grad.dim() - 1)))
-                else:
-                    direction = grad
-                updated[name] = value - _broadcast_lr(lr, value) * direction
-            current = updated
+            grads = _inner_gradients(losses, current, second_order)
+            if optimizer == "adam":
+                directions = _adam_directions(grads, moments, step, adam_betas, adam_eps)
+            elif optimizer == "normalized":
+                directions = _unit_directions(grads)
+            else:
+                directions = grads
+            current = {name: value - _broadcast_lr(lr, value) * directions[name]
+                       for name, value in current.items()}
     return current
+
+
+def _examples(params: Mapping[str, Tensor]) -> int:
+    """The example count ``B`` shared by every ``(B, ...)`` entry of ``params``."""
+    if not params:
+        raise ValueError("params: expected at least one tensor to tailor, got an empty dict")
+    batch_size = next(iter(params.values())).shape[0]
+    for name, value in params.items():
+        if not isinstance(value, Tensor) or value.dim() < 1 or value.shape[0] != batch_size:
+            raise ValueError(
+                f"params[{name!r}]: expected a tensor with leading example dim {batch_size}, "
+                f"got {getattr(value, 'shape', type(value).__name__)}"
+            )
+    return batch_size
+
+
+def _inner_gradients(losses: Tensor, params: Params, second_order: bool) -> Params:
+    """Gradients of ``losses.sum()`` (``(B,)``, examples independent) per parameter: zeros for
+    a parameter the loss does not reach; with the graph kept only for ``second_order``."""
+    names = list(params)
+    grads = torch.autograd.grad(losses.sum(), [params[name] for name in names],
+                                create_graph=second_order, allow_unused=True)
+    return {name: torch.zeros_like(params[name]) if grad is None
+            else grad if second_order else grad.detach()
+            for name, grad in zip(names, grads, strict=True)}
+
+
+def _adam_directions(grads: Params, moments: tuple[Params, Params], step: int,
+                     betas: tuple[float, float], eps: float) -> Params:
+    """Adam's bias-corrected step directions at inner step ``step`` (0-based); updates the
+    ``(first, second)`` moment estimates in ``moments`` (differentiable, out of place)."""
+    first, second = moments
+    beta1, beta2 = betas
+    directions = {}
+    for name, grad in grads.items():
+        first[name] = beta1 * first[name] + (1 - beta1) * grad
+        second[name] = beta2 * second[name] + (1 - beta2) * grad * grad
+        corrected_first = first[name] / (1 - beta1 ** (step + 1))
+        corrected_second = second[name] / (1 - beta2 ** (step + 1))
+        # sqrt has an infinite derivative at 0; eps inside keeps second order finite.
+        directions[name] = corrected_first / (torch.sqrt(corrected_second + eps**2) + eps)
+    return directions
+
+
+def _unit_directions(grads: Params) -> Params:
+    """Each example's gradient over all parameters scaled to unit norm."""
+    batch_size = next(iter(grads.values())).shape[0]
+    squared = sum(grad.reshape(batch_size, -1).pow(2).sum(dim=1) for grad in grads.values())
+    # eps inside the sqrt keeps the norm differentiable at a zero gradient.
+    norm = torch.sqrt(squared + 1e-24)
+    return {name: grad / norm.reshape(-1, *([1] * (grad.dim() - 1)))
+            for name, grad in grads.items()}
 
 
 def _broadcast_lr(lr: float | Tensor, value: Tensor) -> float | Tensor:

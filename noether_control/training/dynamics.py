@@ -110,30 +110,21 @@ def dynamics_losses(
     predicted codes. Returns the total (code MSE over every predicted step and code dimension,
     plus the weighted reward and state MSEs of the heads) and detached per-term metrics.
     """
-    codes, actions = window["codes"], window["actions"]
-    lstm = model.predictor.initial_state(codes.shape[0], codes)
-    code_in = codes[:, 0]
-    outputs = []
-    for t in range(codes.shape[1] - 1):
-        if t < n_past:
-            code_in = codes[:, t]
-        out, lstm = model.step(code_in, actions[:, t], lstm)
-        outputs.append(out)
-        code_in = out.code
-    predicted = torch.stack([o.code for o in outputs], dim=1)
+    codes = window["codes"]
+    closed_loop = torch.zeros(codes.shape[:2], dtype=torch.bool, device=codes.device)
+    unrolled = model.unroll_codes(codes, window["actions"], n_past, teacher=closed_loop)
+    predicted = unrolled.codes
     code_mse = ((predicted - codes[:, 1:]) ** 2).mean()
     total = code_mse
     metrics = {"train/dynamics_code_mse": code_mse,
                "train/dynamics_future_code_mse":
                    ((predicted[:, n_past - 1 :] - codes[:, n_past:]) ** 2).mean()}
     if model.config.reward_head:
-        rewards = torch.stack([o.reward for o in outputs], dim=1)
-        reward_mse = ((rewards - window["rewards"][:, :-1]) ** 2).mean()
+        reward_mse = ((unrolled.rewards - window["rewards"][:, :-1]) ** 2).mean()
         total = total + reward_weight * reward_mse
         metrics["train/reward_mse"] = reward_mse
     if model.config.state_head:
-        states = torch.stack([o.state_pred for o in outputs], dim=1)
-        state_mse = ((states - window["states"][:, 1:]) ** 2).mean()
+        state_mse = ((unrolled.states - window["states"][:, 1:]) ** 2).mean()
         total = total + state_weight * state_mse
         metrics["train/state_mse"] = state_mse
     metrics["train/loss"] = total
