@@ -134,6 +134,28 @@ def test_resume_and_init_from_baseline(runs: dict[str, Path], dataset: str, tmp_
                                        f"noether.init_from={start}"), tmp_path / "other")
 
 
+def test_embedding_lr_scale_steps_g_phi_alone_faster(runs: dict[str, Path], dataset: str,
+                                                     tmp_path: Path) -> None:
+    common = (f"data.path={dataset}", *TINY)
+    start = runs["baseline"] / "checkpoints" / "step_0000003.pt"
+    runs_by_scale = {}
+    for scale in (1.0, 10.0):
+        out = tmp_path / f"scale{scale:g}"
+        train_world_model(train_config("experiment=noether_smoke", *common,
+                                       f"noether.init_from={start}",
+                                       f"noether.embedding_lr_scale={scale}"), out)
+        runs_by_scale[scale] = read_checkpoint(out / "checkpoints" / "last.pt")
+    plain, fast = runs_by_scale[1.0], runs_by_scale[10.0]
+    model_lr, embedding_lr = (group["lr"] for group in fast["optimizer"]["param_groups"])
+    assert embedding_lr == pytest.approx(10 * model_lr)
+    # Adam's first step has about unit size per coordinate: g_φ moves about 10x as far.
+    fast_g, plain_g = (run["extra"]["noether"]["state"] for run in (fast, plain))
+    assert any(not torch.allclose(fast_g[name], value) for name, value in plain_g.items())
+    with pytest.raises(ValueError, match=r"noether\.embedding_lr_scale: expected a finite"):
+        train_config("experiment=noether_smoke", *common,
+                     "noether.embedding_lr_scale=0").validate()
+
+
 def test_train_init_from_continues_a_checkpoint_as_if_never_stopped(
         runs: dict[str, Path], dataset: str, tmp_path: Path) -> None:
     common = (f"data.path={dataset}", *TINY)

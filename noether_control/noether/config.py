@@ -34,6 +34,10 @@ class NoetherConfig:
     current batch's variance while meta-training (the one quantity through which the examples
     of a batch meet), a running average of it (kept with the checkpoint) at test time, where
     each example is tailored alone."""
+    embedding_lr_scale: float = 1.0
+    """g_φ's (and the learned inner lr's) outer learning rate as a multiple of the model's
+    (``train.lr`` and its schedule): their own Adam parameter group, so g_φ, which starts from
+    scratch when meta-training starts, can learn faster than the pre-trained model moves."""
     inner: TailoringConfig = field(
         default_factory=lambda: TailoringConfig(steps=1, lr=100.0, learnable_lr=True))
     """The inner loop at training time (steps K, lr, sgd/adam, second order, learnable lr)."""
@@ -58,6 +62,9 @@ class NoetherConfig:
         require_at_least("noether.test_inner_steps", self.test_inner_steps, 0, integer=True,
                          optional=True)
         require_at_least("noether.pretrain_steps", self.pretrain_steps, 0, integer=True)
+        if not self.embedding_lr_scale > 0 or self.embedding_lr_scale == float("inf"):
+            raise ValueError(f"noether.embedding_lr_scale: expected a finite number > 0, got "
+                             f"{self.embedding_lr_scale!r}")
         validate_inner_loop(self.inner.steps, self.inner.lr, self.inner.optimizer)
 
     def test_steps(self, override: int | None = None) -> int:

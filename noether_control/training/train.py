@@ -417,9 +417,10 @@ def _build(
     noether = (NoetherModule(config.noether, model_config).to(device)
                if config.noether.enabled else None)
     # g_φ in its own group after the model's, so a baseline's Adam state extends to it.
-    groups = [{"params": list(model.parameters())}]
+    groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
     if noether is not None:
-        groups.append({"params": list(noether.parameters())})
+        groups.append({"params": list(noether.parameters()),
+                       "lr_scale": config.noether.embedding_lr_scale})
     optimizer = torch.optim.Adam(groups, lr=config.train.lr)
     meta_groups = {"model": list(model.parameters())}
     if noether is not None:
@@ -573,7 +574,7 @@ def _update(
             f"is {_describe_last(last)}; lower the learning rate"
         )
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     optimizer.step()
     return grad_norm, group_norms
 
