@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -49,12 +49,18 @@ def build_info(
 
 
 class PixelEnv(gym.Env[Any, NDArray[np.float32]]):
-    """A single environment over a :class:`PendulumSystemBase`; subclasses document the physics."""
+    """A single environment over a :class:`PendulumSystemBase`.
+
+    Subclasses set ``system_type`` and document the physics; the keyword arguments besides
+    ``render_mode`` are those of the system's config.
+    """
 
     # Gymnasium reads it from the class and the instance; __init__ sets the instance's fps.
     metadata: dict[str, Any] = {"render_modes": list(RENDER_MODES), "render_fps": 20}  # noqa: RUF012
+    system_type: ClassVar[type[PendulumSystemBase]]
 
-    def __init__(self, system: PendulumSystemBase, render_mode: str | None = None) -> None:
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+        system = self.system_type.from_kwargs(**kwargs)
         self.render_mode = check_render_mode(render_mode, RENDER_MODES)
         self.system = system
         self.config = system.config

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from noether_control.envs.base import PixelEnv
-from noether_control.envs.systems import DoublePendulumConfig, DoublePendulumSystem
+from noether_control.envs.systems import DoublePendulumSystem
 from noether_control.envs.vector import PixelVectorEnv
 
 
@@ -75,9 +73,7 @@ class PixelDoublePendulumEnv(PixelEnv):
     * v0: Initial version.
     """
 
-    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
-        system = DoublePendulumSystem(DoublePendulumConfig.from_kwargs(**kwargs))
-        super().__init__(system, render_mode)
+    system_type = DoublePendulumSystem
 
 
 class PixelDoublePendulumVectorEnv(PixelVectorEnv):
@@ -87,18 +83,4 @@ class PixelDoublePendulumVectorEnv(PixelVectorEnv):
     :class:`~noether_control.envs.vector.PixelVectorEnv`.
     """
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        max_episode_steps: int | None = 200,
-        render_mode: str | None = None,
-        copy: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            DoublePendulumSystem(DoublePendulumConfig.from_kwargs(**kwargs)),
-            num_envs=num_envs,
-            max_episode_steps=max_episode_steps,
-            render_mode=render_mode,
-            copy=copy,
-        )
+    system_type = DoublePendulumSystem

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from noether_control.envs.base import PixelEnv
-from noether_control.envs.systems import PendulumConfig, PendulumSystem
+from noether_control.envs.systems import PendulumSystem
 from noether_control.envs.vector import PixelVectorEnv
 
 RANDOM_PHYSICS: dict[str, tuple[float, float]] = {
@@ -86,8 +84,7 @@ class PixelPendulumEnv(PixelEnv):
     * v0: Initial version (``Pendulum-v1`` physics plus mass, length and damping; pixels).
     """
 
-    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
-        super().__init__(PendulumSystem(PendulumConfig.from_kwargs(**kwargs)), render_mode)
+    system_type = PendulumSystem
 
 
 class PixelPendulumVectorEnv(PixelVectorEnv):
@@ -99,18 +96,4 @@ class PixelPendulumVectorEnv(PixelVectorEnv):
     :class:`~noether_control.envs.vector.PixelVectorEnv`.
     """
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        max_episode_steps: int | None = 200,
-        render_mode: str | None = None,
-        copy: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            PendulumSystem(PendulumConfig.from_kwargs(**kwargs)),
-            num_envs=num_envs,
-            max_episode_steps=max_episode_steps,
-            render_mode=render_mode,
-            copy=copy,
-        )
+    system_type = PendulumSystem

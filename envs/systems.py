@@ -13,7 +13,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from gymnasium import spaces
@@ -237,13 +237,19 @@ def _parse_reset_bounds(options: Mapping[str, Any] | None, default_x: float) -> 
 class PendulumSystemBase(ABC):
     """One physical system batched over environments; see the module docstring.
 
-    Subclasses set ``state_dim``, ``style`` and implement the dynamics hooks; everything is
-    ``(N, ·)``-batched and draws randomness only from the generator it is given.
+    Subclasses set ``config_type``, ``state_dim``, ``style`` and implement the dynamics hooks;
+    everything is ``(N, ·)``-batched and draws randomness only from the generator it is given.
     """
 
+    config_type: ClassVar[type[_SystemConfig]]
     state_dim: ClassVar[int]
     action_dim: ClassVar[int] = 1
     style: ClassVar[SceneStyle]
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> Self:
+        """The system of an env's keyword arguments (those of its ``config_type``)."""
+        return cls(cls.config_type.from_kwargs(**kwargs))
 
     def __init__(self, config: _SystemConfig) -> None:
         self.config = config
@@ -372,6 +378,7 @@ class PendulumSystemBase(ABC):
 class PendulumSystem(PendulumSystemBase):
     """The single pendulum (``Pendulum-v1`` physics plus mass, length and damping)."""
 
+    config_type = PendulumConfig
     state_dim = dynamics.PENDULUM_STATE_DIM
     style = PENDULUM_STYLE
     config: PendulumConfig
@@ -412,6 +419,7 @@ class PendulumSystem(PendulumSystemBase):
 class DoublePendulumSystem(PendulumSystemBase):
     """The double pendulum actuated at its base joint (a pendubot)."""
 
+    config_type = DoublePendulumConfig
     state_dim = dynamics.DOUBLE_PENDULUM_STATE_DIM
     style = DOUBLE_PENDULUM_STYLE
     config: DoublePendulumConfig

@@ -13,7 +13,7 @@ it and returns its reset observation and info with reward 0 and no termination o
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium.utils import seeding
@@ -37,6 +37,9 @@ def _check_count(name: str, value: Any, *, allow_none: bool) -> int | None:
 class PixelVectorEnv(VectorEnv[Any, NDArray[np.float32], NDArray[Any]]):
     """``num_envs`` copies of a :class:`PendulumSystemBase` stepped as arrays.
 
+    Subclasses set ``system_type``; the keyword arguments besides those named here are those of
+    the system's config.
+
     Observations are batched over the leading axis (``(N, S, S, 3)`` uint8 pixels, ``(N, d)``
     float32 states, or a dict of both); infos are dicts of ``(N, ...)`` arrays, each with its
     ``"_key"`` mask (always all true: every sub-environment reports every key).
@@ -52,15 +55,17 @@ class PixelVectorEnv(VectorEnv[Any, NDArray[np.float32], NDArray[Any]]):
         "render_fps": 20,
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
+    system_type: ClassVar[type[PendulumSystemBase]]
 
     def __init__(
         self,
-        system: PendulumSystemBase,
         num_envs: int = 1,
         max_episode_steps: int | None = 200,
         render_mode: str | None = None,
         copy: bool = True,
+        **kwargs: Any,
     ) -> None:
+        system = self.system_type.from_kwargs(**kwargs)
         self.num_envs = _check_count("num_envs", num_envs, allow_none=False)
         self.max_episode_steps = _check_count(
             "max_episode_steps", max_episode_steps, allow_none=True

@@ -34,9 +34,13 @@ from noether_control.evaluation.references import (
     Predictor,
     mean_frame,
 )
-from noether_control.evaluation.tailored import NoetherEvalConfig, tailored_predictor
+from noether_control.evaluation.tailored import (
+    NoetherEvalConfig,
+    TailoredPredictor,
+    tailored_predictor,
+)
 from noether_control.models.svg import SVGWorldModel
-from noether_control.noether.bundle import load_bundle
+from noether_control.noether.bundle import TrainedBundle, load_bundle
 from noether_control.runtime import (
     resolve_device,
     run_dir,
@@ -173,6 +177,106 @@ def score_frames(
     return {name: value.detach().double().cpu() for name, value in scores.items()}
 
 
+def _context_truth_and_inputs(
+    batch: Mapping[str, torch.Tensor], *, n_past: int, horizon: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of windows split into what the predictors see and what they must predict.
+
+    Returns:
+        ``context`` ``(B, n_past, C, H, W)``, ``truth`` ``(B, horizon, C, H, W)`` (float32 on
+        ``device``) and the actions ``(B, n_past + horizon - 1, A)`` that lead up to the last
+        true frame.
+    """
+    window = n_past + horizon
+    frames = batch["frames"].to(device=device, dtype=torch.float32)
+    actions = batch["actions"].to(device=device, dtype=torch.float32)
+    if frames.ndim != 5 or frames.shape[1] < window:
+        raise ValueError(
+            f"expected frames (B, T >= {window}, C, H, W) for n_past {n_past} + horizon "
+            f"{horizon}, got {tuple(frames.shape)}"
+        )
+    if actions.ndim != 3 or actions.shape[:2] != frames.shape[:2]:
+        raise ValueError(
+            f"expected actions (B, T, A) matching frames {tuple(frames.shape[:2])}, got "
+            f"{tuple(actions.shape)}"
+        )
+    # The last action applied before the final predicted frame is number window - 2.
+    return frames[:, :n_past], frames[:, n_past:window], actions[:, : window - 1]
+
+
+def _score_prediction(
+    name: str,
+    prediction: torch.Tensor,
+    context: torch.Tensor,
+    truth: torch.Tensor,
+    lpips: LPIPS | None,
+    target_features: list[torch.Tensor] | None,
+) -> dict[str, torch.Tensor]:
+    """Every metric, ``motion`` included, of predictor ``name``'s ``prediction`` of ``truth``.
+
+    Returns:
+        ``{metric: float64 (B, horizon)}`` on the CPU.
+    """
+    if prediction.shape != truth.shape:
+        raise ValueError(
+            f"predictor {name!r}: expected predictions of shape {tuple(truth.shape)}, "
+            f"got {tuple(prediction.shape)}"
+        )
+    metrics = score_frames(prediction, truth, lpips, target_features)
+    metrics["motion"] = motion(prediction.float(), context[:, -1]).double().cpu()
+    return metrics
+
+
+class _EvaluationBuilder:
+    """What :func:`evaluate_predictors` gathers batch by batch, concatenated at the end.
+
+    The first ``n_examples`` windows (context, truth and every prediction) are kept for the GIF.
+    """
+
+    def __init__(self, names: Iterable[str], n_examples: int) -> None:
+        self.scores: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in names}
+        self.true_motion: list[torch.Tensor] = []
+        self.examples: dict[str, list[torch.Tensor]] = {}
+        self.n_examples = n_examples
+        self.kept = 0
+        self.take = 0  # windows of the current batch kept as examples
+
+    def _keep_examples(self, key: str, frames: torch.Tensor) -> None:
+        if self.take > 0:
+            self.examples.setdefault(key, []).append(frames[: self.take].float().cpu())
+
+    def add_windows(self, context: torch.Tensor, truth: torch.Tensor) -> None:
+        """Start a batch: the true frames' motion, and its first windows while examples lack."""
+        self.true_motion.append(motion(truth, context[:, -1]).double().cpu())
+        self.take = min(self.n_examples - self.kept, truth.shape[0])
+        self.kept += max(self.take, 0)
+        self._keep_examples("context", context)
+        self._keep_examples("truth", truth)
+
+    def add_prediction(
+        self, name: str, prediction: torch.Tensor, metrics: Mapping[str, torch.Tensor]
+    ) -> None:
+        """Predictor ``name``'s metrics on the current batch (and its example predictions)."""
+        for metric, values in metrics.items():
+            self.scores[name].setdefault(metric, []).append(values)
+        self._keep_examples(name, prediction)
+
+    def evaluation(self, n_past: int, horizon: int) -> Evaluation:
+        """Everything gathered, concatenated over the batches in order."""
+        if not any(self.scores.values()):
+            raise ValueError(
+                f"no test sequences to evaluate: the test split has no window of "
+                f"{n_past + horizon} frames (n_past {n_past} + horizon {horizon}); lower "
+                f"horizon or collect longer episodes"
+            )
+        per_sequence = {
+            name: {metric: torch.cat(chunks) for metric, chunks in by_metric.items()}
+            for name, by_metric in self.scores.items()
+        }
+        return Evaluation(per_sequence, torch.cat(self.true_motion),
+                          {key: torch.cat(parts) for key, parts in self.examples.items()})
+
+
 @torch.no_grad()
 def evaluate_predictors(
     predictors: Mapping[str, Predictor],
@@ -204,60 +308,19 @@ def evaluate_predictors(
         raise ValueError("evaluate_predictors: expected at least one predictor, got none")
     if n_past < 1 or horizon < 1:
         raise ValueError(f"expected n_past >= 1 and horizon >= 1, got {n_past} and {horizon}")
-    window = n_past + horizon
-    scores: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in predictors}
-    true_motion: list[torch.Tensor] = []
-    examples: dict[str, list[torch.Tensor]] = {}
-    kept = 0
+    gathered = _EvaluationBuilder(predictors, n_examples)
     for batch in batches:
-        frames = batch["frames"].to(device=device, dtype=torch.float32)
-        actions = batch["actions"].to(device=device, dtype=torch.float32)
-        if frames.ndim != 5 or frames.shape[1] < window:
-            raise ValueError(
-                f"expected frames (B, T >= {window}, C, H, W) for n_past {n_past} + horizon "
-                f"{horizon}, got {tuple(frames.shape)}"
-            )
-        if actions.ndim != 3 or actions.shape[:2] != frames.shape[:2]:
-            raise ValueError(
-                f"expected actions (B, T, A) matching frames {tuple(frames.shape[:2])}, got "
-                f"{tuple(actions.shape)}"
-            )
-        context = frames[:, :n_past]
-        truth = frames[:, n_past:window]
-        # The last action applied before the final predicted frame is number window - 2.
-        inputs = actions[:, : window - 1]
+        context, truth, inputs = _context_truth_and_inputs(
+            batch, n_past=n_past, horizon=horizon, device=device
+        )
         # The target's AlexNet features serve every predictor.
         target_features = lpips.unit_features(truth) if lpips is not None else None
-        true_motion.append(motion(truth, context[:, -1]).double().cpu())
-        take = min(n_examples - kept, frames.shape[0])
-        if take > 0:
-            examples.setdefault("context", []).append(context[:take].cpu())
-            examples.setdefault("truth", []).append(truth[:take].cpu())
+        gathered.add_windows(context, truth)
         for name, predictor in predictors.items():
             prediction = predictor.predict(context, inputs, horizon)
-            if prediction.shape != truth.shape:
-                raise ValueError(
-                    f"predictor {name!r}: expected predictions of shape {tuple(truth.shape)}, "
-                    f"got {tuple(prediction.shape)}"
-                )
-            metrics = score_frames(prediction, truth, lpips, target_features)
-            metrics["motion"] = motion(prediction.float(), context[:, -1]).double().cpu()
-            for metric, values in metrics.items():
-                scores[name].setdefault(metric, []).append(values)
-            if take > 0:
-                examples.setdefault(name, []).append(prediction[:take].float().cpu())
-        kept += max(take, 0)
-    if not any(scores[name] for name in scores):
-        raise ValueError(
-            f"no test sequences to evaluate: the test split has no window of {window} frames "
-            f"(n_past {n_past} + horizon {horizon}); lower horizon or collect longer episodes"
-        )
-    per_sequence = {
-        name: {metric: torch.cat(chunks) for metric, chunks in by_metric.items()}
-        for name, by_metric in scores.items()
-    }
-    return Evaluation(per_sequence, torch.cat(true_motion),
-                      {key: torch.cat(parts) for key, parts in examples.items()})
+            metrics = _score_prediction(name, prediction, context, truth, lpips, target_features)
+            gathered.add_prediction(name, prediction, metrics)
+    return gathered.evaluation(n_past, horizon)
 
 
 def _as_list(values: torch.Tensor | None) -> list[float] | None:
@@ -577,6 +640,106 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
+def _split_windows(config: EvaluateConfig, data: DataSettings) -> EpisodeWindows:
+    """The windows of ``n_past + horizon`` frames of the split to score, named in any error."""
+    window = data.n_past + config.horizon
+    split = {"split_fractions": data.split_fractions, "seed": data.split_seed}
+    try:
+        return EpisodeWindows(data.path, window, config.split, stride=config.stride or window,
+                              **split)
+    except ValueError as error:
+        raise ValueError(
+            f"{config.split} windows of n_past {data.n_past} + horizon {config.horizon} = "
+            f"{window} frames from {data.path}: {error}"
+        ) from error
+
+
+def _lpips_network(config: EvaluateConfig, device: torch.device) -> tuple[LPIPS | None, str]:
+    """The LPIPS network (``None`` when disabled or unavailable) and a note saying which."""
+    if not config.lpips:
+        return None, "LPIPS disabled (lpips=false)"
+    return load_lpips(device, config.lpips_weights)
+
+
+def _predictors(
+    config: EvaluateConfig, bundle: TrainedBundle, average: torch.Tensor, device: torch.device
+) -> tuple[dict[str, Predictor], TailoredPredictor | None]:
+    """The model (tailored at test time when asked) and the two references, by name.
+
+    ``average`` is the training mean frame ``(C, H, W)``; the tailored predictor, when there is
+    one, is returned too for its summary.
+    """
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    tailored = tailored_predictor(bundle.model, bundle.noether, config.noether.test_inner_steps,
+                                  "noether.test_inner_steps", generator)
+    model = tailored if tailored is not None else WorldModelPredictor(bundle.model, generator)
+    predictors: dict[str, Predictor] = {
+        MODEL: model,
+        "last_frame": LastFramePredictor(),
+        "mean_frame": MeanFramePredictor(average),
+    }
+    return predictors, tailored
+
+
+def _loader(windows: Dataset, config: EvaluateConfig) -> DataLoader:
+    """The scored windows in order, ``batch_size`` at a time."""
+    return DataLoader(windows, batch_size=config.batch_size, num_workers=config.num_workers,
+                      shuffle=False)
+
+
+def _reward_section(
+    config: EvaluateConfig,
+    model: SVGWorldModel,
+    data: DataSettings,
+    windows: Dataset,
+    device: torch.device,
+) -> dict[str, Any] | None:
+    """``results.json``'s ``reward`` section, or ``None`` for a model without a reward head."""
+    if not model.config.reward_head:
+        return None
+    mean_reward = training_mean_reward(data)
+    errors = evaluate_rewards(
+        model, _loader(windows, config),
+        n_past=data.n_past, horizon=config.horizon, mean_reward=mean_reward, device=device,
+        generator=torch.Generator(device=device).manual_seed(config.seed))
+    return reward_summary(errors, mean_reward)
+
+
+def _reward_line(reward: Mapping[str, Any], horizon: int) -> str:
+    """The model's and the mean-reward reference's reward MSE at a few horizons, one line."""
+    shown = sorted({h for h in (1, 5, 10, 25) if h <= horizon} | {horizon})
+    return "reward MSE (model / mean-reward reference): " + ", ".join(
+        f"h{h} {reward[MODEL]['mse'][h - 1]:.3g} / {reward['mean_reward']['mse'][h - 1]:.3g}"
+        for h in shown)
+
+
+def _write_outputs(
+    document: dict[str, Any], evaluation: Evaluation, config: EvaluateConfig, output: Path
+) -> None:
+    """Write ``results.json``, the plot and the GIF to ``output``; print the table and paths."""
+    results_path = output / "results.json"
+    write_json(results_path, document)
+    plot_path = output / "per_horizon.png"
+    plot_per_horizon(document, plot_path)
+    print(format_table(document))
+    if document["reward"] is not None:
+        print(_reward_line(document["reward"], config.horizon))
+    print(f"results: {results_path}")
+    print(f"plot: {plot_path}")
+    if config.gif_sequences > 0:
+        gif_path = output / "predictions.gif"
+        examples = evaluation.examples
+        write_comparison_gif(
+            examples["context"],
+            examples["truth"],
+            examples[MODEL],
+            gif_path,
+            fps=config.gif_fps,
+            scale=config.gif_scale,
+        )
+        print(f"gif (ground truth | prediction): {gif_path}")
+
+
 def evaluate_checkpoint(config: EvaluateConfig, output: str | Path) -> dict[str, Any]:
     """Evaluate ``config.checkpoint``; write ``results.json``, the plot and the GIF to ``output``.
 
@@ -596,58 +759,27 @@ def evaluate_checkpoint(config: EvaluateConfig, output: str | Path) -> dict[str,
     checkpoint = resolve_checkpoint(config.checkpoint)
     # load_bundle names what is wrong with a missing, corrupt or foreign checkpoint.
     bundle = load_bundle(checkpoint, device)
-    model, train_config = bundle.model, bundle.config
-    data = training_data_settings(train_config, config.data_path)
-    window = data.n_past + config.horizon
-    split = {"split_fractions": data.split_fractions, "seed": data.split_seed}
-    try:
-        test = EpisodeWindows(data.path, window, config.split, stride=config.stride or window,
-                              **split)
-    except ValueError as error:
-        raise ValueError(
-            f"{config.split} windows of n_past {data.n_past} + horizon {config.horizon} = "
-            f"{window} frames from {data.path}: {error}"
-        ) from error
-    check_compatible(model.config, test, data.path)
-    warn_other_env(train_config, data.path)
+    data = training_data_settings(bundle.config, config.data_path)
+    test = _split_windows(config, data)
+    check_compatible(bundle.model.config, test, data.path)
+    warn_other_env(bundle.config, data.path)
 
-    loader_options = {"num_workers": config.num_workers, "shuffle": False}
     average = training_mean_frame(data, config.num_workers)
-
-    lpips_model = None
-    if config.lpips:
-        lpips_model, lpips_note = load_lpips(device, config.lpips_weights)
-    else:
-        lpips_note = "LPIPS disabled (lpips=false)"
+    lpips_model, lpips_note = _lpips_network(config, device)
     print(lpips_note)
-
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    tailored = tailored_predictor(model, bundle.noether, config.noether.test_inner_steps,
-                                  "noether.test_inner_steps", generator)
-    predictors: dict[str, Predictor] = {
-        MODEL: tailored if tailored is not None else WorldModelPredictor(model, generator),
-        "last_frame": LastFramePredictor(),
-        "mean_frame": MeanFramePredictor(average),
-    }
+    predictors, tailored = _predictors(config, bundle, average, device)
     windows = spread_subset(test, config.max_sequences)
     evaluation = evaluate_predictors(
         predictors,
-        DataLoader(windows, batch_size=config.batch_size, **loader_options),
+        _loader(windows, config),
         n_past=data.n_past,
         horizon=config.horizon,
         lpips=lpips_model,
         device=device,
         n_examples=config.gif_sequences,
     )
-    reward = None
-    if model.config.reward_head:
-        mean_reward = training_mean_reward(data)
-        errors = evaluate_rewards(
-            model, DataLoader(windows, batch_size=config.batch_size, **loader_options),
-            n_past=data.n_past, horizon=config.horizon, mean_reward=mean_reward, device=device,
-            generator=torch.Generator(device=device).manual_seed(config.seed))
-        reward = reward_summary(errors, mean_reward)
-    output = Path(output)
+    reward = _reward_section(config, bundle.model, data, windows, device)
+
     document = results_document(
         evaluation,
         n_past=data.n_past,
@@ -662,30 +794,7 @@ def evaluate_checkpoint(config: EvaluateConfig, output: str | Path) -> dict[str,
         reward=reward,
         **(tailored.summary() if tailored is not None else {}),
     )
-    results_path = output / "results.json"
-    write_json(results_path, document)
-    plot_path = output / "per_horizon.png"
-    plot_per_horizon(document, plot_path)
-    print(format_table(document))
-    if reward is not None:
-        shown = sorted({h for h in (1, 5, 10, 25) if h <= config.horizon} | {config.horizon})
-        print("reward MSE (model / mean-reward reference): " + ", ".join(
-            f"h{h} {reward[MODEL]['mse'][h - 1]:.3g} / {reward['mean_reward']['mse'][h - 1]:.3g}"
-            for h in shown))
-    print(f"results: {results_path}")
-    print(f"plot: {plot_path}")
-    if config.gif_sequences > 0:
-        gif_path = output / "predictions.gif"
-        examples = evaluation.examples
-        write_comparison_gif(
-            examples["context"],
-            examples["truth"],
-            examples[MODEL],
-            gif_path,
-            fps=config.gif_fps,
-            scale=config.gif_scale,
-        )
-        print(f"gif (ground truth | prediction): {gif_path}")
+    _write_outputs(document, evaluation, config, Path(output))
     return document
 
 
