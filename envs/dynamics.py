@@ -189,16 +189,10 @@ def _double_pendulum_rates(
     return out
 
 
-def double_pendulum_accelerations(
-    states: NDArray[np.float64],
-    torques: ArrayLike,
-    gravity: ArrayLike,
-    mass1: ArrayLike,
-    mass2: ArrayLike,
-    length1: ArrayLike,
-    length2: ArrayLike,
-    damping: ArrayLike,
-) -> NDArray[np.float64]:
+def double_pendulum_accelerations(states: NDArray[np.float64], torques: ArrayLike,
+                                  gravity: ArrayLike, mass1: ArrayLike, mass2: ArrayLike,
+                                  length1: ArrayLike, length2: ArrayLike, damping: ArrayLike
+                                  ) -> NDArray[np.float64]:
     """Angular accelerations ``(θ̈₁, θ̈₂)`` of ``N`` double pendulums, shape ``(N, 2)``.
 
     Two uniform rods, the first pivoting on a fixed axle, the second on the tip of the first.

@@ -142,12 +142,8 @@ def _check_angles(angles: NDArray[np.floating], style: SceneStyle) -> NDArray[np
     return angles
 
 
-def draw_links(
-    angles: NDArray[np.floating],
-    size: int,
-    style: SceneStyle,
-    out: NDArray[np.uint8] | None = None,
-) -> NDArray[np.uint8]:
+def draw_links(angles: NDArray[np.floating], size: int, style: SceneStyle,
+               out: NDArray[np.uint8] | None = None) -> NDArray[np.uint8]:
     """Render ``N`` scenes of chained links with absolute ``angles``, all pixels at once.
 
     Drawing order, back to front: background, first link, axle, further links (the axle

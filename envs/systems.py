@@ -10,8 +10,7 @@ outputs identical.
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -83,6 +82,8 @@ class _SystemConfig:
     """Height and width in pixels of the observed image, 8 to 1024."""
     render_size: int = 256
     """Height and width of ``render()``'s ``rgb_array`` frames and of the human window."""
+    dt: float = 0.05
+    """Time step in seconds."""
 
     parameter_names: ClassVar[tuple[str, ...]] = ()
     _positive: ClassVar[tuple[str, ...]] = ("dt", "max_speed", "max_torque")
@@ -149,8 +150,6 @@ class PendulumConfig(_SystemConfig):
     """Torque bound in N·m; actions are clipped to ``[-max_torque, max_torque]``."""
     max_speed: float = 8.0
     """Angular speed bound in rad/s (θ̇ is clipped after each step)."""
-    dt: float = 0.05
-    """Time step in seconds."""
     gravity_range: Range | None = None
     mass_range: Range | None = None
     length_range: Range | None = None
@@ -184,8 +183,6 @@ class DoublePendulumConfig(_SystemConfig):
     """Torque bound at the base joint in N·m; actions are clipped to it."""
     max_speed: float = 10.0 * math.pi
     """Bound on both angular speeds in rad/s, applied after each step."""
-    dt: float = 0.05
-    """Time step in seconds."""
     substeps: int = 24
     """RK4 steps per ``dt`` (24 keeps the free energy drift below 1e-4 over 1,000 steps)."""
     gravity_range: Range | None = None
@@ -234,10 +231,10 @@ def _parse_reset_bounds(options: Mapping[str, Any] | None, default_x: float) -> 
     return bounds[0], bounds[1]
 
 
-class PendulumSystemBase(ABC):
+class PendulumSystemBase:
     """One physical system batched over environments; see the module docstring.
 
-    Subclasses set ``config_type``, ``state_dim``, ``style`` and implement the dynamics hooks;
+    Subclasses set ``config_type``, ``state_dim``, ``style`` and the functions of their physics;
     everything is ``(N, ·)``-batched and draws randomness only from the generator it is given.
     """
 
@@ -245,6 +242,18 @@ class PendulumSystemBase(ABC):
     state_dim: ClassVar[int]
     action_dim: ClassVar[int] = 1
     style: ClassVar[SceneStyle]
+    step_function: ClassVar[Callable[..., NDArray[np.float64]]]
+    """``(states, actions, *params, **settings)`` → next states (``dynamics.*_step``)."""
+    step_settings: ClassVar[tuple[str, ...]] = ("dt", "max_speed", "max_torque")
+    """Config fields passed to :attr:`step_function` by name."""
+    reward_function: ClassVar[Callable[..., NDArray[np.float64]]]
+    """``(states, actions, max_torque=…)`` → rewards (``dynamics.*_reward``)."""
+    energy_function: ClassVar[Callable[..., NDArray[np.float64]]]
+    """``(states, *params[:energy_parameters])`` → energies (``dynamics.*_energy``)."""
+    energy_parameters: ClassVar[int]
+    """How many leading physical parameters the energy depends on."""
+    observation_function: ClassVar[Callable[[NDArray[np.float64]], NDArray[np.float32]]]
+    """``states`` → state observations (``dynamics.*_observation``)."""
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Self:
@@ -273,42 +282,50 @@ class PendulumSystemBase(ABC):
             # Build (or fetch) the cached frame table now rather than inside the first step.
             scene_frame_table(size, self.style)
 
-    # -- hooks ---------------------------------------------------------------------------------
-    @abstractmethod
-    def state_observation_high(self) -> NDArray[np.float32]:
-        """Upper bounds of the state observation (symmetric)."""
-
-    @abstractmethod
-    def reset_high(self, options: Mapping[str, Any] | None) -> NDArray[np.float64]:
-        """``(D,)`` bounds of the symmetric uniform reset distribution of the state."""
-
-    @abstractmethod
+    # -- the system's physics, from envs/dynamics.py ---------------------------------------------
     def step(
         self, states: Float64Array, actions: NDArray[np.floating], params: Float64Array
     ) -> NDArray[np.float64]:
         """Next states ``(N, D)`` from states ``(N, D)``, actions ``(N, 1)``, params ``(N, P)``."""
+        settings = {name: getattr(self.config, name) for name in self.step_settings}
+        return self.step_function(states, actions, *params.T, **settings)
 
-    @abstractmethod
     def reward(
         self, states: NDArray[np.float64], actions: NDArray[np.floating]
     ) -> NDArray[np.float64]:
         """``(N,)`` float64 rewards of taking ``actions`` in ``states``."""
+        return self.reward_function(states, actions, max_torque=self.config.max_torque)
 
-    @abstractmethod
     def energy(
         self, states: NDArray[np.float64], params: NDArray[np.float64]
     ) -> NDArray[np.float64]:
         """``(N,)`` float64 mechanical energies in J."""
+        return self.energy_function(states, *params[:, : self.energy_parameters].T)
 
-    @abstractmethod
     def state_observation(self, states: NDArray[np.float64]) -> NDArray[np.float32]:
         """``(N, obs_dim)`` float32 state observations."""
-
-    @abstractmethod
-    def link_angles(self, states: NDArray[np.float64]) -> NDArray[np.float64]:
-        """``(N, L)`` absolute angles of the drawn links."""
+        return self.observation_function(states)
 
     # -- shared logic --------------------------------------------------------------------------
+    # States are the L links' absolute angles then their angular velocities, ``(N, 2L)``; state
+    # observations are ``(cos, sin)`` of each angle then the velocities, ``(N, 3L)``.
+    def state_observation_high(self) -> NDArray[np.float32]:
+        """Upper bounds of the state observation (symmetric)."""
+        links = self.style.num_links
+        return np.array([1.0] * 2 * links + [self.config.max_speed] * links, dtype=np.float32)
+
+    def reset_high(self, options: Mapping[str, Any] | None) -> NDArray[np.float64]:
+        """``(D,)`` bounds of the symmetric uniform reset distribution of the state: every angle
+        within ``x_init`` (default π), every speed within ``y_init`` capped at ``max_speed`` (a
+        faster start would lie outside the observation space)."""
+        x, y = _parse_reset_bounds(options, default_x=np.pi)
+        links = self.style.num_links
+        return np.array([x] * links + [min(y, self.config.max_speed)] * links)
+
+    def link_angles(self, states: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``(N, L)`` absolute angles of the drawn links."""
+        return states[:, : self.style.num_links]
+
     def render_pixels(
         self, states: NDArray[np.float64], out: NDArray[np.uint8] | None = None
     ) -> NDArray[np.uint8]:
@@ -382,83 +399,24 @@ class PendulumSystem(PendulumSystemBase):
     state_dim = dynamics.PENDULUM_STATE_DIM
     style = PENDULUM_STYLE
     config: PendulumConfig
-
-    def state_observation_high(self) -> NDArray[np.float32]:
-        return np.array([1.0, 1.0, self.config.max_speed], dtype=np.float32)
-
-    def reset_high(self, options: Mapping[str, Any] | None) -> NDArray[np.float64]:
-        x, y = _parse_reset_bounds(options, default_x=np.pi)
-        # a start faster than max_speed would lie outside the observation space
-        return np.array([x, min(y, self.config.max_speed)])
-
-    def step(
-        self, states: Float64Array, actions: NDArray[np.floating], params: Float64Array
-    ) -> NDArray[np.float64]:
-        c = self.config
-        return dynamics.pendulum_step(
-            states, actions, *params.T, dt=c.dt, max_speed=c.max_speed, max_torque=c.max_torque
-        )
-
-    def reward(
-        self, states: NDArray[np.float64], actions: NDArray[np.floating]
-    ) -> NDArray[np.float64]:
-        return dynamics.pendulum_reward(states, actions, max_torque=self.config.max_torque)
-
-    def energy(
-        self, states: NDArray[np.float64], params: NDArray[np.float64]
-    ) -> NDArray[np.float64]:
-        return dynamics.pendulum_energy(states, params[:, 0], params[:, 1], params[:, 2])
-
-    def state_observation(self, states: NDArray[np.float64]) -> NDArray[np.float32]:
-        return dynamics.pendulum_observation(states)
-
-    def link_angles(self, states: NDArray[np.float64]) -> NDArray[np.float64]:
-        return states[:, :1]
+    step_function = staticmethod(dynamics.pendulum_step)
+    reward_function = staticmethod(dynamics.pendulum_reward)
+    energy_function = staticmethod(dynamics.pendulum_energy)
+    energy_parameters = 3
+    observation_function = staticmethod(dynamics.pendulum_observation)
 
 
 class DoublePendulumSystem(PendulumSystemBase):
-    """The double pendulum actuated at its base joint (a pendubot)."""
+    """The double pendulum actuated at its base joint (a pendubot): two uniform rods, stepped by
+    ``substeps`` classical RK4 steps per ``dt`` (energy drift below 1e-4 over 1,000 free steps)."""
 
     config_type = DoublePendulumConfig
     state_dim = dynamics.DOUBLE_PENDULUM_STATE_DIM
     style = DOUBLE_PENDULUM_STYLE
     config: DoublePendulumConfig
-
-    def state_observation_high(self) -> NDArray[np.float32]:
-        speed = self.config.max_speed
-        return np.array([1.0, 1.0, 1.0, 1.0, speed, speed], dtype=np.float32)
-
-    def reset_high(self, options: Mapping[str, Any] | None) -> NDArray[np.float64]:
-        x, y = _parse_reset_bounds(options, default_x=np.pi)
-        y = min(y, self.config.max_speed)
-        return np.array([x, x, y, y])
-
-    def step(
-        self, states: Float64Array, actions: NDArray[np.floating], params: Float64Array
-    ) -> NDArray[np.float64]:
-        c = self.config
-        return dynamics.double_pendulum_step(
-            states,
-            actions,
-            *params.T,
-            dt=c.dt,
-            max_speed=c.max_speed,
-            max_torque=c.max_torque,
-            substeps=c.substeps,
-        )
-
-    def reward(
-        self, states: NDArray[np.float64], actions: NDArray[np.floating]
-    ) -> NDArray[np.float64]:
-        return dynamics.double_pendulum_reward(states, actions, max_torque=self.config.max_torque)
-
-    def energy(
-        self, states: NDArray[np.float64], params: NDArray[np.float64]
-    ) -> NDArray[np.float64]:
-        return dynamics.double_pendulum_energy(states, *params[:, :5].T)
-
-    def state_observation(self, states: NDArray[np.float64]) -> NDArray[np.float32]:
-        return dynamics.double_pendulum_observation(states)
-
-    def link_angles(self, states: NDArray[np.float64]) -> NDArray[np.float64]:
-        return states[:, :2]
+    step_function = staticmethod(dynamics.double_pendulum_step)
+    step_settings = ("dt", "max_speed", "max_torque", "substeps")
+    reward_function = staticmethod(dynamics.double_pendulum_reward)
+    energy_function = staticmethod(dynamics.double_pendulum_energy)
+    energy_parameters = 5
+    observation_function = staticmethod(dynamics.double_pendulum_observation)
