@@ -3,6 +3,9 @@
     python benchmarks/sac_model_free.py --obs state --steps 20000 --out runs/sac_state
     python benchmarks/sac_model_free.py --obs pixels --steps 20000 --out runs/sac_pixels
 
+A killed run resumes from its last checkpoint (``--checkpoint-every`` real steps, with the
+replay buffer) when started again with the same ``--out``.
+
 Stable-Baselines3 SAC (default hyper-parameters, ``MlpPolicy`` on the state observation
 ``(cos θ, sin θ, θ̇)``, ``CnnPolicy`` on the last two 64 px frames stacked) trains for ``--steps``
 real environment steps of ``PixelPendulum-v0``, then plays the same seeded evaluation episodes
@@ -23,9 +26,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
 import noether_control  # noqa: F401  (registers the env ids)
+from noether_control.agents.rl import latest_checkpoint
 
 ENV_ID = "NoetherControl/PixelPendulum-v0"
 
@@ -55,6 +60,22 @@ def evaluate(agent: SAC, obs: str, episodes: int, seed: int) -> list[float]:
     return returns
 
 
+def sac_agent(policy: str, args: argparse.Namespace, checkpoints: Path) -> tuple[SAC, int]:
+    """A fresh agent, or the last one saved in ``checkpoints`` with its replay buffer; and the
+    real steps it has trained for. (The episode running at the save is not restored: a resumed
+    run starts a new one, so it is not bit-identical to an uninterrupted one.)"""
+    env = make_env(args.obs, args.seed)
+    latest = latest_checkpoint(checkpoints)
+    if latest is None:
+        return SAC(policy, env, seed=args.seed, buffer_size=args.buffer_size, verbose=0,
+                   device=args.device), 0
+    path, steps = latest
+    agent = SAC.load(path, env=env, device=args.device)
+    agent.load_replay_buffer(checkpoints / f"policy_replay_buffer_{steps}_steps.pkl")
+    print(f"resuming from {path} at {steps} real steps")
+    return agent, steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--obs", choices=("state", "pixels"), default="state")
@@ -65,15 +86,20 @@ def main() -> None:
     parser.add_argument("--buffer-size", type=int, default=100_000)
     parser.add_argument("--out", required=True)
     parser.add_argument("--device", default="cpu", help="torch device of the agent: cpu, cuda")
+    parser.add_argument("--checkpoint-every", type=int, default=2000,
+                        help="real steps between saved agents (with the replay buffer); a "
+                             "rerun with the same --out resumes from the last one")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policy = "MlpPolicy" if args.obs == "state" else "CnnPolicy"
-    agent = SAC(policy, make_env(args.obs, args.seed), seed=args.seed,
-                buffer_size=args.buffer_size, verbose=0, device=args.device)
+    agent, done = sac_agent(policy, args, out / "checkpoints")
+    callback = CheckpointCallback(args.checkpoint_every, str(out / "checkpoints"), "policy",
+                                  save_replay_buffer=True)
     started = time.perf_counter()
-    agent.learn(args.steps)
+    if args.steps > done:
+        agent.learn(args.steps - done, callback=callback, reset_num_timesteps=done == 0)
     seconds = time.perf_counter() - started
     returns = np.array(evaluate(agent, args.obs, args.episodes, args.eval_seed))
     document = {
