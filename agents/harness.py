@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from noether_control.agents.policies import Policy
+from noether_control.runtime import require_at_least
 
 
 @dataclass
@@ -95,8 +96,7 @@ def run_episodes(
     Returns:
         :class:`EpisodeResults`.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes: expected an int >= 1, got {episodes!r}")
+    require_at_least("episodes", episodes, 1, integer=True)
     num_envs = env.num_envs
     limit = getattr(env, "max_episode_steps", None) or 200
     returns = np.zeros(episodes, dtype=np.float64)

@@ -37,6 +37,8 @@ from noether_control.noether.bundle import load_bundle
 from noether_control.noether.meta import NoetherModule
 from noether_control.runtime import (
     atomic_path,
+    require_at_least,
+    require_choice,
     resolve_device,
     start_command,
     to_dataclass,
@@ -93,18 +95,12 @@ class PlanConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid setting."""
-        if self.agent.kind not in AGENT_KINDS:
-            raise ValueError(f"agent.kind: expected one of {AGENT_KINDS}, got "
-                             f"{self.agent.kind!r}")
+        require_choice("agent.kind", self.agent.kind, AGENT_KINDS)
         self.agent.validate()
         for name in ("episodes", "num_envs", "gif_fps", "gif_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-        if self.record < 0:
-            raise ValueError(f"record: expected >= 0, got {self.record}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
+            require_at_least(name, getattr(self, name), 1, integer=True)
+        require_at_least("record", self.record, 0, integer=True)
+        require_at_least("threads", self.threads, 1, integer=True, optional=True)
         if self.agent.kind in ("mpc", "sb3") and not self.checkpoint:
             raise ValueError(f"checkpoint: agent.kind={self.agent.kind} acts through a world "
                              "model; expected checkpoint=PATH (a train run directory or a .pt "

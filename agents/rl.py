@@ -46,6 +46,7 @@ from noether_control.data.env_config import EnvConfig, env_spec, make_vector_env
 from noether_control.evaluation.evaluate import training_data_settings
 from noether_control.runtime import (
     atomic_path,
+    require_at_least,
     resolve_device,
     start_command,
     to_dataclass,
@@ -105,13 +106,9 @@ class RLConfig:
         algorithm_class(self.algo)
         self.model_env.validate()
         for name in ("num_envs", "steps", "episodes", "eval_num_envs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every: expected >= 0, got {self.checkpoint_every}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
+            require_at_least(name, getattr(self, name), 1, integer=True)
+        require_at_least("checkpoint_every", self.checkpoint_every, 0, integer=True)
+        require_at_least("threads", self.threads, 1, integer=True, optional=True)
 
 
 def imagined_env(config: RLConfig, loaded: LoadedModel, action_space: Any) -> WorldModelVecEnv:
