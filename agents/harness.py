@@ -53,6 +53,12 @@ class EpisodeResults:
         return self.ms_per_call / self.num_envs
 
 
+def mean_return_text(summary: dict[str, Any]) -> str:
+    """``mean return M ± S`` of a summary with ``mean_return`` and ``stderr_return`` (S: the
+    standard error, ``None`` and shown as 0 for a single episode)."""
+    return f"mean return {summary['mean_return']:.1f} ± {summary['stderr_return'] or 0:.1f}"
+
+
 def _pixels(observation: Any) -> np.ndarray | None:
     pixels = observation.get("pixels") if isinstance(observation, dict) else observation
     if isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 4:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from noether_control.agents.harness import mean_return_text
 from noether_control.runtime import (
     ReportedError,
     atomic_path,
@@ -224,6 +225,6 @@ def run(cfg: DictConfig) -> None:
     out_dir = run_dir()
     document = model_based_loop(config, out_dir)
     for row in document["iterations"]:
-        print(f"iteration {row['iteration']}: {row['real_env_steps']} real steps, mean return "
-              f"{row['mean_return']:.1f} ± {row['stderr_return'] or 0:.1f}")
+        print(f"iteration {row['iteration']}: {row['real_env_steps']} real steps, "
+              f"{mean_return_text(row)}")
     print(f"results: {out_dir / 'results.json'}\nplot: {out_dir / 'progress.png'}")

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from noether_control.agents.harness import EpisodeResults, run_episodes
+from noether_control.agents.harness import EpisodeResults, mean_return_text, run_episodes
 from noether_control.agents.mpc import MPCAgent, MPCConfig, OracleAgent
 from noether_control.agents.planners import make_planner, planner_config
 from noether_control.agents.policies import SB3Policy, UniformPolicy
@@ -289,13 +290,31 @@ def plan_episodes(config: PlanConfig, out_dir: Path) -> dict[str, Any]:
     return document
 
 
+class _SeededConfig(Protocol):
+    """What :func:`run_agent_command` reads of a command's config."""
+
+    seed: int
+    threads: int | None
+
+
+CommandConfig = TypeVar("CommandConfig", bound=_SeededConfig)
+
+
+def run_agent_command(cfg: DictConfig, config_type: type[CommandConfig],
+                      job: Callable[[CommandConfig, Path], dict[str, Any]],
+                      headline: Callable[[dict[str, Any]], str]) -> None:
+    """An agent command from start to end: validate ``cfg`` as ``config_type``, seed and open
+    the run directory, run ``job`` (it writes ``results.json`` there and returns it) and print
+    ``headline`` of its results and where they are."""
+    config = to_dataclass(config_type, cfg)
+    out_dir = start_command(config.seed, config.threads)
+    document = job(config, out_dir)
+    print(f"{headline(document)}\nresults: {out_dir / 'results.json'}")
+
+
 def run(cfg: DictConfig) -> None:
     """Entry point of ``noether-control plan``."""
-    config = to_dataclass(PlanConfig, cfg)
-    out_dir = start_command(config.seed, config.threads)
-    document = plan_episodes(config, out_dir)
-    print(f"{document['agent']['kind']} on {document['env_id']}: mean return "
-          f"{document['mean_return']:.1f} ± {document['stderr_return'] or 0:.1f} over "
-          f"{document['episodes']} episodes, {document['ms_per_action']:.1f} ms per action "
-          f"({document['ms_per_call']:.1f} ms per call for {document['num_envs']} envs)\n"
-          f"results: {out_dir / 'results.json'}")
+    run_agent_command(cfg, PlanConfig, plan_episodes, lambda document: (
+        f"{document['agent']['kind']} on {document['env_id']}: {mean_return_text(document)} "
+        f"over {document['episodes']} episodes, {document['ms_per_action']:.1f} ms per action "
+        f"({document['ms_per_call']:.1f} ms per call for {document['num_envs']} envs)"))
