@@ -98,6 +98,101 @@ def _info_arrays(info: dict[str, Any], num_envs: int) -> dict[str, np.ndarray]:
     return arrays
 
 
+@dataclass
+class _RoundArrays:
+    """The steps of one round of ``num_envs`` episodes, time first: ``observations`` and
+    ``infos`` hold ``T + 1`` entries (the reset first), ``actions``, ``rewards``,
+    ``terminations`` and ``truncations`` ``T``; ``lengths`` ``(num_envs,)`` are the steps each
+    episode took (``T`` until it ends)."""
+
+    observations: dict[str, np.ndarray]
+    infos: dict[str, np.ndarray]
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def start(cls, observation: dict[str, np.ndarray], infos: dict[str, np.ndarray],
+              steps: int, num_envs: int, action_shape: tuple[int, ...]) -> _RoundArrays:
+        """Room for ``steps`` steps of ``num_envs`` episodes, holding the reset ``observation``
+        and ``infos``."""
+        def history(first: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            arrays = {key: np.empty((steps + 1, *value.shape), value.dtype)
+                      for key, value in first.items()}
+            for key, value in first.items():
+                arrays[key][0] = value
+            return arrays
+
+        return cls(
+            observations=history(observation),
+            infos=history(infos),
+            actions=np.empty((steps, num_envs, *action_shape), np.float32),
+            rewards=np.zeros((steps, num_envs), np.float64),
+            terminations=np.zeros((steps, num_envs), bool),
+            truncations=np.zeros((steps, num_envs), bool),
+            lengths=np.full(num_envs, steps, dtype=np.int64),
+        )
+
+    def record(self, step: int, observation: dict[str, np.ndarray], reward: np.ndarray,
+               terminated: np.ndarray, truncated: np.ndarray, infos: dict[str, np.ndarray]) -> None:
+        """Store what the env returned at ``step`` (its action is stored before the step)."""
+        missing = set(self.infos) - set(infos)
+        if missing:
+            raise ValueError(f"env step infos: expected keys {sorted(missing)} as at reset")
+        for key, value in observation.items():
+            self.observations[key][step + 1] = value
+        for key in self.infos:
+            self.infos[key][step + 1] = infos[key]
+        self.rewards[step] = reward
+        self.terminations[step] = terminated
+        self.truncations[step] = truncated
+
+    def episode(self, env_index: int, episode_id: int) -> Any:
+        """Sub-env ``env_index``'s episode as a Minari episode buffer with id ``episode_id``."""
+        length = int(self.lengths[env_index])
+        return episode_buffer(
+            episode_id,
+            {key: value[: length + 1, env_index] for key, value in self.observations.items()},
+            self.actions[:length, env_index],
+            self.rewards[:length, env_index],
+            self.terminations[:length, env_index],
+            self.truncations[:length, env_index],
+            {key: value[: length + 1, env_index] for key, value in self.infos.items()},
+        )
+
+
+def _run_round(env: gym.vector.VectorEnv, policy: Policy, episode_steps: int, seed: int,
+               rng: np.random.Generator, keep: int,
+               on_step: Callable[[int], object] | None) -> _RoundArrays:
+    """Reset ``env`` with ``seed`` and step it until its first ``keep`` episodes have ended, or
+    for ``episode_steps`` steps (the episodes still running are then marked truncated)."""
+    num_envs = env.num_envs
+    observation, info = env.reset(seed=seed)
+    policy.reset(np.ones(num_envs, dtype=bool), rng)
+    arrays = _RoundArrays.start(observation, _info_arrays(info, num_envs), episode_steps,
+                                num_envs, env.single_action_space.shape)
+    done = np.zeros(num_envs, dtype=bool)
+    for step in range(episode_steps):
+        active = int((~done[:keep]).sum())
+        action = policy.act(observation, rng)
+        arrays.actions[step] = action
+        observation, reward, terminated, truncated, info = env.step(action)
+        arrays.record(step, observation, reward, terminated, truncated,
+                      _info_arrays(info, num_envs))
+        ended = (terminated | truncated) & ~done
+        arrays.lengths[ended] = step + 1
+        done |= ended
+        if on_step is not None:
+            on_step(active)
+        if done[:keep].all():
+            break
+    # our own step limit counts as a time-limit truncation
+    arrays.truncations[episode_steps - 1, ~done] = True
+    return arrays
+
+
 def rollout_rounds(
     env: gym.vector.VectorEnv,
     policy: Policy,
@@ -118,75 +213,17 @@ def rollout_rounds(
     ids count from ``first_id``.
     """
     num_envs = env.num_envs
-    if len(env_seeds) < math.ceil(episodes / num_envs):
+    rounds = math.ceil(episodes / num_envs)
+    if len(env_seeds) < rounds:
         raise ValueError(f"expected a seed per round, got {len(env_seeds)}")
-    next_id = first_id
-    for round_index in range(math.ceil(episodes / num_envs)):
-        keep = min(num_envs, episodes - (next_id - first_id))
-        observation, info = env.reset(seed=int(env_seeds[round_index]))
-        policy.reset(np.ones(num_envs, dtype=bool), rng)
-        infos = _info_arrays(info, num_envs)
-        observations = {
-            key: np.empty((episode_steps + 1, *value.shape), value.dtype)
-            for key, value in observation.items()
-        }
-        info_buffers = {
-            key: np.empty((episode_steps + 1, *value.shape), value.dtype)
-            for key, value in infos.items()
-        }
-        actions = np.empty((episode_steps, num_envs, *env.single_action_space.shape), np.float32)
-        rewards = np.zeros((episode_steps, num_envs), np.float64)
-        terminations = np.zeros((episode_steps, num_envs), bool)
-        truncations = np.zeros((episode_steps, num_envs), bool)
-        for key, value in observation.items():
-            observations[key][0] = value
-        for key, value in infos.items():
-            info_buffers[key][0] = value
-        lengths = np.full(num_envs, episode_steps, dtype=np.int64)
-        done = np.zeros(num_envs, dtype=bool)
-        for step in range(episode_steps):
-            active = int((~done[:keep]).sum())
-            action = policy.act(observation, rng)
-            actions[step] = action
-            observation, reward, terminated, truncated, info = env.step(action)
-            for key, value in observation.items():
-                observations[key][step + 1] = value
-            step_infos = _info_arrays(info, num_envs)
-            missing = set(info_buffers) - set(step_infos)
-            if missing:
-                raise ValueError(f"env step infos: expected keys {sorted(missing)} as at reset")
-            for key in info_buffers:
-                info_buffers[key][step + 1] = step_infos[key]
-            rewards[step] = reward
-            terminations[step] = terminated
-            truncations[step] = truncated
-            ended = (terminated | truncated) & ~done
-            lengths[ended] = step + 1
-            done |= ended
-            if on_step is not None:
-                on_step(active)
-            if done[:keep].all():
-                break
-        # our own step limit counts as a time-limit truncation
-        running = ~done
-        truncations[episode_steps - 1, running] = True
-        buffers = []
-        for env_index in range(keep):
-            length = int(lengths[env_index])
-            buffers.append(
-                episode_buffer(
-                    next_id + env_index,
-                    {key: value[: length + 1, env_index] for key, value in observations.items()},
-                    actions[:length, env_index],
-                    rewards[:length, env_index],
-                    terminations[:length, env_index],
-                    truncations[:length, env_index],
-                    {key: value[: length + 1, env_index] for key, value in info_buffers.items()},
-                )
-            )
-        next_id += keep
+    for round_index in range(rounds):
+        first = round_index * num_envs
+        keep = min(num_envs, episodes - first)
+        arrays = _run_round(env, policy, episode_steps, int(env_seeds[round_index]), rng, keep,
+                            on_step)
+        buffers = [arrays.episode(index, first_id + first + index) for index in range(keep)]
         returns = np.array([buffer.rewards.sum() for buffer in buffers])
-        yield buffers, RoundStats(returns=returns, lengths=lengths[:keep].copy())
+        yield buffers, RoundStats(returns=returns, lengths=arrays.lengths[:keep].copy())
 
 
 @dataclass
@@ -229,103 +266,53 @@ def collect(config: CollectConfig, *, policy: Policy | None = None) -> dict[str,
         ValueError: bad config values.
         DatasetExistsError: the dataset exists and ``config.dataset.overwrite`` is false.
     """
-    if config.episodes < 1:
-        raise ValueError(f"episodes: expected a positive int, got {config.episodes}")
-    if config.num_envs < 1:
-        raise ValueError(f"num_envs: expected a positive int, got {config.num_envs}")
-    if not 0 <= config.seed < 2**32:
-        raise ValueError(f"seed: expected an int in [0, 2**32), got {config.seed}")
+    _check_counts(config)
     policy_cfg = policy_config(config.policy)
     dataset_id = config.dataset.id or f"noether-control/{config.env.name}/{policy_cfg.kind}-v0"
     target = dataset_path(dataset_id, config.dataset.root).absolute()
     check_writable(target, config.dataset.overwrite)
-
     spec = env_spec(config.env, obs_type=COLLECT_OBS_TYPE)
-    episode_steps = (config.episode_steps if config.episode_steps is not None
-                     else spec.max_episode_steps)
-    if episode_steps is None:
-        raise ValueError(f"episode_steps: the env {spec.id!r} has no time limit; expected a "
-                         "positive int, got null")
-    if episode_steps < 1:
-        raise ValueError(f"episode_steps: expected a positive int (or null: the env's time "
-                         f"limit, {spec.max_episode_steps}), got {config.episode_steps!r}")
-    if spec.max_episode_steps is not None and episode_steps > spec.max_episode_steps:
-        raise ValueError(
-            f"episode_steps: expected at most the env's time limit {spec.max_episode_steps}, "
-            f"got {episode_steps}"
-        )
+    episode_steps = _episode_steps(config.episode_steps, spec.id, spec.max_episode_steps)
     num_envs = min(config.num_envs, config.episodes)
     env = make_vector_env(config.env, num_envs, obs_type=COLLECT_OBS_TYPE)
     try:
-        observation_space = env.single_observation_space
-        if not (
-            isinstance(observation_space, gym.spaces.Dict)
-            and {"pixels", "state"} <= set(observation_space.spaces)
-        ):
-            raise ValueError(
-                f"env {spec.id!r}: expected a Dict observation space with pixels and state "
-                f"for obs_type={COLLECT_OBS_TYPE!r}, got {observation_space!r}"
-            )
+        _check_pixels_and_state(env.single_observation_space, spec.id)
         if policy is None:
             policy = make_policy(policy_cfg, env.single_action_space, num_envs)
-        env_seed_sequence, policy_seed_sequence = np.random.SeedSequence(config.seed).spawn(2)
-        rounds = math.ceil(config.episodes / num_envs)
-        env_seeds = env_seed_sequence.generate_state(rounds, dtype=np.uint32)
-        rng = np.random.default_rng(policy_seed_sequence)
-
-        base = _base_episodes(config.dataset.base, spec.id, observation_space)
-        all_returns: list[np.ndarray] = []
-        all_lengths: list[np.ndarray] = []
-        bar = tqdm(
-            total=config.episodes * episode_steps,
-            unit="step",
-            desc=f"collect {dataset_id}",
-            disable=not config.progress,
-        )
+        base = _base_episodes(config.dataset.base, spec.id, env.single_observation_space)
+        stats: list[RoundStats] = []
         started = time.perf_counter()
-
-        def batches() -> Iterator[list[Any]]:
-            for buffer in base.episodes:
-                base.steps += len(buffer.rewards)
-                yield [buffer]
-            for buffers, stats in rollout_rounds(
-                env, policy, config.episodes, episode_steps, env_seeds, rng, on_step=bar.update,
-                first_id=base.count,
-            ):
-                all_returns.append(stats.returns)
-                all_lengths.append(stats.lengths)
-                yield buffers
-
-        metadata = {
-            "seed": config.seed,
-            "num_envs": num_envs,
-            "episode_steps": episode_steps,
-            "env": dataclasses.asdict(config.env),
-            "policy": dataclasses.asdict(policy_cfg),
-            "base": config.dataset.base,
-        }
-        with bar:
+        with tqdm(total=config.episodes * episode_steps, unit="step", desc=f"collect {dataset_id}",
+                  disable=not config.progress) as bar:
+            rounds = _seeded_rounds(config, env, policy, episode_steps, base.count, bar.update)
             write_dataset(
                 target,
                 dataset_id,
-                batches(),
+                _batches(base, rounds, stats),
                 env_spec=spec,
-                observation_space=observation_space,
+                observation_space=env.single_observation_space,
                 action_space=env.single_action_space,
                 algorithm_name=f"noether-control collect, policy={policy_cfg.kind}",
                 description=(
                     f"{config.episodes} episodes of {spec.id} under a {policy_cfg.kind} "
                     f"policy; infos hold the true state, energy and physical parameters."
                 ),
-                extra_metadata=metadata,
+                extra_metadata={
+                    "seed": config.seed,
+                    "num_envs": num_envs,
+                    "episode_steps": episode_steps,
+                    "env": dataclasses.asdict(config.env),
+                    "policy": dataclasses.asdict(policy_cfg),
+                    "base": config.dataset.base,
+                },
                 overwrite=config.dataset.overwrite,
                 image_compression=config.dataset.compression,
             )
         seconds = time.perf_counter() - started
     finally:
         env.close()
-    returns = np.concatenate(all_returns)
-    steps = int(np.concatenate(all_lengths).sum())
+    returns = np.concatenate([round_stats.returns for round_stats in stats])
+    steps = int(np.concatenate([round_stats.lengths for round_stats in stats]).sum())
     return {
         "path": str(target),
         "dataset_id": dataset_id,
@@ -341,6 +328,69 @@ def collect(config: CollectConfig, *, policy: Policy | None = None) -> dict[str,
         "steps_per_second": steps / seconds,
         "seed": config.seed,
     }
+
+
+def _check_counts(config: CollectConfig) -> None:
+    """Episodes, sub-envs and seed of ``config``, checked before anything is built."""
+    if config.episodes < 1:
+        raise ValueError(f"episodes: expected a positive int, got {config.episodes}")
+    if config.num_envs < 1:
+        raise ValueError(f"num_envs: expected a positive int, got {config.num_envs}")
+    if not 0 <= config.seed < 2**32:
+        raise ValueError(f"seed: expected an int in [0, 2**32), got {config.seed}")
+
+
+def _episode_steps(episode_steps: int | None, env_id: str, time_limit: int | None) -> int:
+    """The steps per episode: ``episode_steps``, or the env's ``time_limit`` when null; at
+    least 1 and at most the time limit."""
+    steps = episode_steps if episode_steps is not None else time_limit
+    if steps is None:
+        raise ValueError(f"episode_steps: the env {env_id!r} has no time limit; expected a "
+                         "positive int, got null")
+    if steps < 1:
+        raise ValueError(f"episode_steps: expected a positive int (or null: the env's time "
+                         f"limit, {time_limit}), got {episode_steps!r}")
+    if time_limit is not None and steps > time_limit:
+        raise ValueError(
+            f"episode_steps: expected at most the env's time limit {time_limit}, got {steps}"
+        )
+    return steps
+
+
+def _check_pixels_and_state(observation_space: gym.Space, env_id: str) -> None:
+    if not (
+        isinstance(observation_space, gym.spaces.Dict)
+        and {"pixels", "state"} <= set(observation_space.spaces)
+    ):
+        raise ValueError(
+            f"env {env_id!r}: expected a Dict observation space with pixels and state "
+            f"for obs_type={COLLECT_OBS_TYPE!r}, got {observation_space!r}"
+        )
+
+
+def _seeded_rounds(config: CollectConfig, env: gym.vector.VectorEnv, policy: Policy,
+                   episode_steps: int, first_id: int,
+                   on_step: Callable[[int], object]) -> Iterator[tuple[list[Any], RoundStats]]:
+    """:func:`rollout_rounds` of ``config.episodes``, its env seeds and the policy's generator
+    drawn from ``config.seed``: same seed, same episodes."""
+    env_seed_sequence, policy_seed_sequence = np.random.SeedSequence(config.seed).spawn(2)
+    rounds = math.ceil(config.episodes / env.num_envs)
+    env_seeds = env_seed_sequence.generate_state(rounds, dtype=np.uint32)
+    rng = np.random.default_rng(policy_seed_sequence)
+    return rollout_rounds(env, policy, config.episodes, episode_steps, env_seeds, rng,
+                          on_step=on_step, first_id=first_id)
+
+
+def _batches(base: BaseEpisodes, rounds: Iterator[tuple[list[Any], RoundStats]],
+             stats: list[RoundStats]) -> Iterator[list[Any]]:
+    """The base dataset's episodes one at a time (counting their steps), then each round's
+    episodes; every round's stats are appended to ``stats``."""
+    for buffer in base.episodes:
+        base.steps += len(buffer.rewards)
+        yield [buffer]
+    for buffers, round_stats in rounds:
+        stats.append(round_stats)
+        yield buffers
 
 
 def run(cfg: DictConfig) -> None:

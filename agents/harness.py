@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from noether_control.agents.policies import Policy
+from noether_control.runtime import require_at_least
 
 
 @dataclass
@@ -50,6 +51,12 @@ class EpisodeResults:
     def ms_per_action(self) -> float:
         """Mean milliseconds per sub-env action: a call's time over the envs it decided for."""
         return self.ms_per_call / self.num_envs
+
+
+def mean_return_text(summary: dict[str, Any]) -> str:
+    """``mean return M ± S`` of a summary with ``mean_return`` and ``stderr_return`` (S: the
+    standard error, ``None`` and shown as 0 for a single episode)."""
+    return f"mean return {summary['mean_return']:.1f} ± {summary['stderr_return'] or 0:.1f}"
 
 
 def _pixels(observation: Any) -> np.ndarray | None:
@@ -95,44 +102,20 @@ def run_episodes(
     Returns:
         :class:`EpisodeResults`.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes: expected an int >= 1, got {episodes!r}")
+    require_at_least("episodes", episodes, 1, integer=True)
     num_envs = env.num_envs
     limit = getattr(env, "max_episode_steps", None) or 200
     returns = np.zeros(episodes, dtype=np.float64)
     lengths = np.zeros(episodes, dtype=np.int64)
     act_seconds: list[float] = []
-    frames: list[np.ndarray] = []
-    imagined: list[np.ndarray | None] = []
-    record = min(record, num_envs, episodes)
-    bar = tqdm(total=episodes * limit, unit="step", desc="episodes", disable=not progress)
-    with bar:
+    recording = _Recording(agent, min(record, num_envs, episodes))
+    with tqdm(total=episodes * limit, unit="step", desc="episodes", disable=not progress) as bar:
         for round_index in range(math.ceil(episodes / num_envs)):
             first = round_index * num_envs
             keep = min(num_envs, episodes - first)
-            seeds = [seed + first + i for i in range(num_envs)]
-            observation, _ = env.reset(seed=seeds)
-            agent.reset(np.ones(num_envs, dtype=np.bool_), rng)
-            recording = record > 0 and round_index == 0
-            if recording and _pixels(observation) is not None:
-                frames.append(_pixels(observation)[:record].copy())
-            done = np.zeros(num_envs, dtype=np.bool_)
-            round_returns = np.zeros(num_envs, dtype=np.float64)
-            round_lengths = np.zeros(num_envs, dtype=np.int64)
-            while not done[:keep].all():
-                started = time.perf_counter()
-                actions = agent.act(observation, rng)
-                act_seconds.append(time.perf_counter() - started)
-                if recording:
-                    imagined.append(_imagined_uint8(agent, record))
-                observation, reward, terminated, truncated, _ = env.step(actions)
-                running = ~done
-                round_returns[running] += np.asarray(reward)[running]
-                round_lengths[running] += 1
-                done |= np.asarray(terminated) | np.asarray(truncated)
-                if recording and _pixels(observation) is not None:
-                    frames.append(_pixels(observation)[:record].copy())
-                bar.update(int(running[:keep].sum()))
+            round_returns, round_lengths = _play_round(
+                agent, env, [seed + first + i for i in range(num_envs)], rng, keep, act_seconds,
+                recording if round_index == 0 else _Recording(agent, 0), bar.update)
             returns[first : first + keep] = round_returns[:keep]
             lengths[first : first + keep] = round_lengths[:keep]
             if on_round is not None:
@@ -142,10 +125,60 @@ def run_episodes(
         seeds=[seed + i for i in range(episodes)],
         act_seconds=act_seconds,
         num_envs=num_envs,
-        frames=np.stack(frames, axis=0) if frames else None,
-        imagined=_stack_imagined(imagined),
+        frames=np.stack(recording.frames, axis=0) if recording.frames else None,
+        imagined=_stack_imagined(recording.imagined),
         lengths=lengths,
     )
+
+
+class _Recording:
+    """The real frames, and the agent's imagined ones, of the first ``episodes`` episodes (none
+    when 0)."""
+
+    def __init__(self, agent: Policy, episodes: int) -> None:
+        self.agent = agent
+        self.episodes = episodes
+        self.frames: list[np.ndarray] = []
+        self.imagined: list[np.ndarray | None] = []
+
+    def observed(self, observation: Any) -> None:
+        """Keep the frames of ``observation`` (if it has pixels)."""
+        pixels = _pixels(observation) if self.episodes > 0 else None
+        if pixels is not None:
+            self.frames.append(pixels[: self.episodes].copy())
+
+    def acted(self) -> None:
+        """Keep what the agent imagined for the actions it just chose."""
+        if self.episodes > 0:
+            self.imagined.append(_imagined_uint8(self.agent, self.episodes))
+
+
+def _play_round(agent: Policy, env: Any, seeds: list[int], rng: np.random.Generator, keep: int,
+                act_seconds: list[float], recording: _Recording,
+                on_step: Callable[[int], object]) -> tuple[np.ndarray, np.ndarray]:
+    """Returns and lengths ``(num_envs,)`` of one round of episodes, reset with ``seeds``,
+    played until its first ``keep`` episodes have ended; each ``act`` call's time goes to
+    ``act_seconds``, and ``on_step`` gets the kept episodes still running at every step."""
+    num_envs = env.num_envs
+    observation, _ = env.reset(seed=seeds)
+    agent.reset(np.ones(num_envs, dtype=np.bool_), rng)
+    recording.observed(observation)
+    done = np.zeros(num_envs, dtype=np.bool_)
+    returns = np.zeros(num_envs, dtype=np.float64)
+    lengths = np.zeros(num_envs, dtype=np.int64)
+    while not done[:keep].all():
+        started = time.perf_counter()
+        actions = agent.act(observation, rng)
+        act_seconds.append(time.perf_counter() - started)
+        recording.acted()
+        observation, reward, terminated, truncated, _ = env.step(actions)
+        running = ~done
+        returns[running] += np.asarray(reward)[running]
+        lengths[running] += 1
+        done |= np.asarray(terminated) | np.asarray(truncated)
+        recording.observed(observation)
+        on_step(int(running[:keep].sum()))
+    return returns, lengths
 
 
 def _stack_imagined(pictures: list[np.ndarray | None]) -> np.ndarray | None:

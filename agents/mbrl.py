@@ -37,9 +37,11 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from noether_control.agents.harness import mean_return_text
 from noether_control.runtime import (
     ReportedError,
     atomic_path,
+    require_at_least,
     run_dir,
     to_dataclass,
     write_json,
@@ -85,13 +87,9 @@ class MBRLConfig:
         """Raise ``ValueError`` naming the first invalid setting."""
         for name in ("initial_episodes", "episodes", "collect_num_envs", "train_steps",
                      "eval_episodes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-        if isinstance(self.iterations, bool) or self.iterations < 0:
-            raise ValueError(f"iterations: expected an int >= 0, got {self.iterations!r}")
-        if not self.exploration_std >= 0:
-            raise ValueError(f"exploration_std: expected >= 0, got {self.exploration_std}")
+            require_at_least(name, getattr(self, name), 1, integer=True)
+        require_at_least("iterations", self.iterations, 0, integer=True)
+        require_at_least("exploration_std", self.exploration_std, 0)
         for name in ("train_overrides", "collect_overrides", "plan_overrides"):
             for item in getattr(self, name):
                 if "=" not in str(item) or str(item).startswith("hydra.run.dir"):
@@ -227,6 +225,6 @@ def run(cfg: DictConfig) -> None:
     out_dir = run_dir()
     document = model_based_loop(config, out_dir)
     for row in document["iterations"]:
-        print(f"iteration {row['iteration']}: {row['real_env_steps']} real steps, mean return "
-              f"{row['mean_return']:.1f} ± {row['stderr_return'] or 0:.1f}")
+        print(f"iteration {row['iteration']}: {row['real_env_steps']} real steps, "
+              f"{mean_return_text(row)}")
     print(f"results: {out_dir / 'results.json'}\nplot: {out_dir / 'progress.png'}")

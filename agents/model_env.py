@@ -42,6 +42,7 @@ from noether_control.models.svg import SVGWorldModel, WorldState, as_model_frame
 from noether_control.noether.meta import NoetherModule
 from noether_control.noether.planning import tailor_to_plan
 from noether_control.noether.tailoring import Params
+from noether_control.runtime import require_at_least, require_choice
 
 OBSERVATIONS = ("latent", "frames")
 
@@ -64,17 +65,11 @@ class ModelEnvConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid setting."""
-        if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or \
-                self.horizon < 1:
-            raise ValueError(f"model_env.horizon: expected an int >= 1, got {self.horizon!r}")
-        if self.observation not in OBSERVATIONS:
-            raise ValueError(f"model_env.observation: expected one of {OBSERVATIONS}, got "
-                             f"{self.observation!r}")
-        if self.frame_stack < 1:
-            raise ValueError(f"model_env.frame_stack: expected >= 1, got {self.frame_stack}")
-        if self.tailor_steps is not None and self.tailor_steps < 0:
-            raise ValueError(f"model_env.tailor_steps: expected >= 0 or null, got "
-                             f"{self.tailor_steps}")
+        require_at_least("model_env.horizon", self.horizon, 1, integer=True)
+        require_choice("model_env.observation", self.observation, OBSERVATIONS)
+        require_at_least("model_env.frame_stack", self.frame_stack, 1, integer=True)
+        require_at_least("model_env.tailor_steps", self.tailor_steps, 0, integer=True,
+                         optional=True)
 
 
 class ContextSampler:

@@ -41,6 +41,7 @@ from noether_control.models.planning import PlanningModel, plan_returns
 from noether_control.models.svg import SVGWorldModel
 from noether_control.noether.meta import NoetherModule
 from noether_control.noether.planning import tailor_to_plan
+from noether_control.runtime import require_at_least, require_choice
 
 TAILOR_MODES = ("none", "once_per_step", "per_iteration")
 WARMUP_ACTIONS = ("zero", "random")
@@ -71,23 +72,13 @@ class MPCConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid setting."""
-        if isinstance(self.replan_every, bool) or self.replan_every < 1:
-            raise ValueError(f"agent.replan_every: expected an int >= 1, got {self.replan_every}")
-        if self.warmup_action not in WARMUP_ACTIONS:
-            raise ValueError(f"agent.warmup_action: expected one of {WARMUP_ACTIONS}, got "
-                             f"{self.warmup_action!r}")
-        if self.tailor not in TAILOR_MODES:
-            raise ValueError(f"agent.tailor: expected one of {TAILOR_MODES}, got "
-                             f"{self.tailor!r}")
-        if self.tailor_steps is not None and self.tailor_steps < 0:
-            raise ValueError(f"agent.tailor_steps: expected >= 0 or null, got "
-                             f"{self.tailor_steps}")
-        if self.tailor_history is not None and self.tailor_history < 1:
-            raise ValueError(f"agent.tailor_history: expected >= 1 or null, got "
-                             f"{self.tailor_history}")
-        if not self.exploration_std >= 0:
-            raise ValueError(f"agent.exploration_std: expected >= 0, got "
-                             f"{self.exploration_std}")
+        require_at_least("agent.replan_every", self.replan_every, 1, integer=True)
+        require_choice("agent.warmup_action", self.warmup_action, WARMUP_ACTIONS)
+        require_choice("agent.tailor", self.tailor, TAILOR_MODES)
+        require_at_least("agent.tailor_steps", self.tailor_steps, 0, integer=True, optional=True)
+        require_at_least("agent.tailor_history", self.tailor_history, 1, integer=True,
+                         optional=True)
+        require_at_least("agent.exploration_std", self.exploration_std, 0)
 
 
 class RecedingHorizon:

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from noether_control.agents.harness import EpisodeResults, run_episodes
+from noether_control.agents.harness import EpisodeResults, mean_return_text, run_episodes
 from noether_control.agents.mpc import MPCAgent, MPCConfig, OracleAgent
 from noether_control.agents.planners import make_planner, planner_config
 from noether_control.agents.policies import SB3Policy, UniformPolicy
@@ -37,6 +38,8 @@ from noether_control.noether.bundle import load_bundle
 from noether_control.noether.meta import NoetherModule
 from noether_control.runtime import (
     atomic_path,
+    require_at_least,
+    require_choice,
     resolve_device,
     start_command,
     to_dataclass,
@@ -93,18 +96,12 @@ class PlanConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid setting."""
-        if self.agent.kind not in AGENT_KINDS:
-            raise ValueError(f"agent.kind: expected one of {AGENT_KINDS}, got "
-                             f"{self.agent.kind!r}")
+        require_choice("agent.kind", self.agent.kind, AGENT_KINDS)
         self.agent.validate()
         for name in ("episodes", "num_envs", "gif_fps", "gif_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-        if self.record < 0:
-            raise ValueError(f"record: expected >= 0, got {self.record}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
+            require_at_least(name, getattr(self, name), 1, integer=True)
+        require_at_least("record", self.record, 0, integer=True)
+        require_at_least("threads", self.threads, 1, integer=True, optional=True)
         if self.agent.kind in ("mpc", "sb3") and not self.checkpoint:
             raise ValueError(f"checkpoint: agent.kind={self.agent.kind} acts through a world "
                              "model; expected checkpoint=PATH (a train run directory or a .pt "
@@ -293,13 +290,31 @@ def plan_episodes(config: PlanConfig, out_dir: Path) -> dict[str, Any]:
     return document
 
 
+class _SeededConfig(Protocol):
+    """What :func:`run_agent_command` reads of a command's config."""
+
+    seed: int
+    threads: int | None
+
+
+CommandConfig = TypeVar("CommandConfig", bound=_SeededConfig)
+
+
+def run_agent_command(cfg: DictConfig, config_type: type[CommandConfig],
+                      job: Callable[[CommandConfig, Path], dict[str, Any]],
+                      headline: Callable[[dict[str, Any]], str]) -> None:
+    """An agent command from start to end: validate ``cfg`` as ``config_type``, seed and open
+    the run directory, run ``job`` (it writes ``results.json`` there and returns it) and print
+    ``headline`` of its results and where they are."""
+    config = to_dataclass(config_type, cfg)
+    out_dir = start_command(config.seed, config.threads)
+    document = job(config, out_dir)
+    print(f"{headline(document)}\nresults: {out_dir / 'results.json'}")
+
+
 def run(cfg: DictConfig) -> None:
     """Entry point of ``noether-control plan``."""
-    config = to_dataclass(PlanConfig, cfg)
-    out_dir = start_command(config.seed, config.threads)
-    document = plan_episodes(config, out_dir)
-    print(f"{document['agent']['kind']} on {document['env_id']}: mean return "
-          f"{document['mean_return']:.1f} ± {document['stderr_return'] or 0:.1f} over "
-          f"{document['episodes']} episodes, {document['ms_per_action']:.1f} ms per action "
-          f"({document['ms_per_call']:.1f} ms per call for {document['num_envs']} envs)\n"
-          f"results: {out_dir / 'results.json'}")
+    run_agent_command(cfg, PlanConfig, plan_episodes, lambda document: (
+        f"{document['agent']['kind']} on {document['env_id']}: {mean_return_text(document)} "
+        f"over {document['episodes']} episodes, {document['ms_per_action']:.1f} ms per action "
+        f"({document['ms_per_call']:.1f} ms per call for {document['num_envs']} envs)"))

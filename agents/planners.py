@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -39,7 +39,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from noether_control.runtime import to_dataclass
+from noether_control.runtime import kind_dataclass
 
 Objective = Callable[[Tensor], Tensor]
 """``objective(actions float (E, N, H, A)) -> returns float (E, N)``: ``E`` independent problems
@@ -47,18 +47,27 @@ Objective = Callable[[Tensor], Tensor]
 Called once per planner iteration with every candidate of that iteration (one batch)."""
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"planner.{name}: expected an int >= {minimum}, got {value!r}")
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | np.integer)
 
 
 def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
 
 
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"planner.{name}: expected an int >= {minimum}, got {value!r}")
+
+
 def _check_positive(name: str, value: Any) -> None:
     if not _is_number(value) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"planner.{name}: expected a finite number > 0, got {value!r}")
+
+
+def _check_finite_at_least(name: str, value: Any, minimum: int) -> None:
+    if not _is_number(value) or not minimum <= value < math.inf:
+        raise ValueError(f"planner.{name}: expected a finite number >= {minimum}, got {value!r}")
 
 
 def _check_interval(name: str, value: Any, low: float, high: float, *, closed: bool) -> None:
@@ -69,27 +78,90 @@ def _check_interval(name: str, value: Any, low: float, high: float, *, closed: b
         raise ValueError(f"planner.{name}: expected a number in {interval}, got {value!r}")
 
 
-def _check_kind(config: Any, kind: str) -> None:
-    if config.kind != kind:
-        raise ValueError(
-            f"planner.kind: expected {kind!r} for {type(config).__name__}, got {config.kind!r}"
-        )
-
-
-def _check_elites(elites: Any, samples: int, *, floor: int = 1) -> None:
-    """``1 <= elites <= samples // floor``: iCEM's population never shrinks below 2 elites."""
-    limit = samples // floor
-    if isinstance(elites, bool) or not isinstance(elites, int | np.integer) or not (
-        1 <= elites <= limit
-    ):
+def _check_elites(elites: Any, config: Any) -> None:
+    """``1 <= elites <= samples // samples_per_elite`` of ``config``."""
+    floor = config.samples_per_elite
+    limit = config.samples // floor
+    if not _is_int(elites) or not 1 <= elites <= limit:
         bound = "samples" if floor == 1 else f"samples / {floor}"
         raise ValueError(
             f"planner.elites: expected 1 <= elites <= {bound} ({limit}), got {elites!r}"
         )
 
 
+_SETTING_RULES: dict[str, Callable[[str, Any, Any], None]] = {
+    # rule(setting, value, config), by setting name: a name means the same in every planner
+    "horizon": lambda name, value, _: _check_int(name, value, 1),
+    "iterations": lambda name, value, _: _check_int(name, value, 1),
+    "samples": lambda name, value, config: _check_int(name, value, config.samples_per_elite),
+    "elites": lambda _, value, config: _check_elites(value, config),
+    "init_std": lambda name, value, _: _check_positive(name, value),
+    "alpha": lambda name, value, _: _check_interval(name, value, 0.0, 1.0, closed=False),
+    "population_decay": lambda name, value, _: _check_finite_at_least(name, value, 1),
+    "keep_elites": lambda name, value, _: _check_interval(name, value, 0.0, 1.0, closed=True),
+    "noise_beta": lambda name, value, _: _check_finite_at_least(name, value, 0),
+    "noise_std": lambda name, value, _: _check_positive(name, value),
+    "temperature": lambda name, value, _: _check_positive(name, value),
+    "lr": lambda name, value, _: _check_positive(name, value),
+}
+
+
 @dataclass
-class RandomShootingConfig:
+class _PlannerConfig:
+    """What every planner config holds: its ``kind`` and the horizon; and the checks of all.
+
+    Each planner's config redeclares ``kind`` with its own name as the default (the name
+    ``conf/planner/<kind>.yaml`` and :data:`PLANNER_CONFIGS` use) and adds its own settings, or
+    redeclares a shared one with its own default. Every setting is checked, in field order, by
+    the rule of its name in :data:`_SETTING_RULES`.
+    """
+
+    kind: str
+    #: planning horizon H in steps (>= 1)
+    horizon: int = 15
+
+    #: iCEM's population never shrinks below 2 candidates per elite, every other planner's
+    #: below 1: ``elites <= samples / samples_per_elite``, so also ``samples >= samples_per_elite``
+    samples_per_elite: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        own_kind = type(self).kind  # a dataclass field's default is its class attribute
+        if self.kind != own_kind:
+            raise ValueError(
+                f"planner.kind: expected {own_kind!r} for {type(self).__name__}, got {self.kind!r}"
+            )
+        for setting in fields(self)[1:]:  # after kind, the first field
+            _SETTING_RULES[setting.name](setting.name, getattr(self, setting.name), self)
+
+
+@dataclass
+class _IterativeConfig(_PlannerConfig):
+    """A planner that calls the objective ``iterations`` times on sampled candidates."""
+
+    #: objective calls (>= 1)
+    iterations: int = 1
+    #: candidates N per iteration (>= 1)
+    samples: int = 1
+
+
+@dataclass
+class _GaussianConfig(_IterativeConfig):
+    """A cross-entropy planner: a diagonal Gaussian refit to the ``elites`` best candidates.
+
+    The mean and std move towards the elites' with momentum ``alpha``:
+    ``new = alpha * old + (1 - alpha) * elite`` (PETS's update).
+    """
+
+    #: best candidates that refit the Gaussian, 1 <= elites <= samples
+    elites: int = 50
+    #: initial std, in half-ranges of the action box (> 0)
+    init_std: float = 0.5
+    #: weight of the previous mean/std in each update, in [0, 1); PETS uses 0.1
+    alpha: float = 0.1
+
+
+@dataclass
+class RandomShootingConfig(_PlannerConfig):
     """Random shooting: the best of ``samples`` uniform sequences (one objective call).
 
     Nagabandi et al. 2018, "Neural network dynamics for model-based deep reinforcement learning
@@ -98,53 +170,29 @@ class RandomShootingConfig:
     """
 
     kind: str = "random"
-    #: planning horizon H in steps (>= 1)
-    horizon: int = 15
     #: candidates N per problem, the warm start included (>= 1)
     samples: int = 1000
 
-    def __post_init__(self) -> None:
-        _check_kind(self, "random")
-        _check_int("horizon", self.horizon, 1)
-        _check_int("samples", self.samples, 1)
-
 
 @dataclass
-class CEMConfig:
+class CEMConfig(_GaussianConfig):
     """Cross-entropy method with a diagonal Gaussian per problem, step and action dim.
 
     Rubinstein 1999, "The cross-entropy method for combinatorial and continuous optimization";
     as used for planning by PETS (Chua et al. 2018) and PlaNet (Hafner et al. 2019). Each
-    iteration samples ``samples`` sequences around the mean, keeps the ``elites`` best and moves
-    mean and std towards theirs: ``new = alpha * old + (1 - alpha) * elite`` (PETS's momentum).
+    iteration samples ``samples`` sequences around the mean, keeps the ``elites`` best and
+    refits the Gaussian to them.
     """
 
     kind: str = "cem"
-    #: planning horizon H in steps (>= 1)
-    horizon: int = 15
     #: objective calls (>= 1)
     iterations: int = 5
     #: candidates N per iteration (>= 1)
     samples: int = 500
-    #: best candidates that refit the Gaussian, 1 <= elites <= samples
-    elites: int = 50
-    #: initial std, in half-ranges of the action box (> 0)
-    init_std: float = 0.5
-    #: weight of the previous mean/std in each update, in [0, 1); PETS uses 0.1
-    alpha: float = 0.1
-
-    def __post_init__(self) -> None:
-        _check_kind(self, "cem")
-        _check_int("horizon", self.horizon, 1)
-        _check_int("iterations", self.iterations, 1)
-        _check_int("samples", self.samples, 1)
-        _check_elites(self.elites, self.samples)
-        _check_positive("init_std", self.init_std)
-        _check_interval("alpha", self.alpha, 0.0, 1.0, closed=False)
 
 
 @dataclass
-class ICEMConfig:
+class ICEMConfig(_GaussianConfig):
     """Improved CEM: coloured noise, a shrinking population and elites carried over.
 
     Pinneri et al. 2020, "Sample-efficient cross-entropy method for real-time planning" (CoRL).
@@ -158,47 +206,23 @@ class ICEMConfig:
     """
 
     kind: str = "icem"
-    #: planning horizon H in steps (>= 1)
-    horizon: int = 15
     #: objective calls (>= 1); the paper uses 3-5
     iterations: int = 4
     #: sampled candidates N_0 of the first iteration (>= 2 * elites)
     samples: int = 300
     #: best candidates that refit the Gaussian, 1 <= elites <= samples / 2
     elites: int = 30
+    samples_per_elite: ClassVar[int] = 2
     #: population shrink factor per iteration (>= 1; 1 keeps it constant)
     population_decay: float = 1.25
     #: fraction of the previous iteration's elites evaluated again, in [0, 1]
     keep_elites: float = 0.3
     #: exponent beta of the noise spectrum f^-beta along the horizon (>= 0; 0 white, 2 brown)
     noise_beta: float = 2.0
-    #: initial std, in half-ranges of the action box (> 0)
-    init_std: float = 0.5
-    #: weight of the previous mean/std in each update, in [0, 1)
-    alpha: float = 0.1
-
-    def __post_init__(self) -> None:
-        _check_kind(self, "icem")
-        _check_int("horizon", self.horizon, 1)
-        _check_int("iterations", self.iterations, 1)
-        _check_int("samples", self.samples, 2)
-        _check_elites(self.elites, self.samples, floor=2)
-        if not _is_number(self.population_decay) or not 1.0 <= self.population_decay < math.inf:
-            raise ValueError(
-                f"planner.population_decay: expected a finite number >= 1, "
-                f"got {self.population_decay!r}"
-            )
-        _check_interval("keep_elites", self.keep_elites, 0.0, 1.0, closed=True)
-        if not _is_number(self.noise_beta) or not 0.0 <= self.noise_beta < math.inf:
-            raise ValueError(
-                f"planner.noise_beta: expected a finite number >= 0, got {self.noise_beta!r}"
-            )
-        _check_positive("init_std", self.init_std)
-        _check_interval("alpha", self.alpha, 0.0, 1.0, closed=False)
 
 
 @dataclass
-class MPPIConfig:
+class MPPIConfig(_IterativeConfig):
     """Model-predictive path integral control: a softmax-weighted average of noisy sequences.
 
     Williams et al. 2017, "Information theoretic MPC for model-based reinforcement learning"
@@ -210,8 +234,6 @@ class MPPIConfig:
     """
 
     kind: str = "mppi"
-    #: planning horizon H in steps (>= 1)
-    horizon: int = 15
     #: objective calls (>= 1)
     iterations: int = 1
     #: candidates N per iteration (>= 1)
@@ -222,17 +244,9 @@ class MPPIConfig:
     #: is greedier, larger averages more candidates
     temperature: float = 1.0
 
-    def __post_init__(self) -> None:
-        _check_kind(self, "mppi")
-        _check_int("horizon", self.horizon, 1)
-        _check_int("iterations", self.iterations, 1)
-        _check_int("samples", self.samples, 1)
-        _check_positive("noise_std", self.noise_std)
-        _check_positive("temperature", self.temperature)
-
 
 @dataclass
-class GradientConfig:
+class GradientConfig(_IterativeConfig):
     """Gradient ascent with Adam through a differentiable objective, from several starts.
 
     As in Srinivas et al. 2018 ("Universal planning networks") and Henaff et al. 2017 ("Model-based
@@ -244,8 +258,6 @@ class GradientConfig:
     """
 
     kind: str = "gradient"
-    #: planning horizon H in steps (>= 1)
-    horizon: int = 15
     #: objective calls (>= 1); the last one only scores, so iterations - 1 Adam steps
     iterations: int = 20
     #: parallel starts N (>= 1), the warm start included
@@ -254,14 +266,6 @@ class GradientConfig:
     lr: float = 0.1
     #: std of the starts' perturbations, in half-ranges of the action box (> 0)
     noise_std: float = 0.5
-
-    def __post_init__(self) -> None:
-        _check_kind(self, "gradient")
-        _check_int("horizon", self.horizon, 1)
-        _check_int("iterations", self.iterations, 1)
-        _check_int("samples", self.samples, 1)
-        _check_positive("lr", self.lr)
-        _check_positive("noise_std", self.noise_std)
 
 
 PlannerConfig = RandomShootingConfig | CEMConfig | ICEMConfig | MPPIConfig | GradientConfig
@@ -322,8 +326,73 @@ def _scores(returns: Tensor, candidates: Tensor) -> Tensor:
     return torch.where(torch.isnan(returns), -math.inf, returns)
 
 
+@dataclass
+class _Problem:
+    """One ``plan`` call: the objective, the clipped warm start ``mean`` float ``(E, H, A)``,
+    the bounds ``low``, ``high`` ``(A,)`` on its device and dtype, and the generator."""
+
+    objective: Objective
+    mean: Tensor
+    low: Tensor
+    high: Tensor
+    generator: torch.Generator
+
+    def scale(self, std: float) -> Tensor:
+        """``std`` half-ranges of the action box, in action units ``(A,)``."""
+        return std * (self.high - self.low) / 2
+
+    def normal(self, samples: int) -> Tensor:
+        """Standard normal noise float ``(E, samples, H, A)``."""
+        return self._draw(torch.randn, samples)
+
+    def uniform(self, samples: int) -> Tensor:
+        """Sequences drawn uniformly from the box, float ``(E, samples, H, A)``."""
+        unit = self._draw(torch.rand, samples)
+        # low + (high - low) * u can round past high; the clamp keeps the bound exact
+        return self.clip(self.low + (self.high - self.low) * unit)
+
+    def _draw(self, sampler: Callable[..., Tensor], samples: int) -> Tensor:
+        E, H, A = self.mean.shape
+        return sampler((E, samples, H, A), generator=self.generator, device=self.mean.device,
+                       dtype=self.mean.dtype)
+
+    def clip(self, actions: Tensor) -> Tensor:
+        """``actions`` ``(..., A)`` clipped to the box."""
+        return actions.clamp(self.low, self.high)
+
+    def scores(self, candidates: Tensor) -> Tensor:
+        """The returns ``(E, N)`` of ``candidates`` ``(E, N, H, A)``: detached, NaN as ``-inf``."""
+        return _scores(self.objective(candidates), candidates)
+
+
+class _BestSoFar:
+    """The best evaluated sequence of each problem: ``plan`` ``(E, H, A)``, its return ``value``
+    ``(E,)``; the warm start, valued ``-inf``, until a sequence is evaluated."""
+
+    def __init__(self, warm_start: Tensor) -> None:
+        self.plan = warm_start
+        self.value = torch.full(warm_start.shape[:1], -math.inf, device=warm_start.device,
+                                dtype=warm_start.dtype)
+
+    def update(self, values: Tensor, plans: Tensor) -> None:
+        """Keep ``plans`` ``(E, H, A)`` where their returns ``values`` ``(E,)`` beat the best."""
+        improved = values > self.value
+        self.value = torch.where(improved, values, self.value)
+        self.plan = torch.where(improved[:, None, None], plans, self.plan)
+
+
+def _refit(mean: Tensor, std: Tensor, elites: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """``mean``, ``std`` ``(E, H, A)`` moved towards those of ``elites`` ``(E, K, H, A)``:
+    ``alpha * old + (1 - alpha) * elite``."""
+    return (alpha * mean + (1 - alpha) * elites.mean(dim=1),
+            alpha * std + (1 - alpha) * elites.std(dim=1, correction=0))
+
+
 class _BoxPlanner:
     """Config, bounds and horizon, and the warm-start checks every planner shares.
+
+    ``plan`` checks the warm start and hands the problem to the planner's ``_search``, under
+    ``torch.no_grad`` unless the planner ``differentiates`` through the objective.
 
     Args:
         config: the planner's config dataclass (``config_type``).
@@ -331,6 +400,7 @@ class _BoxPlanner:
     """
 
     config_type: ClassVar[type[PlannerConfig]]
+    differentiates: ClassVar[bool] = False
 
     def __init__(
         self, config: PlannerConfig, low: Tensor | np.ndarray, high: Tensor | np.ndarray
@@ -343,8 +413,25 @@ class _BoxPlanner:
         self.horizon = config.horizon
         self.low, self.high = _check_bounds(low, high)
 
-    def _start(self, initial_mean: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Bounds ``(A,)`` on the warm start's device and dtype, and the clipped warm start."""
+    def plan(
+        self, objective: Objective, initial_mean: Tensor, generator: torch.Generator
+    ) -> Tensor:
+        """``initial_mean`` float ``(E, H, A)`` (the warm start) -> plan float ``(E, H, A)``
+        inside the bounds (see the module docstring)."""
+        problem = self._start(objective, initial_mean, generator)
+        if self.differentiates:
+            return self._search(problem)
+        with torch.no_grad():
+            return self._search(problem)
+
+    def _search(self, problem: _Problem) -> Tensor:
+        """The plan float ``(E, H, A)`` of ``problem``, inside the bounds."""
+        raise NotImplementedError
+
+    def _start(
+        self, objective: Objective, initial_mean: Tensor, generator: torch.Generator
+    ) -> _Problem:
+        """The problem: bounds on the warm start's device and dtype, the clipped warm start."""
         shape = (self.horizon, self.low.shape[0])
         if (
             not isinstance(initial_mean, Tensor)
@@ -363,7 +450,7 @@ class _BoxPlanner:
         low = self.low.to(initial_mean.device, initial_mean.dtype)
         high = self.high.to(initial_mean.device, initial_mean.dtype)
         # float32 rounding of a shifted or model-made warm start may step just past a bound
-        return low, high, initial_mean.detach().clamp(low, high)
+        return _Problem(objective, initial_mean.detach().clamp(low, high), low, high, generator)
 
 
 class RandomShooting(_BoxPlanner):
@@ -375,22 +462,10 @@ class RandomShooting(_BoxPlanner):
     config_type = RandomShootingConfig
     config: RandomShootingConfig
 
-    @torch.no_grad()
-    def plan(
-        self, objective: Objective, initial_mean: Tensor, generator: torch.Generator
-    ) -> Tensor:
-        low, high, mean = self._start(initial_mean)
-        E, H, A = mean.shape
-        unit = torch.rand(
-            (E, self.config.samples - 1, H, A),
-            generator=generator,
-            device=mean.device,
-            dtype=mean.dtype,
-        )
-        # low + (high - low) * u can round past high; the clamp keeps the bound exact
-        samples = (low + (high - low) * unit).clamp(low, high)
-        candidates = torch.cat((mean[:, None], samples), dim=1)
-        best = _scores(objective(candidates), candidates).argmax(dim=1)
+    def _search(self, problem: _Problem) -> Tensor:
+        samples = problem.uniform(self.config.samples - 1)
+        candidates = torch.cat((problem.mean[:, None], samples), dim=1)
+        best = problem.scores(candidates).argmax(dim=1)
         return _take(candidates, best[:, None])[:, 0]
 
 
@@ -406,25 +481,16 @@ class CEM(_BoxPlanner):
     config_type = CEMConfig
     config: CEMConfig
 
-    @torch.no_grad()
-    def plan(
-        self, objective: Objective, initial_mean: Tensor, generator: torch.Generator
-    ) -> Tensor:
+    def _search(self, problem: _Problem) -> Tensor:
         c = self.config
-        low, high, mean = self._start(initial_mean)
-        E, H, A = mean.shape
-        std = (c.init_std * (high - low) / 2).expand(E, H, A)
+        mean, std = problem.mean, problem.scale(c.init_std).expand_as(problem.mean)
         for _ in range(c.iterations):
-            noise = torch.randn(
-                (E, c.samples, H, A), generator=generator, device=mean.device, dtype=mean.dtype
-            )
-            candidates = (mean[:, None] + std[:, None] * noise).clamp(low, high)
-            returns = _scores(objective(candidates), candidates)
+            candidates = problem.clip(mean[:, None] + std[:, None] * problem.normal(c.samples))
+            returns = problem.scores(candidates)
             elites = _take(candidates, returns.topk(c.elites, dim=1).indices)
-            mean = c.alpha * mean + (1 - c.alpha) * elites.mean(dim=1)
-            std = c.alpha * std + (1 - c.alpha) * elites.std(dim=1, correction=0)
+            mean, std = _refit(mean, std, elites, c.alpha)
         # a convex combination of in-box values can still round past a float32 bound
-        return mean.clamp(low, high)
+        return problem.clip(mean)
 
 
 def colored_noise(
@@ -476,37 +542,28 @@ class ICEM(_BoxPlanner):
     config_type = ICEMConfig
     config: ICEMConfig
 
-    @torch.no_grad()
-    def plan(
-        self, objective: Objective, initial_mean: Tensor, generator: torch.Generator
-    ) -> Tensor:
+    def _search(self, problem: _Problem) -> Tensor:
         c = self.config
-        low, high, mean = self._start(initial_mean)
+        mean, std = problem.mean, problem.scale(c.init_std).expand_as(problem.mean)
         E, H, A = mean.shape
-        std = (c.init_std * (high - low) / 2).expand(E, H, A)
         kept = round(c.keep_elites * c.elites)
-        best_plan = mean
-        best_return = torch.full((E,), -math.inf, device=mean.device, dtype=mean.dtype)
+        best = _BestSoFar(mean)
         sampled = c.samples
         kept_elites = mean.new_empty((E, 0, H, A))
         for iteration in range(c.iterations):
-            noise = colored_noise(
-                c.noise_beta, (E, sampled, A, H), generator, device=mean.device, dtype=mean.dtype
-            ).transpose(-1, -2)
-            parts = [(mean[:, None] + std[:, None] * noise).clamp(low, high), kept_elites]
+            noise = colored_noise(c.noise_beta, (E, sampled, A, H), problem.generator,
+                                  device=mean.device, dtype=mean.dtype).transpose(-1, -2)
+            parts = [problem.clip(mean[:, None] + std[:, None] * noise), kept_elites]
             if iteration == c.iterations - 1:
                 parts.append(mean[:, None])
             candidates = torch.cat(parts, dim=1)
-            top = _scores(objective(candidates), candidates).topk(c.elites, dim=1)
+            top = problem.scores(candidates).topk(c.elites, dim=1)
             elites = _take(candidates, top.indices)  # best first
             kept_elites = elites[:, :kept]
-            improved = top.values[:, 0] > best_return
-            best_return = torch.where(improved, top.values[:, 0], best_return)
-            best_plan = torch.where(improved[:, None, None], elites[:, 0], best_plan)
-            mean = c.alpha * mean + (1 - c.alpha) * elites.mean(dim=1)
-            std = c.alpha * std + (1 - c.alpha) * elites.std(dim=1, correction=0)
+            best.update(top.values[:, 0], elites[:, 0])
+            mean, std = _refit(mean, std, elites, c.alpha)
             sampled = max(2 * c.elites, int(sampled / c.population_decay))
-        return best_plan
+        return best.plan
 
 
 class MPPI(_BoxPlanner):
@@ -519,26 +576,18 @@ class MPPI(_BoxPlanner):
     config_type = MPPIConfig
     config: MPPIConfig
 
-    @torch.no_grad()
-    def plan(
-        self, objective: Objective, initial_mean: Tensor, generator: torch.Generator
-    ) -> Tensor:
+    def _search(self, problem: _Problem) -> Tensor:
         c = self.config
-        low, high, mean = self._start(initial_mean)
-        E, H, A = mean.shape
-        std = c.noise_std * (high - low) / 2
+        mean, std = problem.mean, problem.scale(c.noise_std)
         for _ in range(c.iterations):
-            noise = torch.randn(
-                (E, c.samples, H, A), generator=generator, device=mean.device, dtype=mean.dtype
-            )
-            candidates = (mean[:, None] + std * noise).clamp(low, high)
-            returns = _scores(objective(candidates), candidates)
+            candidates = problem.clip(mean[:, None] + std * problem.normal(c.samples))
+            returns = problem.scores(candidates)
             # softmax subtracts the max itself; it gives NaN weights only when every return is
             # -inf, and then the mean is kept
             weights = torch.softmax(returns / c.temperature, dim=1)
             update = torch.einsum("en,enha->eha", weights, candidates)
             mean = torch.where(torch.isnan(update), mean, update)
-        return mean.clamp(low, high)
+        return problem.clip(mean)
 
 
 class GradientPlanner(_BoxPlanner):
@@ -552,30 +601,22 @@ class GradientPlanner(_BoxPlanner):
 
     config_type = GradientConfig
     config: GradientConfig
+    differentiates = True
 
-    def plan(
-        self, objective: Objective, initial_mean: Tensor, generator: torch.Generator
-    ) -> Tensor:
+    def _search(self, problem: _Problem) -> Tensor:
         c = self.config
-        low, high, mean = self._start(initial_mean)
-        E, H, A = mean.shape
-        noise = torch.randn(
-            (E, c.samples - 1, H, A), generator=generator, device=mean.device, dtype=mean.dtype
-        )
-        starts = (mean[:, None] + c.noise_std * (high - low) / 2 * noise).clamp(low, high)
+        mean = problem.mean
+        noise = problem.normal(c.samples - 1)
+        starts = problem.clip(mean[:, None] + problem.scale(c.noise_std) * noise)
         actions = torch.cat((mean[:, None], starts), dim=1).requires_grad_(True)
         optimiser = torch.optim.Adam([actions], lr=c.lr)
-        best_plan = mean
-        best_return = torch.full((E,), -math.inf, device=mean.device, dtype=mean.dtype)
+        best = _BestSoFar(mean)
         for iteration in range(c.iterations):
             with torch.enable_grad():
-                raw = objective(actions)
+                raw = problem.objective(actions)
                 total = raw.sum()
             top = _scores(raw, actions).max(dim=1)
-            improved = top.values > best_return
-            best_return = torch.where(improved, top.values, best_return)
-            evaluated = _take(actions.detach(), top.indices[:, None])[:, 0]
-            best_plan = torch.where(improved[:, None, None], evaluated, best_plan)
+            best.update(top.values, _take(actions.detach(), top.indices[:, None])[:, 0])
             if iteration == c.iterations - 1:
                 break
             if not raw.requires_grad:
@@ -589,18 +630,13 @@ class GradientPlanner(_BoxPlanner):
             actions.grad = -gradient.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
             optimiser.step()
             with torch.no_grad():
-                actions.clamp_(low, high)
-        return best_plan
+                actions.clamp_(problem.low, problem.high)
+        return best.plan
 
 
 def planner_config(cfg: DictConfig | dict[str, Any] | PlannerConfig) -> PlannerConfig:
     """Validate a planner config node (its ``kind`` picks the dataclass) and return it."""
-    if isinstance(cfg, RandomShootingConfig | CEMConfig | ICEMConfig | MPPIConfig | GradientConfig):
-        return cfg
-    kind = cfg.get("kind") if isinstance(cfg, dict | DictConfig) else None
-    if kind not in PLANNER_CONFIGS:
-        raise ValueError(f"planner.kind: expected one of {sorted(PLANNER_CONFIGS)}, got {kind!r}")
-    return to_dataclass(PLANNER_CONFIGS[kind], cfg)
+    return kind_dataclass("planner", cfg, PLANNER_CONFIGS)
 
 
 def make_planner(

@@ -26,7 +26,7 @@ import numpy as np
 from gymnasium import spaces
 from omegaconf import DictConfig
 
-from noether_control.runtime import resolve_device, to_dataclass
+from noether_control.runtime import kind_dataclass, resolve_device
 
 Observation = np.ndarray | dict[str, np.ndarray]
 
@@ -340,12 +340,7 @@ def _mpc_policy(config: MPCPolicyConfig, action_space: spaces.Space, num_envs: i
 
 def policy_config(cfg: DictConfig | dict[str, Any] | PolicyConfig) -> PolicyConfig:
     """Validate a policy config node (its ``kind`` picks the dataclass) and return it."""
-    if isinstance(cfg, UniformPolicyConfig | OUPolicyConfig | SB3PolicyConfig | MPCPolicyConfig):
-        return cfg
-    kind = cfg.get("kind") if isinstance(cfg, dict | DictConfig) else None
-    if kind not in POLICY_CONFIGS:
-        raise ValueError(f"policy.kind: expected one of {sorted(POLICY_CONFIGS)}, got {kind!r}")
-    return to_dataclass(POLICY_CONFIGS[kind], cfg)
+    return kind_dataclass("policy", cfg, POLICY_CONFIGS)
 
 
 def make_policy(

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from noether_control.agents.harness import run_episodes
+from noether_control.agents.harness import mean_return_text, run_episodes
 from noether_control.agents.model_env import (
     ContextSampler,
     LatentPolicyAgent,
@@ -41,14 +41,14 @@ from noether_control.agents.plan import (
     check_env_fits,
     episode_summary,
     load_planning_checkpoint,
+    run_agent_command,
 )
 from noether_control.data.env_config import EnvConfig, env_spec, make_vector_env
 from noether_control.evaluation.evaluate import training_data_settings
 from noether_control.runtime import (
     atomic_path,
+    require_at_least,
     resolve_device,
-    start_command,
-    to_dataclass,
     write_json,
 )
 
@@ -105,13 +105,9 @@ class RLConfig:
         algorithm_class(self.algo)
         self.model_env.validate()
         for name in ("num_envs", "steps", "episodes", "eval_num_envs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every: expected >= 0, got {self.checkpoint_every}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
+            require_at_least(name, getattr(self, name), 1, integer=True)
+        require_at_least("checkpoint_every", self.checkpoint_every, 0, integer=True)
+        require_at_least("threads", self.threads, 1, integer=True, optional=True)
 
 
 def imagined_env(config: RLConfig, loaded: LoadedModel, action_space: Any) -> WorldModelVecEnv:
@@ -212,10 +208,7 @@ def train_in_model(config: RLConfig, out_dir: Path) -> dict[str, Any]:
 
 def run(cfg: DictConfig) -> None:
     """Entry point of ``noether-control rl``."""
-    config = to_dataclass(RLConfig, cfg)
-    out_dir = start_command(config.seed, config.threads)
-    document = train_in_model(config, out_dir)
-    print(f"{config.algo} trained for {document['imagined_steps']} imagined steps "
-          f"({document['train_seconds']:.0f} s) on {document['env_id']}: mean return "
-          f"{document['mean_return']:.1f} ± {document['stderr_return'] or 0:.1f} over "
-          f"{document['episodes']} real episodes\nresults: {out_dir / 'results.json'}")
+    run_agent_command(cfg, RLConfig, train_in_model, lambda document: (
+        f"{document['agent']['algo']} trained for {document['imagined_steps']} imagined steps "
+        f"({document['train_seconds']:.0f} s) on {document['env_id']}: "
+        f"{mean_return_text(document)} over {document['episodes']} real episodes"))

@@ -12,7 +12,7 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -356,6 +356,20 @@ def to_dataclass(cls: type[T], cfg: DictConfig | dict[str, Any]) -> T:
         raise ValueError(
             f"invalid {cls.__name__} config: {error}; expected keys: {names}"
         ) from error
+
+
+def kind_dataclass(group: str, cfg: Any, configs: Mapping[str, type[T]]) -> T:
+    """The config of a group whose ``kind`` picks the dataclass among ``configs`` (kind -> type).
+
+    ``cfg``: a config node (dict or DictConfig), validated by :func:`to_dataclass` against
+    ``configs[cfg.kind]``, or an instance of one of ``configs``, returned as it is.
+    """
+    if isinstance(cfg, tuple(configs.values())):
+        return cfg
+    kind = cfg.get("kind") if isinstance(cfg, dict | DictConfig) else None
+    if kind not in configs:
+        raise ValueError(f"{group}.kind: expected one of {sorted(configs)}, got {kind!r}")
+    return to_dataclass(configs[kind], cfg)
 
 
 def require_choice(setting: str, value: Any, choices: Sequence[Any]) -> None:
