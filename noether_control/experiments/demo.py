@@ -60,7 +60,6 @@ from noether_control.training.train import train_world_model
 class GifConfig:
     """The ``gif`` stage: a grid animation of a few sub-envs of each pixel env."""
 
-    #: one row per env id
     env_ids: list[str] = field(
         default_factory=lambda: [
             "NoetherControl/PixelPendulum-v0",
@@ -68,61 +67,63 @@ class GifConfig:
             "NoetherControl/PixelDoublePendulum-v0",
         ]
     )
-    #: columns: sub-envs per env
+    """One row per env id."""
     num_envs: int = 4
-    #: frames after the first (at most the envs' 200-step limit)
+    """Columns: sub-envs per env."""
     steps: int = 100
-    #: frame side in pixels as rendered by the envs
+    """Frames after the first (at most the envs' 200-step limit)."""
     image_size: int = 64
-    #: integer upscaling of each frame in the GIF
+    """Frame side in pixels as rendered by the envs."""
     scale: int = 2
-    #: frames per second of the GIF
+    """Integer upscaling of each frame in the GIF."""
     fps: int = 20
-    #: OU noise of the actions (see conf/policy/ou.yaml)
+    """Frames per second of the GIF."""
     theta: float = 0.15
+    """Mean reversion of the actions' OU noise (see conf/policy/ou.yaml)."""
     sigma: float = 0.3
+    """Scale of the actions' OU noise."""
 
 
 @dataclass
 class WorldModelStageConfig:
     """The ``world_model`` stage: train the world model, then evaluate it."""
 
-    #: the ``train`` command's preset (``conf/commands/train/experiment/``) that defines the
-    #: model and its training: the stage trains exactly ``train experiment=PRESET``
     preset: str = "demo"
-    #: more ``train`` overrides on top of the preset, e.g. ``[train.steps=2000]``
+    """The ``train`` command's preset (``conf/commands/train/experiment/``) that defines the
+    model and its training: the stage trains exactly ``train experiment=PRESET``."""
     overrides: list[str] = field(default_factory=list)
-    #: evaluation horizon (the per-horizon table and the reference predictors)
+    """More ``train`` overrides on top of the preset, e.g. ``[train.steps=2000]``."""
     horizon: int = 25
-    #: test windows evaluated, evenly spread; null: every non-overlapping one
+    """Evaluation horizon (the per-horizon table and the reference predictors)."""
     max_sequences: int | None = None
+    """Test windows evaluated, evenly spread; null: every non-overlapping one."""
 
 
 @dataclass
 class PlanningStageConfig:
     """The ``planning`` stage: MPC through the trained model beside random actions."""
 
-    #: false skips the stage
     enabled: bool = True
-    #: seeded episodes per agent (all run in parallel)
+    """False skips the stage."""
     episodes: int = 4
-    #: first episode seed (not among the collection's seeds)
+    """Seeded episodes per agent (all run in parallel)."""
     seed: int = 1000
-    #: a planner group node (``conf/planner``)
+    """First episode seed (not among the collection's seeds)."""
     planner: dict[str, Any] = field(default_factory=lambda: {"kind": "mppi"})
-    #: episodes shown in the GIF
+    """A planner group node (``conf/planner``)."""
     record: int = 2
+    """Episodes shown in the GIF."""
 
 
 @dataclass
 class DemoConfig:
     """Config of ``noether-control demo`` (``conf/commands/demo/demo.yaml``)."""
 
-    #: seeds every stage
     seed: int = 0
-    #: torch CPU threads; 1 because on a small machine shared with other jobs, more threads
-    #: than free cores made training several times slower; null: torch's default
+    """Seeds every stage."""
     threads: int | None = 1
+    """Torch CPU threads; 1 because on a small machine shared with other jobs, more threads
+    than free cores made training several times slower; null: torch's default."""
     collect: CollectConfig = field(default_factory=CollectConfig)
     gif: GifConfig = field(default_factory=GifConfig)
     world_model: WorldModelStageConfig = field(default_factory=WorldModelStageConfig)
