@@ -72,9 +72,15 @@ from noether_control.discovery.scoring import (
     train_one_step,
     usefulness_order,
 )
-from noether_control.discovery.sparse import resolve_method, sparse_search
+from noether_control.discovery.sparse import (
+    FAMILY_RULES,
+    FamilyChoice,
+    resolve_method,
+    sparse_search,
+)
 from noether_control.discovery.trend import trend_basis, trend_degrees
 from noether_control.runtime import (
+    require_choice,
     resolve_device,
     run_dir,
     seed_everything,
@@ -130,6 +136,13 @@ class SearchConfig:
     sparse_tolerance: float = 2.0
     """``sparse``: the chosen law is the sparsest one along the elimination whose variance ratio
     Var_within / Var_random is within this factor of the best along it."""
+    family_rule: str = "diagonal_kinetic"
+    """``sparse``: how one law is chosen when conservation leaves a family of them (more than one
+    independent conserved combination, as the normal modes of coupled linear oscillators):
+    ``diagonal_kinetic`` drops the terms that multiply two different velocity columns (point
+    masses in Cartesian coordinates have a diagonal kinetic energy; velocities recognised by
+    their units, e.g. ``m/s`` beside ``m``) and redoes the fit; ``none`` reports the member the
+    fit returns. Never applied to a one-dimensional family."""
     max_size: int = 7
     """Largest formula size in nodes (``p**2 - k*cos(q)`` has 7)."""
     max_params: int = 2
@@ -194,6 +207,7 @@ class SearchConfig:
     """Samples per left-out block when there are fewer than 10 training trajectories."""
 
     def __post_init__(self) -> None:
+        require_choice("search.family_rule", self.family_rule, FAMILY_RULES)
         if self.uncertainty_block < 1:
             raise ValueError(f"search.uncertainty_block: expected >= 1 samples, got "
                              f"{self.uncertainty_block}")
@@ -324,6 +338,7 @@ class SearchResult:
     method: str = "enumerate"
     sparse_path: list[tuple[int, float]] | None = None
     sparse_family: int = 1
+    sparse_choice: FamilyChoice | None = None
 
 
 def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
@@ -382,7 +397,7 @@ def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
     return SearchResult(stats.per_size, stats.distinct_per_size, stats.n_enumerated,
                         len(formulas), survivors, seconds, stats.dropped, data, random,
                         random_reason, degrees, window, smoothing_excess, method, stats.path,
-                        stats.family)
+                        stats.family, stats.choice)
 
 
 @dataclass
@@ -396,6 +411,7 @@ class _SearchStats:
     seconds: dict[str, float]
     path: list[tuple[int, float]] | None = None
     family: int = 1
+    choice: FamilyChoice | None = None
 
 
 def _enumerate_and_fit(train: Trajectories, data: FitData, probe: torch.Tensor,
@@ -436,14 +452,14 @@ def _sparse_fit(train: Trajectories, data: FitData, config: SearchConfig
     the enumerated formulas."""
     start = time.perf_counter()
     law = sparse_search(train.units, data, max_degree=config.sparse_degree,
-                        tolerance=config.sparse_tolerance)
+                        tolerance=config.sparse_tolerance, family_rule=config.family_rule)
     params = torch.as_tensor(law.params, dtype=torch.float64).reshape(1, -1)
     ratio, raw_ratio, trivial = score_formulas([law.formula], data, params,
                                                noise_floor=config.noise_floor)
     fit = FitResult(params, ratio, raw_ratio, trivial, [])
     seconds = {"fit": time.perf_counter() - start}
     return [law.formula], fit, _SearchStats({}, {}, law.n_terms, {}, seconds, law.path,
-                                            law.family)
+                                            law.family, law.choice)
 
 
 def constant_uncertainty(candidates: list[Candidate], data: FitData, config: SearchConfig
@@ -614,6 +630,42 @@ def formula_record(candidate: Candidate, names: list[str], train: Trajectories,
     }
 
 
+def family_note(family: int, choice: FamilyChoice | None, rule: str, names: list[str]) -> str:
+    """The console note on a conserved family of dimension ``family`` above 1 and on how
+    ``search.family_rule`` (``rule``) chose its member (``choice``: ``None`` for ``none``)."""
+    note = (f"note: conservation leaves a {family}-dimensional family of laws ({family} "
+            f"independent combinations of the candidate terms are conserved, e.g. the energies "
+            f"of the normal modes of coupled linear oscillators)")
+    if choice is None:
+        return f"{note}; search.family_rule={rule}: the law is the member the fit returns"
+    velocities = ", ".join(names[i] for i in choice.velocities) or "none"
+    if not choice.applied:
+        return (f"{note}; search.family_rule={rule} cannot apply: the units give fewer than two "
+                f"velocity columns (a column whose unit is another's per second; here: "
+                f"{velocities}), so the law is the member the fit returns")
+    dropped = ", ".join(str(to_sympy(term, names)) for term in choice.dropped)
+    remaining = ("one law" if choice.family == 1
+                 else f"a {choice.family}-dimensional family, of which the law is one member")
+    return (f"{note}; search.family_rule={rule} chose the law: a diagonal kinetic energy, the "
+            f"terms with two different velocities ({dropped}; velocities by their units: "
+            f"{velocities}) dropped and the fit redone, leaving {remaining}")
+
+
+def family_record(result: SearchResult, rule: str, names: list[str]) -> dict[str, Any] | None:
+    """The ``results.json`` entry on how the law was chosen from a conserved family of dimension
+    above 1 (``None`` without one)."""
+    if result.method != "sparse" or result.sparse_family == 1:
+        return None
+    choice = result.sparse_choice
+    if choice is None:
+        return {"rule": rule, "applied": False, "family_after": result.sparse_family,
+                "velocities": None, "dropped_terms": [], "eigenvalues_after": None}
+    return {"rule": rule, "applied": choice.applied, "family_after": choice.family,
+            "velocities": [names[i] for i in choice.velocities],
+            "dropped_terms": [str(to_sympy(term, names)) for term in choice.dropped],
+            "eigenvalues_after": choice.eigenvalues}
+
+
 def fit_text(record: dict[str, Any], name: str) -> str:
     """`` (fit 1.065 ± 0.043)``: constant ``name``'s conservation fit and its standard error,
     when it has one."""
@@ -716,10 +768,8 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
               f"Var_within/Var_random by terms kept: " + ", ".join(
                   f"{n}: {value:.3g}" for n, value in result.sparse_path[-12:][::-1]))
         if result.sparse_family > 1:
-            print(f"note: {result.sparse_family} independent combinations of the candidate terms "
-                  f"are conserved (e.g. the energies of the normal modes of coupled linear "
-                  f"oscillators): conservation alone cannot single out one law, and the sparse "
-                  f"search reports one member of that family")
+            print(family_note(result.sparse_family, result.sparse_choice,
+                              config.search.family_rule, names))
     else:
         print(f"enumerated {result.n_enumerated} unit-correct formulas (per size "
               f"{result.per_size}); {result.n_candidates} distinct candidates fitted (per size "
@@ -770,6 +820,7 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
         "method": result.method,
         "sparse_path": result.sparse_path,
         "sparse_family": result.sparse_family if result.method == "sparse" else None,
+        "sparse_family_choice": family_record(result, config.search.family_rule, names),
         "random": result.random,
         "random_reason": result.random_reason,
         "smooth_window": result.smooth_window,
