@@ -18,7 +18,7 @@ from noether_control.discovery.discover import (
     search,
 )
 from noether_control.discovery.expressions import to_sympy
-from noether_control.discovery.sparse import candidate_terms, resolve_method
+from noether_control.discovery.sparse import candidate_terms, conserved_family, resolve_method
 from noether_control.discovery.units import Unit, parse_unit, velocity_columns
 
 ANGLES = ["q1", "q2", "w1", "w2"]
@@ -133,6 +133,20 @@ def test_without_a_family_rule_coupled_oscillators_give_a_mixture_of_mode_energi
     (law,) = result.survivors
     assert law.variance_ratio > 1000
     assert "v1*v2" in str(to_sympy(law.formula, SPRINGS))
+
+
+@pytest.mark.parametrize(("eigenvalues", "family"), [
+    ([2.4e-4, 5.6e-3, 0.83, 0.85], 2),  # coupled oscillators' mode energies: 23x, then 149x
+    ([1.6e-4, 8.4e-3, 1.2e-2, 0.081, 0.19], 1),  # the double pendulum: 52x, then at most 9x
+    ([1e-17, -1e-18, 0.8, 0.9], 2),  # exactly conserved, at rounding level
+    ([0.2, 0.4, 0.8, 0.9], 1),  # no gap, no family
+])
+def test_the_conserved_family_ends_at_the_largest_gap_of_the_spectrum(
+        eigenvalues: list[float], family: int) -> None:
+    within = torch.diag(torch.tensor(eigenvalues, dtype=torch.float64))
+    random = torch.eye(len(eigenvalues), dtype=torch.float64)
+    active = torch.ones(len(eigenvalues), dtype=torch.bool)
+    assert conserved_family(within, random, active)[0] == family
 
 
 def test_velocities_are_recognised_by_their_units() -> None:
