@@ -311,6 +311,30 @@ def load_trajectories(path: str | Path, units: Mapping[str, str], *,
             fewer than 5 samples.
     """
     path = Path(path)
+    numbered = _text_lines(path)
+    names, body, separator = _columns_and_body(path, numbered, columns)
+    state_names, parsed_units = _state_columns(path, names, units, time, trajectory)
+    table, line_numbers = _rows(path, body, names, separator)
+    # checked after the rows, whose errors (a ragged row) often explain a wrong header better
+    unknown = [str(name) for name in units if name not in names]
+    if unknown:
+        raise ValueError(f"data.units: column(s) {unknown} are not in {str(path)!r}; its columns "
+                         f"are {names} (set data.columns=[...] if the header is wrong)")
+    column = {name: table[:, i] for i, name in enumerate(names)}
+    boundaries = [0, len(table)] if trajectory is None else _trajectory_boundaries(
+        path, column[trajectory], trajectory)
+    state_matrix = np.stack([column[name] for name in state_names], axis=1)
+    states, times = [], []
+    for start, stop in itertools.pairwise(boundaries):
+        _check_times(path, column[time][start:stop], line_numbers[start:stop])
+        states.append(state_matrix[start:stop].copy())
+        times.append(column[time][start:stop].copy())
+    return Trajectories(state_names, parsed_units, states, times, energy)
+
+
+def _text_lines(path: Path) -> list[tuple[int, str]]:
+    """The non-blank lines of the file at ``path`` as ``(line number, stripped text)``, bare
+    ``#``/``%`` lines before the header dropped."""
     if not path.is_file():
         raise FileNotFoundError(f"data.path: expected a readable file, got {str(path)!r}")
     try:
@@ -326,6 +350,14 @@ def load_trajectories(path: str | Path, units: Mapping[str, str], *,
     if not numbered:
         raise ValueError(f"{path}: expected a header and data rows, got no lines besides blank "
                          f"or bare comment ones")
+    return numbered
+
+
+def _columns_and_body(path: Path, numbered: list[tuple[int, str]],
+                      columns: Sequence[str] | None
+                      ) -> tuple[list[str], list[tuple[int, str]], str | None]:
+    """The column names (from the header, or ``columns``), the lines after the header and the
+    separator (``,`` when the first line has one, else whitespace: ``None``)."""
     first_number, first = numbered[0]
     separator = "," if "," in first else None
     header_text = first.lstrip("#%").strip()
@@ -341,6 +373,12 @@ def load_trajectories(path: str | Path, units: Mapping[str, str], *,
         names, body = header, numbered[1:]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: expected distinct column names, got {names}")
+    return names, body, separator
+
+
+def _state_columns(path: Path, names: list[str], units: Mapping[str, str], time: str,
+                   trajectory: str | None) -> tuple[list[str], list[Unit]]:
+    """The state columns (all but ``time`` and ``trajectory``) and their parsed units."""
     for role, name in (("time", time), ("trajectory", trajectory)):
         if name is not None and name not in names:
             raise ValueError(f"{path}: data.{role} column {name!r} not found; the columns are "
@@ -359,6 +397,13 @@ def load_trajectories(path: str | Path, units: Mapping[str, str], *,
             parsed_units.append(parse_unit(str(units[name])))
         except ValueError as error:
             raise ValueError(f"data.units[{name!r}]: {error}") from error
+    return state_names, parsed_units
+
+
+def _rows(path: Path, body: list[tuple[int, str]], names: list[str], separator: str | None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """The data rows ``(N, len(names))`` (comment lines skipped) and their line numbers
+    ``(N,)``."""
     rows, row_lines = [], []
     for number, line in body:
         if line.startswith(("#", "%")):
@@ -382,40 +427,33 @@ def load_trajectories(path: str | Path, units: Mapping[str, str], *,
         row_lines.append(number)
     if not rows:
         raise ValueError(f"{path}: expected data rows after the header, got none")
-    # checked after the rows, whose errors (a ragged row) often explain a wrong header better
-    unknown = [str(name) for name in units if name not in names]
-    if unknown:
-        raise ValueError(f"data.units: column(s) {unknown} are not in {str(path)!r}; its columns "
-                         f"are {names} (set data.columns=[...] if the header is wrong)")
-    table = np.asarray(rows, dtype=np.float64)
-    line_numbers = np.asarray(row_lines)
-    column = {name: table[:, i] for i, name in enumerate(names)}
-    if trajectory is None:
-        boundaries = [0, len(table)]
-    else:
-        labels = column[trajectory]
-        changes = np.flatnonzero(labels[1:] != labels[:-1]) + 1
-        boundaries = [0, *changes.tolist(), len(table)]
-        seen = labels[np.asarray(boundaries[:-1])]
-        if len(np.unique(seen)) != len(seen):
-            raise ValueError(f"{path}: rows of each {trajectory!r} value must be contiguous; "
-                             f"trajectory labels repeat after others")
-    state_matrix = np.stack([column[name] for name in state_names], axis=1)
-    states, times = [], []
-    for start, stop in itertools.pairwise(boundaries):
-        label = f"trajectory starting at line {line_numbers[start]}"
-        if stop - start < MIN_POINTS_PER_TRAJECTORY:
-            raise ValueError(f"{path}: {label} has {stop - start} samples; expected at least "
-                             f"{MIN_POINTS_PER_TRAJECTORY}")
-        stamps = column[time][start:stop]
-        steps = np.diff(stamps)
-        if np.any(steps <= 0):
-            bad = start + 1 + int(np.argmax(steps <= 0))
-            raise ValueError(f"{path}:{line_numbers[bad]}: time {stamps[bad - start]:g} does not "
-                             f"increase (previous {stamps[bad - start - 1]:g}) in {label}")
-        states.append(state_matrix[start:stop].copy())
-        times.append(stamps.copy())
-    return Trajectories(state_names, parsed_units, states, times, energy)
+    return np.asarray(rows, dtype=np.float64), np.asarray(row_lines)
+
+
+def _trajectory_boundaries(path: Path, labels: np.ndarray, trajectory: str) -> list[int]:
+    """Row indices where each trajectory starts, then the number of rows, for the trajectory
+    column ``labels`` ``(N,)``, whose values must each form one contiguous run."""
+    changes = np.flatnonzero(labels[1:] != labels[:-1]) + 1
+    boundaries = [0, *changes.tolist(), len(labels)]
+    seen = labels[np.asarray(boundaries[:-1])]
+    if len(np.unique(seen)) != len(seen):
+        raise ValueError(f"{path}: rows of each {trajectory!r} value must be contiguous; "
+                         f"trajectory labels repeat after others")
+    return boundaries
+
+
+def _check_times(path: Path, stamps: np.ndarray, line_numbers: np.ndarray) -> None:
+    """Refuse a trajectory with too few samples or time stamps ``(T,)`` (read from
+    ``line_numbers`` ``(T,)``) that do not strictly increase."""
+    label = f"trajectory starting at line {line_numbers[0]}"
+    if len(stamps) < MIN_POINTS_PER_TRAJECTORY:
+        raise ValueError(f"{path}: {label} has {len(stamps)} samples; expected at least "
+                         f"{MIN_POINTS_PER_TRAJECTORY}")
+    steps = np.diff(stamps)
+    if np.any(steps <= 0):
+        bad = 1 + int(np.argmax(steps <= 0))
+        raise ValueError(f"{path}:{line_numbers[bad]}: time {stamps[bad]:g} does not "
+                         f"increase (previous {stamps[bad - 1]:g}) in {label}")
 
 
 def _local_polynomial(states: np.ndarray, times: np.ndarray, window: int, order: int

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.stats
 import torch
 from omegaconf import DictConfig
 
@@ -47,11 +46,8 @@ from noether_control.discovery.fitting import (
     drift_per_time,
     fingerprint_duplicates,
     fit_formulas,
-    jackknife_stderr,
-    jackknife_units,
-    jackknife_weights,
+    jackknife_intervals,
     merge_equivalent,
-    refit_params,
     resolve_random,
     score_formulas,
 )
@@ -72,9 +68,15 @@ from noether_control.discovery.scoring import (
     train_one_step,
     usefulness_order,
 )
-from noether_control.discovery.sparse import resolve_method, sparse_search
+from noether_control.discovery.sparse import (
+    FAMILY_RULES,
+    FamilyChoice,
+    resolve_method,
+    sparse_search,
+)
 from noether_control.discovery.trend import trend_basis, trend_degrees
 from noether_control.runtime import (
+    require_choice,
     resolve_device,
     run_dir,
     seed_everything,
@@ -130,6 +132,13 @@ class SearchConfig:
     sparse_tolerance: float = 2.0
     """``sparse``: the chosen law is the sparsest one along the elimination whose variance ratio
     Var_within / Var_random is within this factor of the best along it."""
+    family_rule: str = "diagonal_kinetic"
+    """``sparse``: how one law is chosen when conservation leaves a family of them (more than one
+    independent conserved combination, as the normal modes of coupled linear oscillators):
+    ``diagonal_kinetic`` drops the terms that multiply two different velocity columns (point
+    masses in Cartesian coordinates have a diagonal kinetic energy; velocities recognised by
+    their units, e.g. ``m/s`` beside ``m``) and redoes the fit; ``none`` reports the member the
+    fit returns. Never applied to a one-dimensional family."""
     max_size: int = 7
     """Largest formula size in nodes (``p**2 - k*cos(q)`` has 7)."""
     max_params: int = 2
@@ -194,6 +203,7 @@ class SearchConfig:
     """Samples per left-out block when there are fewer than 10 training trajectories."""
 
     def __post_init__(self) -> None:
+        require_choice("search.family_rule", self.family_rule, FAMILY_RULES)
         if self.uncertainty_block < 1:
             raise ValueError(f"search.uncertainty_block: expected >= 1 samples, got "
                              f"{self.uncertainty_block}")
@@ -324,6 +334,7 @@ class SearchResult:
     method: str = "enumerate"
     sparse_path: list[tuple[int, float]] | None = None
     sparse_family: int = 1
+    sparse_choice: FamilyChoice | None = None
 
 
 def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
@@ -382,7 +393,7 @@ def search(train: Trajectories, config: SearchConfig, rng: np.random.Generator,
     return SearchResult(stats.per_size, stats.distinct_per_size, stats.n_enumerated,
                         len(formulas), survivors, seconds, stats.dropped, data, random,
                         random_reason, degrees, window, smoothing_excess, method, stats.path,
-                        stats.family)
+                        stats.family, stats.choice)
 
 
 @dataclass
@@ -396,6 +407,7 @@ class _SearchStats:
     seconds: dict[str, float]
     path: list[tuple[int, float]] | None = None
     family: int = 1
+    choice: FamilyChoice | None = None
 
 
 def _enumerate_and_fit(train: Trajectories, data: FitData, probe: torch.Tensor,
@@ -436,47 +448,37 @@ def _sparse_fit(train: Trajectories, data: FitData, config: SearchConfig
     the enumerated formulas."""
     start = time.perf_counter()
     law = sparse_search(train.units, data, max_degree=config.sparse_degree,
-                        tolerance=config.sparse_tolerance)
+                        tolerance=config.sparse_tolerance, family_rule=config.family_rule)
     params = torch.as_tensor(law.params, dtype=torch.float64).reshape(1, -1)
     ratio, raw_ratio, trivial = score_formulas([law.formula], data, params,
                                                noise_floor=config.noise_floor)
     fit = FitResult(params, ratio, raw_ratio, trivial, [])
     seconds = {"fit": time.perf_counter() - start}
     return [law.formula], fit, _SearchStats({}, {}, law.n_terms, {}, seconds, law.path,
-                                            law.family)
+                                            law.family, law.choice)
 
 
 def constant_uncertainty(candidates: list[Candidate], data: FitData, config: SearchConfig
                          ) -> None:
     """Set each parametrised candidate's ``fit_stderr`` ``(n_params,)`` and ``fit_interval``
-    ``(n_params, 2)``: delete-a-group jackknife refits of its conservation-fitted constants (see
-    :attr:`SearchConfig.uncertainty`), all candidates and groups fitted at once; the interval is
-    the constant ± the t quantile with G - 1 degrees of freedom times the standard error."""
+    ``(n_params, 2)``: the 95% delete-a-group jackknife of its conservation-fitted constants
+    (see :attr:`SearchConfig.uncertainty` and
+    :func:`~noether_control.discovery.fitting.jackknife_intervals`)."""
     parametrised = [c for c in candidates if c.formula.n_params > 0]
     if not config.uncertainty or not parametrised:
         return
-    units = jackknife_units(data.segments.cpu().numpy(), config.uncertainty_block)
-    if units.max() < 1:
-        print(f"discover: no uncertainty for the constants: {len(units)} training samples make "
-              f"one block of search.uncertainty_block={config.uncertainty_block}; a smaller "
-              f"block gives some")
+    intervals = jackknife_intervals(
+        [c.formula for c in parametrised], data, [c.conservation_params for c in parametrised],
+        block=config.uncertainty_block, steps=config.refine_steps or config.fit_steps,
+        lr=config.fit_lr, chunk_size=config.chunk_size)
+    if intervals is None:
+        print(f"discover: no uncertainty for the constants: {len(data.segments)} training "
+              f"samples make one block of search.uncertainty_block={config.uncertainty_block}; "
+              f"a smaller block gives some")
         return
-    weights = jackknife_weights(units)
-    slots = max(c.formula.n_params for c in parametrised)
-    start = torch.zeros(len(parametrised), slots, dtype=torch.float64)
-    for row, candidate in enumerate(parametrised):
-        start[row, :candidate.formula.n_params] = torch.as_tensor(candidate.conservation_params)
-    refits = refit_params([c.formula for c in parametrised], data, start,
-                          torch.as_tensor(weights), steps=config.refine_steps or config.fit_steps,
-                          lr=config.fit_lr, chunk_size=config.chunk_size)
-    quantile = float(scipy.stats.t.ppf(0.975, len(weights) - 1))
-    for candidate, estimates in zip(parametrised, refits.to(torch.float64).cpu().numpy(),
-                                    strict=True):
-        stderr = jackknife_stderr(estimates[:, :candidate.formula.n_params])
-        centre = candidate.conservation_params
+    for candidate, (stderr, interval) in zip(parametrised, intervals, strict=True):
         candidate.fit_stderr = stderr
-        candidate.fit_interval = np.stack([centre - quantile * stderr,
-                                           centre + quantile * stderr], axis=1)
+        candidate.fit_interval = interval
 
 
 @dataclass
@@ -490,71 +492,130 @@ class ScoreResult:
     seconds: float
 
 
+SCORING_DTYPE = torch.float32
+"""The usefulness stage's models, batches and formula constants."""
+
+
+@dataclass
+class _Tailoring:
+    """The pretrained, frozen MLP and the batches every candidate is tailored and tested on."""
+
+    mlp: MLP
+    train_batch: Batch
+    test_batch: Batch
+    config: ScoringConfig
+
+    def constants(self, params: np.ndarray) -> torch.Tensor:
+        """A formula's constants ``(n_params,)`` as the models' tensors."""
+        return torch.as_tensor(params, dtype=SCORING_DTYPE, device=self.train_batch.states.device)
+
+    def sweep(self, quantity: Any) -> tuple[float, float]:
+        """``(error, lr)``: the best inner learning rate of tailoring with ``quantity``."""
+        return sweep_learning_rates(self.mlp, quantity, pooled_scale(quantity, self.train_batch),
+                                    self.train_batch, self.config.lr_sweep, self.config.tailored,
+                                    self.config.inner_optimizer)
+
+    def test_rollout(self, params: dict[str, torch.Tensor], quantity: Any, lr: float
+                     ) -> torch.Tensor:
+        """Rollouts of the test batch by the MLP with ``params``, tailored with ``quantity``."""
+        scale = pooled_scale(quantity, self.train_batch)
+        return tailored_rollout(self.mlp, params, quantity, scale, self.test_batch, lr,
+                                self.config.tailored, optimizer=self.config.inner_optimizer
+                                ).detach()
+
+
+def _scoring_batches(train: Trajectories, test: Trajectories, config: ScoringConfig,
+                     device: torch.device) -> tuple[Trajectories, Batch, Batch]:
+    """The smoothed training trajectories, their tailoring examples and the test batch."""
+    # Rollouts start from, and are compared with, the smoothed training states: from a noisy
+    # first state every model drifts onto another energy level, and the outer loss then teaches
+    # it to damp the dynamics.
+    smoothed = train.smoothed(train.checked_smoothing(config.smooth_window)[0])
+    train_batch = Batch.from_trajectories(smoothed.pieces(config.example_length), None,
+                                          SCORING_DTYPE, device)
+    test_batch = Batch.from_trajectories(test, test.clean, SCORING_DTYPE, device)
+    return smoothed, train_batch, test_batch
+
+
+def _initial_models(dim: int, config: ScoringConfig, device: torch.device,
+                    generator: torch.Generator) -> tuple[MLP, HNN | None]:
+    """The MLP and (for an even state dimension ``dim``, if enabled) the HNN, initialised from
+    ``generator`` without touching the global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        mlp = MLP([dim, config.hidden, config.hidden, dim]).to(device)
+        hnn = HNN(dim, config.hidden).to(device) if config.hnn and dim % 2 == 0 else None
+    return mlp, hnn
+
+
+def _baselines(tailoring: _Tailoring, hnn: HNN | None, transitions: list[torch.Tensor]
+               ) -> tuple[dict[str, float | None], dict[str, np.ndarray]]:
+    """The RMSE table with the plain MLP's and the HNN's (trained here on ``transitions``)
+    entries, and the plain MLP's test predictions."""
+    config, test_batch = tailoring.config, tailoring.test_batch
+    rmse_table: dict[str, float | None] = {"mlp": None, "noether": None, "true_energy": None,
+                                           "hnn": None}
+    with torch.no_grad():
+        plain = tailored_rollout(tailoring.mlp, None, None, None, test_batch, 0.0,
+                                 config.tailored)
+    rmse_table["mlp"] = rmse(test_batch, plain)
+    if hnn is not None:
+        train_one_step(hnn, *transitions, config.pretrain_steps, config.pretrain_lr)
+        predicted = rollout(hnn, test_batch.states[:, 0], test_batch.steps).detach()
+        rmse_table["hnn"] = rmse(test_batch, predicted)
+    return rmse_table, {"mlp": plain.cpu().numpy()}
+
+
+def _test_candidates(tailoring: _Tailoring, scored: list[Candidate]) -> None:
+    """Each candidate's ``test_rmse``: the first ``top_k`` meta-tailored (their constants
+    replaced by the meta-learned ones, the fitted ones kept in ``fit_params``), the others
+    tailoring the pretrained MLP as fitted."""
+    config, test_batch = tailoring.config, tailoring.test_batch
+    for candidate in scored[:config.top_k]:
+        formula = candidate.formula
+        candidate.meta = meta_tailor(
+            tailoring.mlp, lambda constants, f=formula: formula_quantity(f, constants),
+            tailoring.constants(candidate.params), tailoring.train_batch, candidate.lr, config)
+        quantity = formula_quantity(formula, candidate.meta.formula_params)
+        candidate.test_rmse = rmse(test_batch, tailoring.test_rollout(
+            candidate.meta.params, quantity, candidate.lr))
+        candidate.fit_params = candidate.params
+        candidate.params = candidate.meta.formula_params.cpu().numpy().astype(np.float64)
+    for candidate in scored[config.top_k:]:
+        quantity = formula_quantity(candidate.formula, tailoring.constants(candidate.params))
+        candidate.test_rmse = rmse(test_batch, tailoring.test_rollout(
+            dict(tailoring.mlp.named_parameters()), quantity, candidate.lr))
+
+
+def _oracle_rmse(tailoring: _Tailoring, train: Trajectories) -> float:
+    """Test RMSE of the MLP meta-tailored with the known energy ``train.energy``."""
+    energy = sympy_quantity(train.energy, train.names)
+    _, lr = tailoring.sweep(energy)
+    oracle = meta_tailor(tailoring.mlp, lambda _: energy, None, tailoring.train_batch, lr,
+                         tailoring.config)
+    return rmse(tailoring.test_batch, tailoring.test_rollout(oracle.params, energy, lr))
+
+
 def score(train: Trajectories, test: Trajectories, survivors: list[Candidate],
           config: ScoringConfig, device: torch.device, generator: torch.Generator
           ) -> ScoreResult:
     """Rank survivors by usefulness and measure long-horizon RMSE of every model on test."""
     start = time.perf_counter()
-    dtype = torch.float32
-    # Rollouts start from, and are compared with, the smoothed training states: from a noisy
-    # first state every model drifts onto another energy level, and the outer loss then teaches
-    # it to damp the dynamics.
-    smoothed = train.smoothed(train.checked_smoothing(config.smooth_window)[0])
-    train_batch = Batch.from_trajectories(smoothed.pieces(config.example_length), None, dtype,
-                                          device)
-    test_batch = Batch.from_trajectories(test, test.clean, dtype, device)
-    dim = len(train.names)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        mlp = MLP([dim, config.hidden, config.hidden, dim]).to(device)
-        hnn = HNN(dim, config.hidden).to(device) if config.hnn and dim % 2 == 0 else None
-    transitions = [torch.as_tensor(a, dtype=dtype, device=device)
+    smoothed, train_batch, test_batch = _scoring_batches(train, test, config, device)
+    mlp, hnn = _initial_models(len(train.names), config, device, generator)
+    transitions = [torch.as_tensor(a, dtype=SCORING_DTYPE, device=device)
                    for a in smoothed.transitions()]
     train_one_step(mlp, *transitions, config.pretrain_steps, config.pretrain_lr)
     for parameter in mlp.parameters():
         parameter.requires_grad_(False)
-    rmse_table: dict[str, float | None] = {"mlp": None, "noether": None, "true_energy": None,
-                                           "hnn": None}
-    predictions: dict[str, np.ndarray] = {}
-    with torch.no_grad():
-        plain = tailored_rollout(mlp, None, None, None, test_batch, 0.0, config.tailored)
-    rmse_table["mlp"] = rmse(test_batch, plain)
-    predictions["mlp"] = plain.cpu().numpy()
-    if hnn is not None:
-        train_one_step(hnn, *transitions, config.pretrain_steps, config.pretrain_lr)
-        predicted = rollout(hnn, test_batch.states[:, 0], test_batch.steps).detach()
-        rmse_table["hnn"] = rmse(test_batch, predicted)
+    tailoring = _Tailoring(mlp, train_batch, test_batch, config)
+    rmse_table, predictions = _baselines(tailoring, hnn, transitions)
     scored = survivors[:config.max_scored]
     for candidate in scored:
-        quantity = formula_quantity(candidate.formula,
-                                    torch.as_tensor(candidate.params, dtype=dtype, device=device))
-        scale = pooled_scale(quantity, train_batch)
-        candidate.sweep_error, candidate.lr = sweep_learning_rates(
-            mlp, quantity, scale, train_batch, config.lr_sweep, config.tailored,
-            config.inner_optimizer)
+        quantity = formula_quantity(candidate.formula, tailoring.constants(candidate.params))
+        candidate.sweep_error, candidate.lr = tailoring.sweep(quantity)
     scored.sort(key=lambda c: c.sweep_error)
-
-    def evaluate(params: dict[str, torch.Tensor], quantity: Any, lr: float) -> torch.Tensor:
-        scale = pooled_scale(quantity, train_batch)
-        return tailored_rollout(mlp, params, quantity, scale, test_batch, lr, config.tailored,
-                                optimizer=config.inner_optimizer).detach()
-
-    for candidate in scored[:config.top_k]:
-        formula = candidate.formula
-        candidate.meta = meta_tailor(
-            mlp, lambda constants, f=formula: formula_quantity(f, constants),
-            torch.as_tensor(candidate.params, dtype=dtype, device=device), train_batch,
-            candidate.lr, config)
-        quantity = formula_quantity(formula, candidate.meta.formula_params)
-        candidate.test_rmse = rmse(test_batch, evaluate(candidate.meta.params, quantity,
-                                                        candidate.lr))
-        candidate.fit_params = candidate.params
-        candidate.params = candidate.meta.formula_params.cpu().numpy().astype(np.float64)
-    for candidate in scored[config.top_k:]:
-        quantity = formula_quantity(candidate.formula,
-                                    torch.as_tensor(candidate.params, dtype=dtype, device=device))
-        candidate.test_rmse = rmse(test_batch, evaluate(dict(mlp.named_parameters()), quantity,
-                                                        candidate.lr))
+    _test_candidates(tailoring, scored)
     # Meta-tailored candidates, best-conserved first: it keeps first place unless another is
     # significantly more useful.
     conserved_first = sorted(scored[:config.top_k], key=lambda c: -c.variance_ratio)
@@ -566,15 +627,10 @@ def score(train: Trajectories, test: Trajectories, survivors: list[Candidate],
         chosen = meta_ranked[0]
         chosen_quantity = formula_quantity(chosen.formula, chosen.meta.formula_params)
         rmse_table["noether"] = chosen.test_rmse
-        predictions["noether"] = evaluate(chosen.meta.params, chosen_quantity,
-                                          chosen.lr).cpu().numpy()
+        predictions["noether"] = tailoring.test_rollout(chosen.meta.params, chosen_quantity,
+                                                        chosen.lr).cpu().numpy()
     if train.energy is not None:
-        energy = sympy_quantity(train.energy, train.names)
-        _, lr = sweep_learning_rates(mlp, energy, pooled_scale(energy, train_batch),
-                                     train_batch, config.lr_sweep, config.tailored,
-                                     config.inner_optimizer)
-        oracle = meta_tailor(mlp, lambda _: energy, None, train_batch, lr, config)
-        rmse_table["true_energy"] = rmse(test_batch, evaluate(oracle.params, energy, lr))
+        rmse_table["true_energy"] = _oracle_rmse(tailoring, train)
     return ScoreResult(ranked, rmse_table, chosen_quantity, predictions,
                        time.perf_counter() - start)
 
@@ -612,6 +668,42 @@ def formula_record(candidate: Candidate, names: list[str], train: Trajectories,
         "rmse": candidate.test_rmse if candidate.test_rmse is not None
         and math.isfinite(candidate.test_rmse) else None,
     }
+
+
+def family_note(family: int, choice: FamilyChoice | None, rule: str, names: list[str]) -> str:
+    """The console note on a conserved family of dimension ``family`` above 1 and on how
+    ``search.family_rule`` (``rule``) chose its member (``choice``: ``None`` for ``none``)."""
+    note = (f"note: conservation leaves a {family}-dimensional family of laws ({family} "
+            f"independent combinations of the candidate terms are conserved, e.g. the energies "
+            f"of the normal modes of coupled linear oscillators)")
+    if choice is None:
+        return f"{note}; search.family_rule={rule}: the law is the member the fit returns"
+    velocities = ", ".join(names[i] for i in choice.velocities) or "none"
+    if not choice.applied:
+        return (f"{note}; search.family_rule={rule} cannot apply: the units give fewer than two "
+                f"velocity columns (a column whose unit is another's per second; here: "
+                f"{velocities}), so the law is the member the fit returns")
+    dropped = ", ".join(str(to_sympy(term, names)) for term in choice.dropped)
+    remaining = ("one law" if choice.family == 1
+                 else f"a {choice.family}-dimensional family, of which the law is one member")
+    return (f"{note}; search.family_rule={rule} chose the law: a diagonal kinetic energy, the "
+            f"terms with two different velocities ({dropped}; velocities by their units: "
+            f"{velocities}) dropped and the fit redone, leaving {remaining}")
+
+
+def family_record(result: SearchResult, rule: str, names: list[str]) -> dict[str, Any] | None:
+    """The ``results.json`` entry on how the law was chosen from a conserved family of dimension
+    above 1 (``None`` without one)."""
+    if result.method != "sparse" or result.sparse_family == 1:
+        return None
+    choice = result.sparse_choice
+    if choice is None:
+        return {"rule": rule, "applied": False, "family_after": result.sparse_family,
+                "velocities": None, "dropped_terms": [], "eigenvalues_after": None}
+    return {"rule": rule, "applied": choice.applied, "family_after": choice.family,
+            "velocities": [names[i] for i in choice.velocities],
+            "dropped_terms": [str(to_sympy(term, names)) for term in choice.dropped],
+            "eigenvalues_after": choice.eigenvalues}
 
 
 def fit_text(record: dict[str, Any], name: str) -> str:
@@ -675,13 +767,13 @@ def run(cfg: DictConfig) -> None:
     discover(config, run_dir())
 
 
-def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
-    """Run the whole pipeline, print the summary, write ``results.json`` (and the plot) under
-    ``output``; return the results dictionary."""
-    config.validate()
-    rng = seed_everything(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    device = resolve_device(config.device)
+def changing_data(config: DiscoverConfig, rng: np.random.Generator
+                  ) -> tuple[Trajectories, list[str]]:
+    """The config's trajectories and their constant columns.
+
+    Raises:
+        ValueError: when every state column is constant.
+    """
     trajectories = load_data(config, rng)
     constant = constant_columns(trajectories)
     if len(constant) == len(trajectories.names):
@@ -690,10 +782,13 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
                          f"all {len(trajectories)} trajectories; expected states that change "
                          "over time (is data.columns right?): a conserved quantity is told "
                          "apart only from quantities that vary")
-    train, test = trajectories.split(config.test_fraction, rng)
+    return trajectories, constant
+
+
+def print_search(result: SearchResult, config: SearchConfig, trajectories: Trajectories,
+                 train: Trajectories, test: Trajectories, constant: list[str]) -> None:
+    """The console summary of the data and the search."""
     names = trajectories.names
-    result = search(train, config.search, rng, device)
-    candidates_per_second = result.n_candidates / max(sum(result.seconds.values()), 1e-9)
     columns = ", ".join(f"{n} [{u}]" for n, u in zip(names, trajectories.units, strict=True))
     print(f"discover: {len(trajectories)} trajectories ({len(train)} train / {len(test)} test), "
           f"columns {columns}")
@@ -702,48 +797,45 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
     trended = int(np.count_nonzero(result.trend_degrees))
     print(f"random-state null: {result.random} ({result.random_reason}); fitted on {smoothing} "
           f"(smoothing removes {result.smoothing_excess:.2f}x the noise variance at "
-          f"search.smooth_window={config.search.smooth_window}); trend of degree "
-          f"{config.search.trend_degree} in time removed along {trended} of {len(train)} "
-          f"training trajectories (those spanning >= {config.search.trend_min_cycles:g} "
+          f"search.smooth_window={config.smooth_window}); trend of degree "
+          f"{config.trend_degree} in time removed along {trended} of {len(train)} "
+          f"training trajectories (those spanning >= {config.trend_min_cycles:g} "
           f"oscillations)")
+    seconds = sum(result.seconds.values())
     if result.sparse_path is not None:
         kept = len(result.sparse_path) - max(
             i for i, (_, value) in enumerate(result.sparse_path)
-            if value <= config.search.sparse_tolerance * min(v for _, v in result.sparse_path))
+            if value <= config.sparse_tolerance * min(v for _, v in result.sparse_path))
         print(f"sparse search over {result.n_enumerated} unit-correct candidate terms: kept "
               f"{kept}; {len(result.survivors)} conserved (ratio >= "
-              f"{config.search.min_variance_ratio:g}) in {sum(result.seconds.values()):.1f} s; "
+              f"{config.min_variance_ratio:g}) in {seconds:.1f} s; "
               f"Var_within/Var_random by terms kept: " + ", ".join(
                   f"{n}: {value:.3g}" for n, value in result.sparse_path[-12:][::-1]))
         if result.sparse_family > 1:
-            print(f"note: {result.sparse_family} independent combinations of the candidate terms "
-                  f"are conserved (e.g. the energies of the normal modes of coupled linear "
-                  f"oscillators): conservation alone cannot single out one law, and the sparse "
-                  f"search reports one member of that family")
+            print(family_note(result.sparse_family, result.sparse_choice, config.family_rule,
+                              names))
     else:
         print(f"enumerated {result.n_enumerated} unit-correct formulas (per size "
               f"{result.per_size}); {result.n_candidates} distinct candidates fitted (per size "
               f"{result.distinct_per_size}); "
-              f"{len(result.survivors)} conserved (ratio >= {config.search.min_variance_ratio:g})"
-              f" in {sum(result.seconds.values()):.1f} s ({candidates_per_second:.0f} "
-              f"candidates/s)")
+              f"{len(result.survivors)} conserved (ratio >= {config.min_variance_ratio:g})"
+              f" in {seconds:.1f} s ({candidates_per_second(result):.0f} candidates/s)")
     if constant:
         print(f"note: column(s) {', '.join(constant)} never change; formulas of them alone are "
               "constant and dropped as trivial")
     if result.n_candidates == 0:
         print("no candidates: every formula was constant or equal to a simpler one on these "
               "states (see 'dropped' in results.json)")
-    scoring = None
-    if config.score and result.survivors:
-        scoring = score(train, test, result.survivors, config.scoring, device, generator)
-        ranked = scoring.ranked
-    else:
-        ranked = result.survivors
-    start = time.perf_counter()
-    constant_uncertainty(ranked[:config.top_formulas], result.fit_data, config.search)
-    uncertainty_seconds = time.perf_counter() - start
-    records = [formula_record(c, names, train, config.search.drift_significance)
-               for c in ranked[:config.top_formulas]]
+
+
+def candidates_per_second(result: SearchResult) -> float:
+    """The search's speed: distinct formulas fitted per second of its stages."""
+    return result.n_candidates / max(sum(result.seconds.values()), 1e-9)
+
+
+def print_formulas(records: list[dict[str, Any]], train: Trajectories,
+                   rmse_table: dict[str, float | None]) -> None:
+    """The console list of the reported formulas, the chosen one's trend and the RMSE table."""
     print("\ntop formulas (best first):")
     for rank, record in enumerate(records, start=1):
         constants = ", ".join(f"{k}={v:.4g} [{record['param_units'][k]}]{fit_text(record, k)}"
@@ -756,12 +848,18 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
               f"{record['variance_ratio']:.1f}{rmse_text}{approx}")
     if records:
         print(trend_text(records[0], train))
-    rmse_table = scoring.rmse if scoring else {}
     if rmse_table:
         print("\nlong-horizon test RMSE:")
         for name, value in rmse_table.items():
             print(f"  {name:<12} {'n/a' if value is None else f'{value:.4f}'}")
-    results = {
+
+
+def results_record(config: DiscoverConfig, trajectories: Trajectories, result: SearchResult,
+                   records: list[dict[str, Any]], scoring: ScoreResult | None,
+                   uncertainty_seconds: float) -> dict[str, Any]:
+    """The ``results.json`` content (see ``docs/discovery.md``)."""
+    names = trajectories.names
+    return {
         "n_candidates": result.n_candidates,
         "n_enumerated": result.n_enumerated,
         "candidates_per_size": {str(k): v for k, v in result.per_size.items()},
@@ -770,6 +868,7 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
         "method": result.method,
         "sparse_path": result.sparse_path,
         "sparse_family": result.sparse_family if result.method == "sparse" else None,
+        "sparse_family_choice": family_record(result, config.search.family_rule, names),
         "random": result.random,
         "random_reason": result.random_reason,
         "smooth_window": result.smooth_window,
@@ -777,13 +876,38 @@ def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
                           for d in np.unique(result.trend_degrees)},
         "dropped": result.dropped,
         "formulas": records,
-        "rmse": rmse_table,
+        "rmse": scoring.rmse if scoring else {},
         "seconds": {**result.seconds, **({"score": scoring.seconds} if scoring else {}),
                     "uncertainty": uncertainty_seconds},
-        "candidates_per_second": candidates_per_second,
+        "candidates_per_second": candidates_per_second(result),
         "columns": {n: str(u) for n, u in zip(names, trajectories.units, strict=True)},
         "config": asdict(config),
     }
+
+
+def discover(config: DiscoverConfig, output: Path) -> dict[str, Any]:
+    """Run the whole pipeline, print the summary, write ``results.json`` (and the plot) under
+    ``output``; return the results dictionary."""
+    config.validate()
+    rng = seed_everything(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    device = resolve_device(config.device)
+    trajectories, constant = changing_data(config, rng)
+    train, test = trajectories.split(config.test_fraction, rng)
+    result = search(train, config.search, rng, device)
+    print_search(result, config.search, trajectories, train, test, constant)
+    scoring = None
+    ranked = result.survivors
+    if config.score and result.survivors:
+        scoring = score(train, test, result.survivors, config.scoring, device, generator)
+        ranked = scoring.ranked
+    start = time.perf_counter()
+    constant_uncertainty(ranked[:config.top_formulas], result.fit_data, config.search)
+    uncertainty_seconds = time.perf_counter() - start
+    records = [formula_record(c, trajectories.names, train, config.search.drift_significance)
+               for c in ranked[:config.top_formulas]]
+    print_formulas(records, train, scoring.rmse if scoring else {})
+    results = results_record(config, trajectories, result, records, scoring, uncertainty_seconds)
     write_json(output / "results.json", results)
     if config.plot and scoring is not None and scoring.chosen_quantity is not None:
         plot_quantity(output / "quantity.png", test, scoring.chosen_quantity, records[0]["expr"],

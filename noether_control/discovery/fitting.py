@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.stats
 import torch
 from torch import Tensor
 
@@ -548,6 +549,36 @@ def refit_params(formulas: Sequence[Expr], data: FitData, params: Tensor, point_
     init = params.to(data.true_points).repeat_interleave(n_weightings, dim=0)
     fitted, _ = _minimise(replicated, data, init, steps, lr, chunk_size, weights)
     return fitted.view(len(formulas), n_weightings, -1)
+
+
+def jackknife_intervals(formulas: Sequence[Expr], data: FitData, params: Sequence[np.ndarray],
+                        *, block: int = 10, steps: int = 300, lr: float = 0.1,
+                        chunk_size: int = 1024, confidence: float = 0.95
+                        ) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Per formula the standard error ``(n_params,)`` and ``confidence`` interval
+    ``(n_params, 2)`` of its fitted ``params`` ``(n_params,)``: delete-a-group jackknife refits
+    (:func:`jackknife_units` with ``block``, :func:`jackknife_weights`, :func:`refit_params`),
+    all formulas and groups fitted at once; the interval is the constant ± the t quantile with
+    G - 1 degrees of freedom times the standard error. ``None`` when the data make a single
+    jackknife unit (nothing to leave out).
+    """
+    units = jackknife_units(data.segments.cpu().numpy(), block)
+    if units.max() < 1:
+        return None
+    weights = jackknife_weights(units)
+    start = torch.zeros(len(formulas), max(f.n_params for f in formulas), dtype=torch.float64)
+    for row, values in enumerate(params):
+        start[row, :len(values)] = torch.as_tensor(values)
+    refits = refit_params(formulas, data, start, torch.as_tensor(weights), steps=steps, lr=lr,
+                          chunk_size=chunk_size)
+    quantile = float(scipy.stats.t.ppf((1 + confidence) / 2, len(weights) - 1))
+    intervals = []
+    for formula, centre, estimates in zip(formulas, params,
+                                          refits.to(torch.float64).cpu().numpy(), strict=True):
+        stderr = jackknife_stderr(estimates[:, :formula.n_params])
+        intervals.append((stderr, np.stack([centre - quantile * stderr,
+                                            centre + quantile * stderr], axis=1)))
+    return intervals
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ Unit strings are products/quotients of symbols with optional integer or rational
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -86,6 +87,8 @@ def _power(name: str, exponent: Fraction) -> str:
 
 RADIAN = Unit.base("rad")
 DIMENSIONLESS = Unit.dimensionless()
+SECOND = Unit.base("s")
+"""The unit of the time column."""
 
 _DERIVED: dict[str, Unit] = {
     "1": DIMENSIONLESS,
@@ -154,3 +157,11 @@ def parse_unit(text: str | Unit) -> Unit:
             factor = factor * unit**power
         result = result * factor if index == 0 else result / factor
     return result
+
+
+def velocity_columns(units: Sequence[Unit]) -> list[int]:
+    """Indices of the columns that are velocities by their units: a column whose unit is
+    another column's unit per second (``m/s`` beside ``m``, ``rad/s`` beside ``rad``), i.e. the
+    unit of that column's time derivative. Dimensionless columns have none."""
+    return [index for index, unit in enumerate(units)
+            if any(unit * SECOND == other for other in units)]
