@@ -141,7 +141,8 @@ class PendulumConfig(_SystemConfig):
     gravity: float = 10.0
     """Gravitational acceleration g in m/s², >= 0."""
     mass: float = 1.0
-    """Rod mass m in kg, > 0."""
+    """Rod mass m in kg, > 0: a uniform rod, with moment of inertia m l²/3 about the axle
+    (Pendulum-v1's dynamics)."""
     length: float = 1.0
     """Rod length l in m, > 0 (the drawn rod keeps a fixed length)."""
     damping: float = 0.0
@@ -170,13 +171,15 @@ class DoublePendulumConfig(_SystemConfig):
     gravity: float = 10.0
     """Gravitational acceleration g in m/s², >= 0."""
     mass1: float = 1.0
-    """Mass of the first (actuated, base) rod in kg, > 0."""
+    """Mass of the first (actuated, base) rod in kg, > 0; both rods are uniform, so the first
+    link's inertia about the axle is (m₁/3 + m₂) l₁²."""
     mass2: float = 1.0
     """Mass of the second rod in kg, > 0."""
     length1: float = 1.0
     """Length of the first rod in m, > 0."""
     length2: float = 1.0
-    """Length of the second rod in m, > 0."""
+    """Length of the second rod in m, > 0 (the drawn rods keep fixed lengths, as in the single
+    pendulum)."""
     damping: float = 0.0
     """Viscous friction b at each joint (on its relative angular velocity) in N·m·s/rad, >= 0."""
     max_torque: float = 5.0
