@@ -195,7 +195,7 @@ def is_shorthand(words: list[str]) -> bool:
 def is_documented_command(words: list[str]) -> bool:
     """Whether ``words`` start one of the commands this test checks."""
     return bool(words) and (cli_arguments(words) is not None or script_of(words) is not None
-                            or words[0].startswith("benchmarks/"))
+                            or words[0].startswith("benchmarks/") or words[0] == "make")
 
 
 #: How the CLI prints the one-line error that ends a command.
@@ -550,6 +550,14 @@ def check_benchmark(words: tuple[str, ...]) -> list[str]:
     return []
 
 
+def check_make(targets: tuple[str, ...]) -> list[str]:
+    """The Makefile has the targets (``make -n``: nothing is made)."""
+    done = subprocess.run(["make", "-n", "-C", str(ROOT), *targets], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, f"make -n {' '.join(targets)}: {done.stderr.strip()}"
+    return []
+
+
 # ---------------------------------------------------------------------------- the docs
 DOC_COMMANDS = [command for doc in DOCS for command in doc_commands(doc, doc.read_text())]
 
@@ -559,6 +567,8 @@ def check_doc_command(command: DocCommand) -> list[str]:
     arguments = list(command.words) if command.shorthand else cli_arguments(command.words)
     if arguments is not None:
         return check_noether_control(command, arguments)
+    if command.words[0] == "make":
+        return check_make(command.words[1:])
     return check_benchmark(command.words)
 
 
@@ -580,20 +590,35 @@ def test_the_docs_write_the_commands_this_test_reads() -> None:
     assert sum(c.expected_error is not None for c in DOC_COMMANDS) >= 1
 
 
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_the_smoke_preset_the_readme_promises(name: str) -> None:
+    assert "every command has a smoke preset" in (ROOT / "README.md").read_text()
+    check_cli_command(name, ["experiment=smoke"], partial=True)  # inputs such as data.path: none
+
+
 # ---------------------------------------------------------------------------- the checker
 def test_a_broken_doc_command_fails_with_its_file_and_line() -> None:
     doc = ROOT / "docs" / "broken.md"  # where() is relative to the checkout
     text = ("text\n\n```bash\nnoether-control train data.path=D \\\n    train.lrr=1  # typo\n"
             "noether-control plan agent=nope\nnoether-control evaluate checkpoint=X horizon=0\n"
-            "python benchmarks/bench_envs.py --quik\nbash benchmarks/nothing.sh\n```\n")
+            "noether-control mbrl 'train_overrides=[\"experiment=nope\"]'\n"
+            "python benchmarks/bench_envs.py --quik\nbash benchmarks/nothing.sh\nmake nothing\n"
+            "```\n\n```text\n$ noether-control train data.path=D train.lr=nan\n"
+            "noether-control train: train.lr: not what it says\n```\n"
+            "In prose, `plan experiment=nope`.\n")
     commands = doc_commands(doc, text)
-    assert [(c.where, c.words[:2]) for c in commands] == [
-        ("docs/broken.md:4", ("noether-control", "train")),
-        ("docs/broken.md:6", ("noether-control", "plan")),
-        ("docs/broken.md:7", ("noether-control", "evaluate")),
-        ("docs/broken.md:8", ("python", "benchmarks/bench_envs.py")),
-        ("docs/broken.md:9", ("bash", "benchmarks/nothing.sh")),
+    assert [(c.where, c.words[0]) for c in commands] == [
+        ("docs/broken.md:4", "noether-control"),
+        ("docs/broken.md:6", "noether-control"),
+        ("docs/broken.md:7", "noether-control"),
+        ("docs/broken.md:8", "noether-control"),
+        ("docs/broken.md:9", "python"),
+        ("docs/broken.md:10", "bash"),
+        ("docs/broken.md:11", "make"),
+        ("docs/broken.md:15", "noether-control"),
+        ("docs/broken.md:18", "plan"),
     ]
+    assert commands[-2].expected_error == "train.lr: not what it says"
     for command in commands:
         with pytest.raises(pytest.fail.Exception, match=re.escape(command.where)):
             test_documented_command_works_as_written(command)
