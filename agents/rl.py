@@ -54,6 +54,9 @@ from noether_control.runtime import (
 
 ALGOS = ("sac", "ppo")
 _CHECKPOINT = re.compile(r"policy_(\d+)_steps\.zip$")
+_BUFFER = re.compile(r"policy_replay_buffer_(\d+)_steps\.pkl$")
+SAC_BUFFER_SIZE = 1_000_000
+"""SB3 SAC's default replay buffer capacity; runs shorter than it get a buffer of their length."""
 
 
 def algorithm_class(algo: str) -> Any:
@@ -75,7 +78,9 @@ class RLConfig:
     algo: str = "sac"
     """``sac`` or ``ppo`` (Stable-Baselines3, ``MlpPolicy`` on the latent observation)."""
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Passed to the SB3 constructor, e.g. ``learning_rate``, ``batch_size``, ``buffer_size``."""
+    """Passed to the SB3 constructor, e.g. ``learning_rate``, ``batch_size``, ``buffer_size``
+    (SAC's defaults to ``min(1e6, steps)``: give it to extend a run past its first ``steps``
+    without the resumed buffer overwriting its oldest transitions)."""
     model_env: ModelEnvConfig = field(default_factory=ModelEnvConfig)
     """The imagined episodes: horizon, observation, Noether tailoring."""
     num_envs: int = 16
@@ -129,6 +134,27 @@ def latest_checkpoint(directory: Path) -> tuple[Path, int] | None:
     return path, steps
 
 
+def checkpoint_callback(every: int, checkpoints: Path, replay_buffer: bool) -> Any:
+    """SB3's ``CheckpointCallback`` saving ``policy_N_steps.zip`` every ``every`` calls (and the
+    replay buffer with ``replay_buffer``), keeping only the newest buffer: each is a full copy
+    of the buffer's preallocated arrays (gigabytes for pixel observations), and a resumed run
+    reads only the last."""
+    from stable_baselines3.common.callbacks import CheckpointCallback
+
+    class LastBufferCheckpoint(CheckpointCallback):
+        def _on_step(self) -> bool:
+            keep_going = super()._on_step()
+            buffers = sorted((int(match.group(1)), path) for path in
+                             checkpoints.glob("policy_replay_buffer_*_steps.pkl")
+                             if (match := _BUFFER.search(path.name)))
+            for _, path in buffers[:-1]:
+                path.unlink()
+            return keep_going
+
+    return LastBufferCheckpoint(every, str(checkpoints), "policy",
+                                save_replay_buffer=replay_buffer)
+
+
 def build_algorithm(config: RLConfig, env: WorldModelVecEnv, out_dir: Path,
                     device: torch.device) -> tuple[Any, int]:
     """A fresh SB3 agent, or the one saved last in ``out_dir/checkpoints`` (with its replay
@@ -137,8 +163,12 @@ def build_algorithm(config: RLConfig, env: WorldModelVecEnv, out_dir: Path,
     checkpoints = out_dir / "checkpoints"
     latest = latest_checkpoint(checkpoints)
     if latest is None:
+        kwargs = dict(config.algo_kwargs)
+        if config.algo == "sac":
+            # a buffer beyond the run's own steps never fills, but is allocated and checkpointed
+            kwargs.setdefault("buffer_size", min(SAC_BUFFER_SIZE, config.steps))
         agent = algorithm("MlpPolicy", env, seed=config.seed, device=device, verbose=0,
-                          tensorboard_log=str(out_dir / "tensorboard"), **config.algo_kwargs)
+                          tensorboard_log=str(out_dir / "tensorboard"), **kwargs)
         return agent, 0
     path, steps = latest
     agent = algorithm.load(path, env=env, device=device,
@@ -152,8 +182,6 @@ def build_algorithm(config: RLConfig, env: WorldModelVecEnv, out_dir: Path,
 
 def train_in_model(config: RLConfig, out_dir: Path) -> dict[str, Any]:
     """Train the agent in the model, save ``policy.zip``, evaluate it on the real env."""
-    from stable_baselines3.common.callbacks import CheckpointCallback
-
     config.validate()
     device = resolve_device(config.device)
     assert config.checkpoint is not None
@@ -169,8 +197,8 @@ def train_in_model(config: RLConfig, out_dir: Path) -> dict[str, Any]:
         if config.checkpoint_every:
             # SB3 counts calls (one per vector step), not env steps
             every = max(1, config.checkpoint_every // config.num_envs)
-            callbacks.append(CheckpointCallback(every, str(out_dir / "checkpoints"), "policy",
-                                                save_replay_buffer=config.algo == "sac"))
+            callbacks.append(checkpoint_callback(every, out_dir / "checkpoints",
+                                                 replay_buffer=config.algo == "sac"))
         started = time.perf_counter()
         remaining = max(config.steps - done, 0)
         if remaining:

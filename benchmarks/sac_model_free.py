@@ -26,11 +26,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import SAC
-from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
 import noether_control  # noqa: F401  (registers the env ids)
-from noether_control.agents.rl import latest_checkpoint
+from noether_control.agents.rl import checkpoint_callback, latest_checkpoint
 
 ENV_ID = "NoetherControl/PixelPendulum-v0"
 
@@ -95,8 +94,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     policy = "MlpPolicy" if args.obs == "state" else "CnnPolicy"
     agent, done = sac_agent(policy, args, out / "checkpoints")
-    callback = CheckpointCallback(args.checkpoint_every, str(out / "checkpoints"), "policy",
-                                  save_replay_buffer=True)
+    callback = checkpoint_callback(args.checkpoint_every, out / "checkpoints", replay_buffer=True)
     started = time.perf_counter()
     if args.steps > done:
         agent.learn(args.steps - done, callback=callback, reset_num_timesteps=done == 0)

@@ -98,3 +98,11 @@ def test_the_20k_preset_spends_20000_real_steps() -> None:
     episodes = config.initial_episodes + config.iterations * config.episodes
     assert episodes * 200 == 20_000  # PixelPendulum-v0's 200-step episodes
     assert config.train_steps * (config.iterations + 1) == 9900  # the last model's joint steps
+
+
+def test_env_and_planner_presets_are_set_on_the_command_line() -> None:
+    # they name presets handed to the stages, not config groups of the loop's own config
+    config = to_dataclass(MBRLConfig, compose_command("mbrl", ["env=pendulum_random",
+                                                               "planner=cem"]))
+    config.validate()
+    assert (config.env, config.planner) == ("pendulum_random", "cem")

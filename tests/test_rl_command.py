@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from stable_baselines3 import SAC
 from support import PENDULUM_32, SIZE, collect_ou, tiny_checkpoint
 
 import noether_control as noether_control_package
@@ -47,6 +48,8 @@ def test_sac_trains_in_the_model_and_is_evaluated_on_the_real_env(checkpoint: Pa
     assert (tmp_path / "policy.zip").is_file()
     assert latest_checkpoint(tmp_path / "checkpoints")[1] == 256  # type: ignore[index]
     assert any((tmp_path / "tensorboard").iterdir())
+    # the replay buffer holds the run's own steps, not SB3's default million
+    assert SAC.load(tmp_path / "policy.zip").buffer_size == 256
     # the saved policy, evaluated again by `plan agent=sb3`, acts exactly as at the end of rl
     again = plan_episodes(PlanConfig(env=config.env, agent=AgentConfig(
         kind="sb3", policy_path=str(tmp_path / "policy.zip")), checkpoint=str(checkpoint),
@@ -63,6 +66,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(checkpoint: Path, tmp_pat
     resumed = train_in_model(smoke_config(checkpoint, "steps=256"), tmp_path)
     assert resumed["resumed_from_steps"] == 128 and resumed["imagined_steps"] == 256
     assert latest_checkpoint(tmp_path / "checkpoints")[1] == 256  # type: ignore[index]
+    # only the newest replay buffer is kept: each is a full copy of the preallocated arrays
+    buffers = sorted(path.name for path in (tmp_path / "checkpoints").glob("*buffer*"))
+    assert buffers == ["policy_replay_buffer_256_steps.pkl"]
 
 
 def test_bad_settings_are_refused(checkpoint: Path, tmp_path: Path) -> None:
