@@ -8,7 +8,9 @@
 # trained with the dynamics phase); its own stored config (model, data, optimiser) is reused,
 # so both arms see its dataset and architecture. Environment: E2 (fine-tuning steps, default
 # 600), SEEDS (batch-order seeds, default "0 1"), VARIANTS (noether configs, default "default
-# fast_embedding"), SWEEP (test-time inner steps, default [0,1,2,5,10,20]), DEVICE (default auto).
+# fast_embedding"), SWEEP (test-time inner steps, default [0,1,2,5,10,20]), DEVICE (default auto),
+# EXTRA (Hydra overrides added to every train command, e.g. "data.n_future=25" for train
+# windows as long as the evaluated horizon).
 #
 # Per seed: the control continues the checkpoint for E2 plain joint steps (train.init_from);
 # each variant meta-trains for the same E2 steps from it (noether.init_from, same batches and
@@ -58,8 +60,9 @@ print("\n".join(leaves(payload["config"])))
 PY
 )
 STEP=${STORED[0]}
+# shellcheck disable=SC2206  # EXTRA is a list of overrides, split on spaces on purpose
 COMMON=("${STORED[@]:1}" train.steps=$((STEP + E2)) train.dynamics_steps=0 train.amp=false
-        train.progress=false train.tensorboard=false device="$DEVICE")
+        train.progress=false train.tensorboard=false device="$DEVICE" ${EXTRA:-})
 
 stamp "control and Noether variants ($VARIANTS): $E2 steps from step $STEP, seeds $SEEDS"
 pids=()

@@ -320,14 +320,7 @@ def _train(
         )
 
     total_steps = optim_config.steps
-    loader = DataLoader(
-        train_set,
-        batch_sampler=StepBatches(len(train_set), optim_config.batch_size, config.seed, start,
-                                  total_steps, job),
-        collate_fn=collate,
-        num_workers=config.data.num_workers,
-        pin_memory=device.type == "cuda",
-    )
+    loader = _step_loader(config, train_set, start, job)
     fixed_val = (
         [val_set[i] for i in range(min(len(val_set), optim_config.val_windows))]
         if val_set is not None and optim_config.val_windows > 0
@@ -346,11 +339,7 @@ def _train(
     )
     # the last measurements so far, for results.json should no step be left to run
     book.summary.update(stored_metrics)
-    # bfloat16 needs no loss scaling; GPUs without it (pre-Ampere) train in float32.
-    use_amp = device.type == "cuda" and optim_config.amp and torch.cuda.is_bf16_supported()
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
-    )
+    autocast = _autocast(optim_config, device)
     try:
         step = _joint_phase(config, job, loader, model, ddp_model, noether, optimizer,
                             meta_groups, book, autocast, start, dynamics_start)
@@ -375,6 +364,29 @@ def _train(
     if job.is_main:
         write_json(out_dir / "results.json", results)
     return results
+
+
+def _step_loader(config: TrainCommandConfig, train_set: Dataset, start: int,
+                 job: distributed.Distributed) -> DataLoader:
+    """The training windows of joint steps ``start … train.steps - 1``, each step's batch drawn
+    from ``(seed, step)`` (so a resumed run sees the batches an uninterrupted one would)."""
+    return DataLoader(
+        train_set,
+        batch_sampler=StepBatches(len(train_set), config.train.batch_size, config.seed, start,
+                                  config.train.steps, job),
+        collate_fn=collate,
+        num_workers=config.data.num_workers,
+        pin_memory=job.device.type == "cuda",
+    )
+
+
+def _autocast(optim_config: OptimConfig, device: torch.device
+              ) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on a GPU with ``train.amp`` (it needs no loss scaling); GPUs without
+    bfloat16 (pre-Ampere) and CPUs train in float32."""
+    if device.type == "cuda" and optim_config.amp and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _check_process_split(optim_config: OptimConfig, job: distributed.Distributed) -> None:
