@@ -31,7 +31,6 @@ DEVICE=${DEVICE:-auto}
 mkdir -p "$OUT"
 start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
-wait_all() { local failed=0; for pid in "$@"; do wait "$pid" || failed=1; done; return $failed; }
 
 # The checkpoint's stored config as Hydra overrides (its Noether settings and the keys this
 # script sets itself left out), and its step.
@@ -70,25 +69,13 @@ for seed in $SEEDS; do
   $CLI train "${COMMON[@]}" seed="$seed" noether=off train.init_from="$CHECKPOINT" \
     hydra.run.dir="$OUT/s$seed/control" > "$OUT/s$seed.control.log" 2>&1 &
   pids+=($!)
-  for variant in $VARIANTS; do
-    $CLI train "${COMMON[@]}" seed="$seed" noether="$variant" noether.pretrain_steps="$STEP" \
-      noether.init_from="$CHECKPOINT" hydra.run.dir="$OUT/s$seed/$variant" \
-      > "$OUT/s$seed.$variant.log" 2>&1 &
-    pids+=($!)
-  done
 done
+start_variants "$OUT" "$CHECKPOINT" "${COMMON[@]}" noether.pretrain_steps="$STEP"
 wait_all "${pids[@]}" || stamp "a control or variant run failed: see $OUT/s*.log"
 
 stamp "compare"
 pids=()
-for seed in $SEEDS; do
-  for variant in $VARIANTS; do
-    $CLI compare +runs.baseline="$CHECKPOINT" +runs.control="$OUT/s$seed/control" \
-      +runs.noether="$OUT/s$seed/$variant" sweep_steps="$SWEEP" device="$DEVICE" \
-      hydra.run.dir="$OUT/s$seed/compare_$variant" > "$OUT/s$seed.compare_$variant.log" 2>&1 &
-    pids+=($!)
-  done
-done
+start_comparisons "$OUT" "$CHECKPOINT" "$OUT/s%s/control"
 wait_all "${pids[@]}" || stamp "a comparison failed: see $OUT/s*.compare_*.log"
 $PY "$(dirname "$0")/noether_table.py" "$OUT"
 stamp "done: $OUT/table.md"

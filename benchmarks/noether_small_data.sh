@@ -28,8 +28,6 @@ DEVICE=${DEVICE:-auto}
 mkdir -p "$OUT"
 start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
-# Runs the given commands' pids to completion; fails if any failed, after all have ended.
-wait_all() { local failed=0; for pid in "$@"; do wait "$pid" || failed=1; done; return $failed; }
 
 stamp "collect"
 $CLI collect env="${NOETHER_ENV:-pendulum_random}" policy=ou episodes=100 num_envs=50 \
@@ -62,25 +60,15 @@ for seed in $SEEDS; do
   $CLI train "${TRAIN[@]}" seed="$seed" hydra.run.dir="$OUT/s$seed/baseline" \
     > "$OUT/s$seed.control.log" 2>&1 &
   pids+=($!)
-  for variant in $VARIANTS; do
-    $CLI train "${TRAIN[@]}" seed="$seed" noether="$variant" \
-      noether.init_from="$OUT/s$seed/baseline_e1.pt" hydra.run.dir="$OUT/s$seed/$variant" \
-      > "$OUT/s$seed.$variant.log" 2>&1 &
-    pids+=($!)
-  done
 done
+start_variants "$OUT" "$OUT/s%s/baseline_e1.pt" "${TRAIN[@]}"
 # a failed variant is reported in its log; the others are still compared
 wait_all "${pids[@]}" || stamp "a control or variant run failed: see $OUT/s*.log"
 
 stamp "compare, and the baselines' training-episode MSE"
 pids=()
+start_comparisons "$OUT" "$OUT/s%s/baseline_e1.pt" "$OUT/s%s/baseline"
 for seed in $SEEDS; do
-  for variant in $VARIANTS; do
-    $CLI compare +runs.baseline="$OUT/s$seed/baseline_e1.pt" +runs.control="$OUT/s$seed/baseline" \
-      +runs.noether="$OUT/s$seed/$variant" sweep_steps="$SWEEP" device="$DEVICE" \
-      hydra.run.dir="$OUT/s$seed/compare_$variant" > "$OUT/s$seed.compare_$variant.log" 2>&1 &
-    pids+=($!)
-  done
   for split in train test; do
     $CLI evaluate checkpoint="$OUT/s$seed/baseline_e1.pt" split="$split" lpips=false \
       gif_sequences=0 device="$DEVICE" hydra.run.dir="$OUT/s$seed/gap_$split" \
