@@ -801,13 +801,16 @@ class SVGWorldModel(nn.Module):
 
     def unroll_codes(self, codes: Tensor, actions: Tensor, n_past: int,
                      teacher: Tensor | None = None, noise: Tensor | None = None,
-                     adapt: Adapt | None = None, skips: list[Tensor] | None = None) -> CodeUnroll:
+                     adapt: Adapt | None = None, skips: list[Tensor] | None = None, *,
+                     closed_loop: bool = False) -> CodeUnroll:
         """The predictor over a window's codes ``(B, T, g_dim)``; step ``t`` predicts code ``t+1``.
 
         ``actions``: ``(B, T, A)``. The input of step ``t < n_past`` is code ``t``; for
         ``t ≥ n_past`` it is code ``t`` where ``teacher[:, t]`` (bool ``(B, T)``) is true and the
         model's own prediction otherwise (``None`` = pure teacher forcing, all false = closed
-        loop). With ``model.feedback="pixels"`` a prediction is fed back as the encoding of its
+        loop). ``closed_loop=True`` (``teacher`` then ``None``) feeds every prediction after the
+        context straight back, with no teacher mask in the graph (the dynamics phase). With
+        ``model.feedback="pixels"`` a prediction is fed back as the encoding of its
         decoded frame, decoded with ``skips`` (the window's skip features, each ``(B, T, …)``) of
         frame ``min(t, n_past - 1)``; those frames are returned. ``noise``: ``(B, T - 1, z_dim)``
         standard normal draws for SVG-LP's posterior samples. The unroll of both the joint
@@ -816,8 +819,12 @@ class SVGWorldModel(nn.Module):
         batch, length = codes.shape[:2]
         stochastic = self.config.stochastic
         self._check_noise(noise, batch, length)
-        closed_loop = teacher is not None and not bool(teacher[:, n_past : length - 1].all())
-        pixel_feedback = closed_loop and self.config.feedback == "pixels"
+        if closed_loop and teacher is not None:
+            raise ValueError("teacher: closed_loop=True feeds every prediction back, expected no "
+                             f"teacher mask, got one of shape {tuple(teacher.shape)}")
+        mixed = teacher is not None and not bool(teacher[:, n_past : length - 1].all())
+        fed_back = closed_loop or mixed
+        pixel_feedback = fed_back and self.config.feedback == "pixels"
         if pixel_feedback and skips is None:
             raise ValueError("skips: pixel feedback decodes the predictions, expected the "
                              "window's skip features, got None")
@@ -830,11 +837,12 @@ class SVGWorldModel(nn.Module):
         decoded: list[Tensor] = []
         for t in range(length - 1):
             code_in = codes[:, t]
-            if closed_loop and t >= n_past:
+            if fed_back and t >= n_past:
                 predicted_code = (
                     self.encode(decoded[-1], adapt)[0] if pixel_feedback else outputs[-1].code
                 )
-                code_in = torch.where(teacher[:, t, None], code_in, predicted_code)
+                code_in = (predicted_code if closed_loop
+                           else torch.where(teacher[:, t, None], code_in, predicted_code))
             z = None
             if stochastic:
                 mean_q, logvar_q, posterior = self.gaussian("posterior", codes[:, t + 1], posterior)

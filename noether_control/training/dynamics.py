@@ -111,8 +111,7 @@ def dynamics_losses(
     plus the weighted reward and state MSEs of the heads) and detached per-term metrics.
     """
     codes = window["codes"]
-    closed_loop = torch.zeros(codes.shape[:2], dtype=torch.bool, device=codes.device)
-    unrolled = model.unroll_codes(codes, window["actions"], n_past, teacher=closed_loop)
+    unrolled = model.unroll_codes(codes, window["actions"], n_past, closed_loop=True)
     predicted = unrolled.codes
     code_mse = ((predicted - codes[:, 1:]) ** 2).mean()
     total = code_mse
