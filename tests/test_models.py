@@ -329,3 +329,22 @@ def test_an_untrained_change_predictor_predicts_no_motion() -> None:
     torch.testing.assert_close(state.code, last_code)
     rollout = model.imagine(state, actions[:, 2:])
     torch.testing.assert_close(rollout.frames[:, 1], rollout.frames[:, 0])
+
+
+def test_code_unroll_closed_loop_equals_an_all_false_teacher_mask() -> None:
+    torch.manual_seed(0)
+    model = SVGWorldModel(SVGConfig(image_size=32, width=4, g_dim=8, keypoints=4, rnn_size=16,
+                                    rnn_layers=1))
+    codes, actions = torch.randn(3, 7, 8), torch.randn(3, 7, 1)
+    masked = model.unroll_codes(codes, actions, 2, teacher=torch.zeros(3, 7, dtype=torch.bool))
+    fed_back = model.unroll_codes(codes, actions, 2, closed_loop=True)
+    torch.testing.assert_close(fed_back.codes, masked.codes, rtol=0, atol=0)
+    torch.testing.assert_close(fed_back.rewards, masked.rewards, rtol=0, atol=0)
+    # and it is closed loop: a code after the context does not change the prediction
+    changed = codes.clone()
+    changed[:, 4] += 1.0
+    moved = model.unroll_codes(changed, actions, 2, closed_loop=True)
+    torch.testing.assert_close(moved.codes, fed_back.codes, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="closed_loop=True feeds every prediction back"):
+        model.unroll_codes(codes, actions, 2, teacher=torch.zeros(3, 7, dtype=torch.bool),
+                           closed_loop=True)
