@@ -7,8 +7,10 @@
 # Environment: NOETHER_ENV (env config, default pendulum_random), SEEDS (default "0 1 2 3"),
 # VARIANTS (noether configs, default "default frames_context scale_free"), SWEEP (test-time
 # inner steps of the sweep, default [0,1,2,5,10,20,50]), DEVICE (default auto), EXTRA (Hydra
-# overrides added to every train command; a shorter E1 needs train.steps, noether.pretrain_steps
-# and E1 itself, e.g. E1=4 EXTRA="train.steps=8 noether.pretrain_steps=4 ..." for a smoke run).
+# overrides added to every train command; a shorter E1 needs train.steps, noether.pretrain_steps,
+# the decay lengths and E1 itself, e.g. for a 1-minute smoke run: SEEDS=0 VARIANTS=default
+# SWEEP=[0] E1=4 EXTRA="train.steps=8 noether.pretrain_steps=4 train.lr_decay_steps=4
+# train.schedule_steps=4 train.checkpoint_every=4 train.val_windows=4").
 #
 # 1. collect 100 OU-policy episodes of 32 px frames: 25 train, 5 val, 70 test;
 # 2. per seed, the baseline: E1 plain steps (experiment=noether_small);
