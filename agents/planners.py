@@ -30,6 +30,7 @@ matters more than the sample counts: at 12 steps MPPI with 500 samples never get
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -388,7 +389,7 @@ def _refit(mean: Tensor, std: Tensor, elites: Tensor, alpha: float) -> tuple[Ten
             alpha * std + (1 - alpha) * elites.std(dim=1, correction=0))
 
 
-class _BoxPlanner:
+class _BoxPlanner(ABC):
     """Config, bounds and horizon, and the warm-start checks every planner shares.
 
     ``plan`` checks the warm start and hands the problem to the planner's ``_search``, under
@@ -424,9 +425,9 @@ class _BoxPlanner:
         with torch.no_grad():
             return self._search(problem)
 
+    @abstractmethod
     def _search(self, problem: _Problem) -> Tensor:
         """The plan float ``(E, H, A)`` of ``problem``, inside the bounds."""
-        raise NotImplementedError
 
     def _start(
         self, objective: Objective, initial_mean: Tensor, generator: torch.Generator
