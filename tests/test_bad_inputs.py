@@ -406,24 +406,21 @@ def test_discover_refuses_a_binary_file(data: dict[str, Path], tmp_path: Path) -
 
 # --- Accepted silently, wrongly, before -----------------------------------------------------
 
-def test_discover_refuses_a_unit_for_a_column_the_file_lacks(data: dict[str, Path],
-                                                             tmp_path: Path) -> None:
+@pytest.mark.parametrize("file, units, message", [
+    ("measured", {"q": "rad", "p": "rad/s", "x": "m"},
+     r"data\.units: column\(s\) \['x'\] are not in"),
+    ("constant", {"q": "rad", "p": "rad/s"},
+     r"every state column \(q, p\) has one value in all 4 trajectories; expected states that "
+     "change over time"),
+])
+def test_discover_refuses_units_of_missing_columns_and_states_that_never_change(
+        data: dict[str, Path], tmp_path: Path, file: str, units: dict[str, str],
+        message: str) -> None:
     config = DiscoverConfig(score=False, plot=False, search=SearchConfig(max_size=3))
-    config.data.path = str(data["measured"])
+    config.data.path = str(data[file])
     config.data.trajectory = "trial"
-    config.data.units = {"q": "rad", "p": "rad/s", "x": "m"}
-    with pytest.raises(ValueError, match=r"data\.units: column\(s\) \['x'\] are not in"):
-        discover(config, tmp_path)
-
-
-def test_discover_says_why_constant_states_give_nothing(data: dict[str, Path],
-                                                        tmp_path: Path) -> None:
-    config = DiscoverConfig(score=False, plot=False, search=SearchConfig(max_size=3))
-    config.data.path = str(data["constant"])
-    config.data.trajectory = "trial"
-    config.data.units = {"q": "rad", "p": "rad/s"}
-    with pytest.raises(ValueError, match=r"every state column \(q, p\) has one value in all 4 "
-                       "trajectories; expected states that change over time"):
+    config.data.units = units
+    with pytest.raises(ValueError, match=message):
         discover(config, tmp_path)
 
 
