@@ -174,6 +174,18 @@ def test_train_init_from_continues_a_checkpoint_as_if_never_stopped(
     with pytest.raises(ValueError, match=r"train\.init_from .* expected the architecture"):
         train_world_model(train_config("experiment=smoke", *common, "model.g_dim=8",
                                        f"train.init_from={start}"), tmp_path / "other")
+    # the feedback path is how the weights run, not which exist: a latent-feedback checkpoint
+    # continues with pixel feedback, and the pixels change the training from there on
+    assert read_checkpoint(start)["model_config"]["feedback"] == "latent"
+    for feedback in ("latent", "pixels"):
+        train_world_model(train_config("experiment=smoke", *common, f"model.feedback={feedback}",
+                                       "train.rollout=closed", f"train.init_from={start}"),
+                          tmp_path / feedback)
+    latent = read_checkpoint(tmp_path / "latent" / "checkpoints" / "last.pt")
+    pixels = read_checkpoint(tmp_path / "pixels" / "checkpoints" / "last.pt")
+    assert pixels["model_config"]["feedback"] == "pixels"
+    assert any(not torch.allclose(pixels["model"][name], value)
+               for name, value in latent["model"].items())
     with pytest.raises(ValueError, match="expected at most one checkpoint to start from"):
         train_config("experiment=noether_smoke", *common, f"train.init_from={start}",
                      f"noether.init_from={start}").validate()

@@ -48,6 +48,9 @@ from noether_control.models.layers import (
 
 ENCODER_KINDS = ("dcgan", "vgg")
 FEEDBACKS = ("latent", "pixels")
+# Fields that change how the weights are run, not which weights exist: a run may continue a
+# checkpoint with other values (e.g. fine-tune a latent-feedback model with pixel feedback).
+RUN_TIME_FIELDS = ("feedback",)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from noether_control.models.checkpoint import load_state_checked, read_checkpoint
-from noether_control.models.svg import SVGWorldModel
+from noether_control.models.svg import RUN_TIME_FIELDS, SVGWorldModel
 
 
 def extend_optimizer_state(
@@ -37,6 +37,11 @@ def extend_optimizer_state(
             "param_groups": baseline["param_groups"] + own["param_groups"][1:]}
 
 
+def _architecture(model_config: dict[str, Any]) -> dict[str, Any]:
+    """A model config without the fields a continued run may change (``RUN_TIME_FIELDS``)."""
+    return {key: value for key, value in model_config.items() if key not in RUN_TIME_FIELDS}
+
+
 def init_from_baseline(
     path: str | os.PathLike[str], model: SVGWorldModel, optimizer: torch.optim.Optimizer,
     setting: str = "noether.init_from",
@@ -45,13 +50,15 @@ def init_from_baseline(
 
     ``optimizer``'s first group must hold ``model``'s parameters (later groups, if any: g_φ).
     Raises ``ValueError`` naming ``setting`` when the checkpoint's architecture differs from
-    ``model``'s. Returns the checkpoint's step, where training continues.
+    ``model``'s; the run-time fields (``model.feedback``) may differ. Returns the checkpoint's
+    step, where training continues.
     """
     payload = read_checkpoint(path, "cpu")
     source = f"{setting} {str(path)!r}"
-    if payload["model_config"] != model.config_dict():
-        raise ValueError(f"{source}: expected the architecture of this run "
-                         f"{model.config_dict()}, got {payload['model_config']}")
+    own, stored = (_architecture(config) for config in (model.config_dict(),
+                                                         payload["model_config"]))
+    if stored != own:
+        raise ValueError(f"{source}: expected the architecture of this run {own}, got {stored}")
     load_state_checked(model, payload["model"], source)
     if payload.get("optimizer") is not None:
         optimizer.load_state_dict(extend_optimizer_state(payload["optimizer"], optimizer))
