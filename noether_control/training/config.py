@@ -70,7 +70,8 @@ class OptimConfig:
     init_from: str | None = None
     """Start from this checkpoint's weights, Adam state and step instead of from scratch (e.g.
     the previous model of a model-based loop, continued on its grown dataset); the architecture
-    must match. Ignored when the run directory holds a checkpoint to resume."""
+    must match, except ``model.feedback`` (how the weights run, not which exist). Ignored when
+    the run directory holds a checkpoint to resume."""
     lr_decay_steps: int = 0
     """Decay the learning rate linearly towards 0 over the last this many steps of ``steps``
     (0: constant). With a constant rate a small-batch run's weights keep wandering: validation
