@@ -8,6 +8,11 @@ every agent's mean return with its standard error, ms per action and the real en
 behind its model; and, for agents evaluated on the same episode seeds as ``reference``, the
 paired difference of returns (agent − reference) with a 95 % t-interval over episodes. Written
 to the run directory as ``table.md``, ``table.csv``, ``results.json`` and ``returns.png``.
+
+``returns.png`` shows the returns per agent and, when runs record ``real_env_steps``, the mean
+return against the real environment steps: runs whose names differ only in a trailing
+``_<steps>`` (``sac_pixels_5000``, ``sac_pixels_10000``, ``sac_pixels``) form one curve, and
+runs that learned from no real steps (the oracle, random actions) are horizontal lines.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +99,18 @@ def table_rows(runs: dict[str, dict[str, Any]], reference: str) -> list[dict[str
     return rows
 
 
+def learning_curves(rows: list[dict[str, Any]]) -> dict[str, list[tuple[int, float, float]]]:
+    """The rows with ``real_env_steps`` as curves ``{name: [(steps, mean, stderr), ...]}`` sorted
+    by steps; a name's trailing ``_<digits>`` is dropped, so ``loop_8000`` and ``loop`` join."""
+    curves: dict[str, list[tuple[int, float, float]]] = {}
+    for row in rows:
+        if row["real_env_steps"] is not None:
+            name = re.sub(r"_\d+$", "", row["agent"])
+            curves.setdefault(name, []).append(
+                (int(row["real_env_steps"]), row["mean_return"], row["stderr_return"] or 0.0))
+    return {name: sorted(points) for name, points in curves.items()}
+
+
 def _number(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -139,15 +157,36 @@ def write_outputs(rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]], r
                              "difference_low": difference.get("low"),
                              "difference_high": difference.get("high")})
     write_json(out_dir / "results.json", {"reference": reference, "rows": rows})
-    figure, axis = plt.subplots(figsize=(1.6 * len(runs) + 2, 4))
+    curves = learning_curves(rows)
+    width = 1.6 * len(runs) + 2
+    figure, axes = plt.subplots(1, 2 if curves else 1, squeeze=False,
+                                figsize=(width + (7 if curves else 0), 4))
+    axis = axes[0, 0]
     axis.boxplot([runs[name]["episode_returns"] for name in runs], showmeans=True)
     axis.set_xticks(range(1, len(runs) + 1), list(runs))
     axis.set_ylabel("episode return")
     axis.set_title("returns per agent (same episode seeds)")
+    if curves:
+        _plot_curves(axes[0, 1], curves, [row for row in rows if row["real_env_steps"] is None])
     figure.tight_layout()
     with atomic_path(out_dir / "returns.png") as temporary:
         figure.savefig(temporary, format="png", dpi=120)
     plt.close(figure)
+
+
+def _plot_curves(axis: Any, curves: dict[str, list[tuple[int, float, float]]],
+                 without_steps: list[dict[str, Any]]) -> None:
+    """Mean return ± s.e. against real env steps; runs without real steps as flat lines."""
+    for name, points in curves.items():
+        steps, means, stderrs = (np.array(column) for column in zip(*points, strict=True))
+        axis.errorbar(steps, means, yerr=stderrs, marker="o", capsize=3, label=name)
+    for index, row in enumerate(without_steps, start=len(curves)):
+        axis.axhline(row["mean_return"], linestyle="--", linewidth=1, color=f"C{index % 10}",
+                     label=f"{row['agent']} (no data)")
+    axis.set_xlabel("real environment steps")
+    axis.set_ylabel("mean return ± s.e.")
+    axis.set_title("return against real experience")
+    axis.legend(fontsize=8)
 
 
 def run(cfg: DictConfig) -> None:

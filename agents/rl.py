@@ -124,13 +124,18 @@ def imagined_env(config: RLConfig, loaded: LoadedModel, action_space: Any) -> Wo
                             config.model_env, seed=config.seed, noether=loaded.noether)
 
 
+def saved_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """Every ``policy_N_steps.zip`` in ``directory`` as ``(N, path)``, by increasing N."""
+    return sorted((int(match.group(1)), path) for path in directory.glob("policy_*_steps.zip")
+                  if (match := _CHECKPOINT.search(path.name)))
+
+
 def latest_checkpoint(directory: Path) -> tuple[Path, int] | None:
     """The newest ``policy_N_steps.zip`` in ``directory`` and its step count N, if any."""
-    found = [(int(match.group(1)), path) for path in directory.glob("policy_*_steps.zip")
-             if (match := _CHECKPOINT.search(path.name))]
+    found = saved_checkpoints(directory)
     if not found:
         return None
-    steps, path = max(found)
+    steps, path = found[-1]
     return path, steps
 
 

@@ -4,7 +4,9 @@
     python benchmarks/sac_model_free.py --obs pixels --steps 20000 --out runs/sac_pixels
 
 A killed run resumes from its last checkpoint (``--checkpoint-every`` real steps, with the
-replay buffer) when started again with the same ``--out``.
+replay buffer) when started again with the same ``--out``. ``--curve`` also evaluates every
+saved checkpoint before the last on the same episodes, into ``OUT/curve/steps_N/results.json``
+(return against real steps: ``plan_table +runs.sac_pixels_N=OUT/curve/steps_N ...``).
 
 Stable-Baselines3 SAC (default hyper-parameters, ``MlpPolicy`` on the state observation
 ``(cos θ, sin θ, θ̇)``, ``CnnPolicy`` on the last two 64 px frames stacked) trains for ``--steps``
@@ -29,7 +31,8 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
 import noether_control  # noqa: F401  (registers the env ids)
-from noether_control.agents.rl import checkpoint_callback, latest_checkpoint
+from noether_control.agents.rl import checkpoint_callback, latest_checkpoint, saved_checkpoints
+from noether_control.runtime import write_json
 
 ENV_ID = "NoetherControl/PixelPendulum-v0"
 
@@ -75,6 +78,60 @@ def sac_agent(policy: str, args: argparse.Namespace, checkpoints: Path) -> tuple
     return agent, steps
 
 
+def plan_results(returns: np.ndarray, args: argparse.Namespace, policy: str, steps: int,
+                 seconds: float | None) -> dict:
+    """``noether-control plan``'s result fields for the evaluation ``returns`` after ``steps``."""
+    return {
+        "env_id": ENV_ID,
+        "agent": {"kind": f"sac_model_free_{args.obs}", "policy": policy},
+        "planner": None, "checkpoint": None,
+        "real_env_steps": steps,
+        "episodes": args.episodes,
+        "seeds": [args.eval_seed + i for i in range(args.episodes)],
+        "episode_returns": returns.tolist(),
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std(ddof=1)) if len(returns) > 1 else 0.0,
+        "stderr_return": (float(returns.std(ddof=1) / np.sqrt(len(returns)))
+                          if len(returns) > 1 else None),
+        "num_envs": 1, "ms_per_action": None, "ms_per_call": None,
+        "train_seconds": None if seconds is None else round(seconds, 1),
+    }
+
+
+def evaluate_curve(args: argparse.Namespace, policy: str, out: Path) -> None:
+    """Every saved agent before ``args.steps`` evaluated into ``out/curve/steps_N`` (once)."""
+    for steps, path in saved_checkpoints(out / "checkpoints"):
+        target = out / "curve" / f"steps_{steps}" / "results.json"
+        if steps >= args.steps or target.exists():
+            continue
+        agent = SAC.load(path, device=args.device)
+        returns = np.array(evaluate(agent, args.obs, args.episodes, args.eval_seed))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_json(target, plan_results(returns, args, policy, steps, None))
+        print(f"  after {steps} real steps: mean return {returns.mean():.1f}")
+
+
+def finished(results: Path, steps: int) -> bool:
+    """Whether ``results`` already holds the evaluation after ``steps`` real steps."""
+    return results.exists() and json.loads(results.read_text())["real_env_steps"] == steps
+
+
+def train_and_evaluate(args: argparse.Namespace, policy: str, out: Path) -> None:
+    """Train (or resume) for ``args.steps`` real steps, evaluate, write ``out/results.json``."""
+    agent, done = sac_agent(policy, args, out / "checkpoints")
+    callback = checkpoint_callback(args.checkpoint_every, out / "checkpoints", replay_buffer=True)
+    started = time.perf_counter()
+    if args.steps > done:
+        agent.learn(args.steps - done, callback=callback, reset_num_timesteps=done == 0)
+    seconds = time.perf_counter() - started
+    returns = np.array(evaluate(agent, args.obs, args.episodes, args.eval_seed))
+    document = plan_results(returns, args, policy, args.steps, seconds)
+    write_json(out / "results.json", document)
+    print(f"SAC model-free on {args.obs}, {args.steps} real steps ({seconds:.0f} s): mean return "
+          f"{document['mean_return']:.1f} ± {document['stderr_return'] or 0:.1f} over "
+          f"{args.episodes} episodes (seeds {args.eval_seed}–{args.eval_seed + args.episodes - 1})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--obs", choices=("state", "pixels"), default="state")
@@ -88,37 +145,20 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=2000,
                         help="real steps between saved agents (with the replay buffer); a "
                              "rerun with the same --out resumes from the last one")
+    parser.add_argument("--curve", action="store_true",
+                        help="also evaluate every saved agent before the last "
+                             "(OUT/curve/steps_N/results.json)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policy = "MlpPolicy" if args.obs == "state" else "CnnPolicy"
-    agent, done = sac_agent(policy, args, out / "checkpoints")
-    callback = checkpoint_callback(args.checkpoint_every, out / "checkpoints", replay_buffer=True)
-    started = time.perf_counter()
-    if args.steps > done:
-        agent.learn(args.steps - done, callback=callback, reset_num_timesteps=done == 0)
-    seconds = time.perf_counter() - started
-    returns = np.array(evaluate(agent, args.obs, args.episodes, args.eval_seed))
-    document = {
-        "env_id": ENV_ID,
-        "agent": {"kind": f"sac_model_free_{args.obs}", "policy": policy},
-        "planner": None, "checkpoint": None,
-        "real_env_steps": args.steps,
-        "episodes": args.episodes,
-        "seeds": [args.eval_seed + i for i in range(args.episodes)],
-        "episode_returns": returns.tolist(),
-        "mean_return": float(returns.mean()),
-        "std_return": float(returns.std(ddof=1)) if len(returns) > 1 else 0.0,
-        "stderr_return": (float(returns.std(ddof=1) / np.sqrt(len(returns)))
-                          if len(returns) > 1 else None),
-        "num_envs": 1, "ms_per_action": None, "ms_per_call": None,
-        "train_seconds": round(seconds, 1),
-    }
-    (out / "results.json").write_text(json.dumps(document, indent=2))
-    print(f"SAC model-free on {args.obs}, {args.steps} real steps ({seconds:.0f} s): mean return "
-          f"{document['mean_return']:.1f} ± {document['stderr_return'] or 0:.1f} over "
-          f"{args.episodes} episodes (seeds {args.eval_seed}–{args.eval_seed + args.episodes - 1})")
+    if finished(out / "results.json", args.steps):
+        print(f"{out / 'results.json'} already has the agent after {args.steps} real steps")
+    else:
+        train_and_evaluate(args, policy, out)
+    if args.curve:
+        evaluate_curve(args, policy, out)
 
 
 if __name__ == "__main__":

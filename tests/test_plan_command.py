@@ -17,7 +17,12 @@ from support import PENDULUM_32, SIZE, collect_ou, tiny_checkpoint
 
 from noether_control.agents.collect import CollectConfig, DatasetConfig, collect
 from noether_control.agents.plan import AgentConfig, PlanConfig, plan_episodes
-from noether_control.agents.plan_table import paired_difference, read_plan_results, table_rows
+from noether_control.agents.plan_table import (
+    learning_curves,
+    paired_difference,
+    read_plan_results,
+    table_rows,
+)
 from noether_control.data.env_config import EnvConfig
 from noether_control.data.minari_io import dataset_metadata
 from noether_control.data.windows import EpisodeWindows
@@ -171,3 +176,19 @@ def test_evaluate_reports_the_reward_heads_error(checkpoint: Path, tmp_path: Pat
     expected = ((rewards[:, P - 1 : P + 2] - mean) ** 2).mean(axis=0)
     np.testing.assert_allclose(reward["mean_reward"]["mse"], expected, rtol=1e-6)
     assert reward["training_mean_reward"] == pytest.approx(mean)
+
+
+def test_learning_curves_join_runs_by_name_and_sort_by_real_steps() -> None:
+    runs = {
+        "loop_14000": {"seeds": [0, 1], "episode_returns": [-10.0, -20.0],
+                       "real_env_steps": 14000},
+        "loop": {"seeds": [0, 1], "episode_returns": [-4.0, -6.0], "real_env_steps": 20000},
+        "loop_8000": {"seeds": [0, 1], "episode_returns": [-30.0, -50.0], "real_env_steps": 8000},
+        "sac_pixels": {"seeds": [0, 1], "episode_returns": [-1.0, -3.0], "real_env_steps": 20000},
+        "oracle": {"seeds": [0, 1], "episode_returns": [-2.0, -2.0]},
+    }
+    curves = learning_curves(table_rows(runs, "oracle"))
+    assert list(curves) == ["loop", "sac_pixels"]
+    assert [(steps, mean) for steps, mean, _ in curves["loop"]] == [
+        (8000, -40.0), (14000, -15.0), (20000, -5.0)]
+    assert curves["loop"][0][2] == pytest.approx(10.0)  # std 14.14 / sqrt(2)
