@@ -53,6 +53,17 @@ class EpisodeResults:
         return self.ms_per_call / self.num_envs
 
 
+def return_statistics(returns: np.ndarray) -> dict[str, float | None]:
+    """``mean_return``, ``std_return`` and ``stderr_return`` (``None`` for a single episode) of
+    the episode ``returns``, shape ``(episodes,)``: the fields every results file shares."""
+    many = len(returns) > 1
+    return {
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std(ddof=1)) if many else 0.0,
+        "stderr_return": float(returns.std(ddof=1) / np.sqrt(len(returns))) if many else None,
+    }
+
+
 def mean_return_text(summary: dict[str, Any]) -> str:
     """``mean return M ± S`` of a summary with ``mean_return`` and ``stderr_return`` (S: the
     standard error, ``None`` and shown as 0 for a single episode)."""

@@ -26,7 +26,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from noether_control.agents.harness import EpisodeResults, mean_return_text, run_episodes
+from noether_control.agents.harness import (
+    EpisodeResults,
+    mean_return_text,
+    return_statistics,
+    run_episodes,
+)
 from noether_control.agents.mpc import MPCAgent, MPCConfig, OracleAgent
 from noether_control.agents.planners import make_planner, planner_config
 from noether_control.agents.policies import SB3Policy, UniformPolicy
@@ -218,10 +223,7 @@ def episode_summary(results: EpisodeResults) -> dict[str, Any]:
         "episodes": len(returns),
         "seeds": results.seeds,
         "episode_returns": returns.tolist(),
-        "mean_return": float(returns.mean()),
-        "std_return": float(returns.std(ddof=1)) if len(returns) > 1 else 0.0,
-        "stderr_return": (float(returns.std(ddof=1) / np.sqrt(len(returns)))
-                          if len(returns) > 1 else None),
+        **return_statistics(returns),
         "num_envs": results.num_envs,
         "ms_per_action": results.ms_per_action,
         "ms_per_call": results.ms_per_call,

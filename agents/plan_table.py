@@ -29,6 +29,7 @@ import numpy as np
 from omegaconf import DictConfig
 from scipy import stats
 
+from noether_control.agents.harness import return_statistics
 from noether_control.runtime import atomic_path, run_dir, to_dataclass, write_json
 
 
@@ -77,6 +78,7 @@ def table_rows(runs: dict[str, dict[str, Any]], reference: str) -> list[dict[str
     rows = []
     for name, document in runs.items():
         returns = np.asarray(document["episode_returns"], dtype=np.float64)
+        statistics = return_statistics(returns)
         shared = [seed for seed in document["seeds"] if seed in base_returns]
         paired = None
         if name != reference and shared:
@@ -88,9 +90,8 @@ def table_rows(runs: dict[str, dict[str, Any]], reference: str) -> list[dict[str
             "kind": (document.get("agent") or {}).get("kind"),
             "planner": (document.get("planner") or {}).get("kind"),
             "episodes": len(returns),
-            "mean_return": float(returns.mean()),
-            "stderr_return": (float(returns.std(ddof=1) / math.sqrt(len(returns)))
-                              if len(returns) > 1 else None),
+            "mean_return": statistics["mean_return"],
+            "stderr_return": statistics["stderr_return"],
             "ms_per_action": document.get("ms_per_action"),
             "real_env_steps": document.get("real_env_steps"),
             "paired_episodes": len(shared) if name != reference else None,

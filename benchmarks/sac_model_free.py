@@ -31,6 +31,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
 import noether_control  # noqa: F401  (registers the env ids)
+from noether_control.agents.harness import return_statistics
 from noether_control.agents.rl import checkpoint_callback, latest_checkpoint, saved_checkpoints
 from noether_control.runtime import write_json
 
@@ -89,10 +90,7 @@ def plan_results(returns: np.ndarray, args: argparse.Namespace, policy: str, ste
         "episodes": args.episodes,
         "seeds": [args.eval_seed + i for i in range(args.episodes)],
         "episode_returns": returns.tolist(),
-        "mean_return": float(returns.mean()),
-        "std_return": float(returns.std(ddof=1)) if len(returns) > 1 else 0.0,
-        "stderr_return": (float(returns.std(ddof=1) / np.sqrt(len(returns)))
-                          if len(returns) > 1 else None),
+        **return_statistics(returns),
         "num_envs": 1, "ms_per_action": None, "ms_per_call": None,
         "train_seconds": None if seconds is None else round(seconds, 1),
     }
