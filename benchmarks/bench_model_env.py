@@ -10,11 +10,12 @@ much cheaper than real ones. Both sides produce the same observation, the model'
   steps) from real contexts, whose codes are encoded once per dataset episode;
 - **real env + latent**: the native pixel vector env (``PixelPendulum-v0``, 64 px, batched
   renderer) stepped with the same number of episodes, each step's frames turned into the latent
-  state by :class:`LatentHistory` (one encoder pass of the new frames plus the model step).
+  state by :class:`LatentHistory` (one encoder pass of the new frames, then the ``P − 1``
+  recurrent steps of the context from the cached codes).
 
 Both use the default world model (``SVGConfig()``, random weights: the cost does not depend on
 the weights) and uniform random actions; the table gives env steps per second and the ratio.
-Nothing is asserted; figures are in docs/planning.md.
+Nothing is asserted; figures are in docs/rl.md.
 """
 
 from __future__ import annotations

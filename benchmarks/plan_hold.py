@@ -1,0 +1,116 @@
+"""Where does MPC through a learned model lose return to the oracle: the swing-up or the hold?
+
+    python benchmarks/plan_hold.py CHECKPOINT [--episodes 8] [--samples 500] [--horizon 20]
+
+Runs MPPI through the model (from the env's pixels) and MPPI through the true simulator (the
+oracle, from the true state) with the same planner settings on the same seeded episodes of
+``PixelPendulum-v0``, and prints
+
+- the return of each in the swing-up (steps 0–74) and in the hold (steps 100–199);
+- over the hold, the mean signed angle ``θ`` the pendulum is held at and the mean torque: a
+  model that misjudges where upright is holds the pendulum off it, paying ``θ²`` every step;
+- the model's predicted reward of holding the pendulum at rest at angles ``φ`` around upright
+  (``P`` identical rendered frames, then the torque that holds it there, ``−m g l sin(φ) / 2``)
+  against the true reward: the reward head's error where the hold is decided.
+
+Figures are in docs/rl.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import noether_control  # noqa: F401  (registers the env ids)
+from noether_control.agents.mpc import MPCAgent, OracleAgent
+from noether_control.agents.plan import load_planning_checkpoint
+from noether_control.agents.planners import make_planner
+from noether_control.envs.dynamics import angle_normalize
+from noether_control.models.svg import SVGWorldModel
+
+SWING_UP, HOLD = slice(0, 75), slice(100, 200)
+
+
+def play(agent: MPCAgent | OracleAgent, env: gym.vector.VectorEnv, seed: int) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray]:
+    """Rewards ``(200, E)``, true states ``(200, E, 2)`` and actions ``(200, E)`` of one
+    200-step episode per sub-env, reset with seeds ``seed, seed + 1, …``."""
+    episodes = env.num_envs
+    rng = np.random.default_rng(seed)
+    observation, _ = env.reset(seed=[seed + i for i in range(episodes)])
+    agent.reset(np.ones(episodes, dtype=np.bool_), rng)
+    rewards, states, actions = [], [], []
+    for _ in range(200):
+        states.append(env.unwrapped.states)
+        action = agent.act(observation, rng)
+        observation, reward, *_ = env.step(action)
+        rewards.append(reward)
+        actions.append(action[:, 0])
+    return np.array(rewards), np.array(states), np.array(actions)
+
+
+def holding_torque(env: gym.vector.VectorEnv, angles: np.ndarray) -> np.ndarray:
+    """Torques ``(len(angles),)`` that hold the first sub-env's pendulum at rest at ``angles``:
+    gravity's torque on the uniform rod, ``m g l sin(φ) / 2``, cancelled."""
+    gravity, mass, length = env.unwrapped.physical_parameters[0, :3]
+    return -mass * gravity * length * np.sin(angles) / 2
+
+
+def held_reward(model: SVGWorldModel, context: int, env: gym.vector.VectorEnv,
+                angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true rewards ``(len(angles),)`` of holding the pendulum at rest at
+    ``angles`` (within the torque bound) with :func:`holding_torque`."""
+    system = env.unwrapped.system
+    torque = holding_torque(env, angles)
+    states = np.stack([angles, np.zeros_like(angles)], axis=1)
+    frames = torch.as_tensor(system.render_pixels(states))
+    frames = frames[:, None].expand(-1, context, -1, -1, -1)
+    actions = torch.as_tensor(torque, dtype=torch.float32)[:, None, None]
+    with torch.no_grad():
+        state = model.encode_context(frames, actions.expand(-1, context - 1, -1))
+        predicted = model.rollout(state, actions).rewards[:, 0].numpy()
+    return predicted, system.reward(states, torque[:, None])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="world-model checkpoint or train run directory")
+    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--horizon", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1000, help="first episode seed")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    loaded = load_planning_checkpoint(args.checkpoint, torch.device("cpu"))
+    model, context = loaded.model, loaded.context_frames
+    env = gym.make_vec("NoetherControl/PixelPendulum-v0", num_envs=args.episodes,
+                       vectorization_mode="vector_entry_point",
+                       image_size=model.config.image_size)
+    box = env.single_action_space
+    planner = make_planner({"kind": "mppi", "samples": args.samples, "horizon": args.horizon},
+                           box.low, box.high)
+    agents = {"oracle": OracleAgent(env, planner),
+              "model": MPCAgent(model, planner, box, args.episodes, context)}
+    print(f"checkpoint {loaded.path} ({loaded.real_steps} real steps); MPPI {args.samples} x "
+          f"{args.horizon}; {args.episodes} episodes from seed {args.seed}")
+    print(f"{'planning through':<18}{'return':>9}{'swing-up':>10}{'hold':>8}"
+          f"{'held θ':>9}{'torque':>8}")
+    for name, agent in agents.items():
+        rewards, states, actions = play(agent, env, args.seed)
+        angle = angle_normalize(states[HOLD, :, 0])
+        print(f"{name:<18}{rewards.sum(0).mean():>9.1f}{rewards[SWING_UP].sum(0).mean():>10.1f}"
+              f"{rewards[HOLD].sum(0).mean():>8.2f}{angle.mean():>+9.3f}"
+              f"{actions[HOLD].mean():>+8.3f}")
+    angles = np.linspace(-0.4, 0.4, 9)
+    predicted, true = held_reward(model, context, env, angles)
+    print("held at rest:   φ " + " ".join(f"{a:+6.2f}" for a in angles))
+    print("true reward       " + " ".join(f"{r:+6.3f}" for r in true))
+    print("predicted reward  " + " ".join(f"{r:+6.3f}" for r in predicted))
+    env.close()
+
+
+if __name__ == "__main__":
+    main()
