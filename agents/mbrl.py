@@ -3,20 +3,25 @@
     noether-control mbrl iterations=2 hydra.run.dir=runs/mbrl
     noether-control mbrl experiment=smoke
 
+The agent (``agent``) is ``mpc`` (plans through the latest model) or ``sac`` (a SAC policy
+trained inside the latest model by ``noether-control rl``, acting on its latent state).
 Iteration 0 collects ``initial_episodes`` with the OU policy, trains the world model on them
-(``train_overrides``: the ``train`` command's own presets, e.g. ``experiment=demo``) and
-evaluates MPC through it. Each next iteration ``k``:
+(``train_overrides``: the ``train`` command's own presets, e.g. ``experiment=demo``) and makes
+and evaluates the agent. Each next iteration ``k``:
 
-1. collects ``episodes`` more with MPC through the latest model plus exploration noise
-   (``policy=mpc``), on top of the previous dataset (``dataset.base``: a new dataset version,
-   nothing overwritten);
+1. collects ``episodes`` more with the latest agent plus exploration noise (``policy=mpc``, or
+   ``policy=sb3`` with the model as ``policy.checkpoint``), on top of the previous dataset
+   (``dataset.base``: a new dataset version, nothing overwritten);
 2. continues the world model from its checkpoint on the grown data (``train.init_from``:
    ``train_steps`` more joint steps with their own lr decay, then the dynamics phase);
-3. evaluates MPC through the new model on seeded real episodes (``noether-control plan``,
-   episode ``i`` seeded ``eval_seed + i`` in every iteration).
+3. makes the agent for the new model and evaluates it on seeded real episodes, episode ``i``
+   seeded ``eval_seed + i`` in every iteration: ``noether-control plan`` for MPC;
+   ``noether-control rl`` (``rl_overrides``), which trains SAC afresh in the new model and
+   evaluates it, for SAC.
 
 Every stage is a ``noether-control`` command run in its own directory under the run directory
-(``iter{k}/collect``, ``iter{k}/train``, ``iter{k}/plan``); a stage whose ``results.json``
+(``iter{k}/collect``, ``iter{k}/train``, ``iter{k}/plan`` or ``iter{k}/rl``); a stage whose
+``results.json``
 exists is done. A killed loop, run again with the same settings, picks up where it stopped: a
 killed training resumes from its last checkpoint, a killed collection is redone with the same
 seed (its dataset is written atomically, so no half-written episode survives). ``progress.csv``
@@ -42,10 +47,13 @@ from noether_control.runtime import (
     ReportedError,
     atomic_path,
     require_at_least,
+    require_choice,
     run_dir,
     to_dataclass,
     write_json,
 )
+
+AGENTS = ("mpc", "sac")
 
 
 @dataclass
@@ -62,9 +70,12 @@ class MBRLConfig:
     """Episodes collected with MPC through the latest model in each iteration."""
     collect_num_envs: int = 15
     """Episodes collected in parallel."""
+    agent: str = "mpc"
+    """``mpc`` (planning through the latest model) or ``sac`` (trained in it), the agent that
+    collects and is evaluated."""
     planner: str = "mppi_cpu"
-    """The planner preset (``conf/planner/``, and the agent preset of the same name) of the MPC
-    agent that collects and is evaluated."""
+    """``agent=mpc``: the planner preset (``conf/planner/``, and the agent preset of the same
+    name) of the MPC agent."""
     exploration_std: float = 0.3
     """Gaussian action noise while collecting, in half-ranges of the action box."""
     train_steps: int = 700
@@ -75,7 +86,10 @@ class MBRLConfig:
     collect_overrides: list[str] = field(default_factory=list)
     """Extra ``noether-control collect`` overrides of every collection."""
     plan_overrides: list[str] = field(default_factory=list)
-    """Extra ``noether-control plan`` overrides of every evaluation."""
+    """Extra ``noether-control plan`` overrides of every evaluation (``agent=mpc``)."""
+    rl_overrides: list[str] = field(default_factory=list)
+    """``agent=sac``: ``noether-control rl`` overrides of every SAC training (its own presets,
+    imagined steps, evaluation env)."""
     eval_episodes: int = 20
     """Seeded real episodes of every evaluation."""
     eval_seed: int = 1000
@@ -90,7 +104,8 @@ class MBRLConfig:
             require_at_least(name, getattr(self, name), 1, integer=True)
         require_at_least("iterations", self.iterations, 0, integer=True)
         require_at_least("exploration_std", self.exploration_std, 0)
-        for name in ("train_overrides", "collect_overrides", "plan_overrides"):
+        require_choice("agent", self.agent, AGENTS)
+        for name in ("train_overrides", "collect_overrides", "plan_overrides", "rl_overrides"):
             for item in getattr(self, name):
                 if "=" not in str(item) or str(item).startswith("hydra.run.dir"):
                     raise ValueError(f"{name}: expected key=value overrides (the run directory "
@@ -127,8 +142,9 @@ def run_stage(directory: Path, command: str, overrides: list[str]) -> dict[str, 
 
 
 def collect_stage(config: MBRLConfig, out_dir: Path, iteration: int, base: str | None,
-                  model: Path | None) -> dict[str, Any]:
-    """Iteration 0: OU episodes; later: MPC through ``model`` with noise, on top of ``base``."""
+                  model: Path | None, agent: Path | None) -> dict[str, Any]:
+    """Iteration 0: OU episodes; later: the agent of ``model`` with noise, on top of ``base``
+    (MPC through ``model``, or the SAC policy of the ``agent`` stage trained in it)."""
     overrides = [f"env={config.env}", f"seed={config.seed + iteration}", "progress=false",
                  f"num_envs={config.collect_num_envs}",
                  f"dataset.root={out_dir / 'datasets'}",
@@ -136,8 +152,12 @@ def collect_stage(config: MBRLConfig, out_dir: Path, iteration: int, base: str |
     if model is None:
         overrides += ["policy=ou", f"episodes={config.initial_episodes}"]
     else:
-        overrides += ["policy=mpc", f"planner@policy.planner={config.planner}",
-                      f"policy.checkpoint={model}",
+        if config.agent == "mpc":
+            overrides += ["policy=mpc", f"planner@policy.planner={config.planner}"]
+        else:
+            assert agent is not None  # the sac stage of the previous iteration
+            overrides += ["policy=sb3", f"policy.path={agent / 'policy.zip'}", "policy.algo=sac"]
+        overrides += [f"policy.checkpoint={model}",
                       f"policy.exploration_std={config.exploration_std}",
                       f"episodes={config.episodes}", f"dataset.base={base}"]
     return run_stage(out_dir / f"iter{iteration}" / "collect", "collect",
@@ -158,16 +178,25 @@ def train_stage(config: MBRLConfig, out_dir: Path, iteration: int, data: str,
     return directory
 
 
-def plan_stage(config: MBRLConfig, out_dir: Path, iteration: int, model: Path
-               ) -> dict[str, Any]:
-    """MPC through ``model`` on the seeded evaluation episodes."""
-    overrides = [f"env={config.env}", f"agent={config.planner}", f"checkpoint={model}",
-                 f"episodes={config.eval_episodes}", f"seed={config.eval_seed}",
-                 "progress=false", *config.plan_overrides]
-    return run_stage(out_dir / f"iter{iteration}" / "plan", "plan", overrides)
+def agent_stage(config: MBRLConfig, out_dir: Path, iteration: int, model: Path
+                ) -> tuple[Path, dict[str, Any]]:
+    """The agent of ``model`` evaluated on the seeded evaluation episodes: MPC through it
+    (``plan``), or SAC trained in it (``rl``). Returns the stage directory and its results."""
+    common = [f"env={config.env}", f"checkpoint={model}", f"episodes={config.eval_episodes}",
+              f"seed={config.eval_seed}"]
+    if config.agent == "mpc":
+        directory = out_dir / f"iter{iteration}" / "plan"
+        overrides = [*common, f"agent={config.planner}", "progress=false",
+                     *config.plan_overrides]
+        return directory, run_stage(directory, "plan", overrides)
+    directory = out_dir / f"iter{iteration}" / "rl"
+    return directory, run_stage(directory, "rl", [*common, "algo=sac", *config.rl_overrides])
 
 
-def write_progress(rows: list[dict[str, Any]], out_dir: Path) -> None:
+AGENT_LABELS = {"mpc": "MPC through the model", "sac": "SAC trained in the model"}
+
+
+def write_progress(rows: list[dict[str, Any]], out_dir: Path, label: str) -> None:
     """``progress.csv`` and ``progress.png``: mean return (± s.e.) against real env steps."""
     import matplotlib
 
@@ -182,7 +211,7 @@ def write_progress(rows: list[dict[str, Any]], out_dir: Path) -> None:
     mean = np.array([row["mean_return"] for row in rows], dtype=float)
     error = np.array([row["stderr_return"] or 0.0 for row in rows], dtype=float)
     figure, axis = plt.subplots(figsize=(6, 4))
-    axis.errorbar(steps, mean, yerr=error, marker="o", capsize=3, label="MPC through the model")
+    axis.errorbar(steps, mean, yerr=error, marker="o", capsize=3, label=label)
     axis.set(xlabel="real environment steps behind the model", ylabel="mean return",
              title="model-based loop")
     axis.grid(alpha=0.3)
@@ -199,11 +228,12 @@ def model_based_loop(config: MBRLConfig, out_dir: Path) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     data: str | None = None
     model: Path | None = None
+    agent: Path | None = None
     for iteration in range(config.iterations + 1):
-        collected = collect_stage(config, out_dir, iteration, data, model)
+        collected = collect_stage(config, out_dir, iteration, data, model, agent)
         data = str(collected["path"])
         model = train_stage(config, out_dir, iteration, data, model)
-        evaluation = plan_stage(config, out_dir, iteration, model)
+        agent, evaluation = agent_stage(config, out_dir, iteration, model)
         rows.append({"iteration": iteration, "real_env_steps": collected["total_steps"],
                      "episodes": collected.get("base_episodes", 0) + collected["episodes"],
                      "collection_return": collected["mean_return"],
@@ -211,7 +241,7 @@ def model_based_loop(config: MBRLConfig, out_dir: Path) -> dict[str, Any]:
                      "stderr_return": evaluation["stderr_return"],
                      "ms_per_action": evaluation["ms_per_action"],
                      "dataset": data, "model": str(model)})
-        write_progress(rows, out_dir)
+        write_progress(rows, out_dir, AGENT_LABELS[config.agent])
     document = {"config": asdict(config), "iterations": rows,
                 "final_mean_return": rows[-1]["mean_return"],
                 "final_real_env_steps": rows[-1]["real_env_steps"]}

@@ -36,7 +36,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 from torch import Tensor
 
-from noether_control.agents.policies import check_box, check_mask
+from noether_control.agents.policies import check_box, check_mask, explore
 from noether_control.data.windows import EpisodeWindows
 from noether_control.models.svg import SVGWorldModel, WorldState, as_model_frames
 from noether_control.noether.meta import NoetherModule
@@ -406,12 +406,16 @@ class LatentPolicyAgent:
         action_space: the real env's single-env ``Box(A,)``.
         num_envs: sub-envs acted for at once.
         context_frames: the model's ``P``.
+        exploration_std: Gaussian noise on every action, in half-ranges of the action box
+            (data collection; 0 for evaluation), drawn from the ``rng`` given to :meth:`act`.
     """
 
     def __init__(self, policy: Any, model: SVGWorldModel, action_space: spaces.Space,
-                 num_envs: int, context_frames: int) -> None:
+                 num_envs: int, context_frames: int, exploration_std: float = 0.0) -> None:
         box = check_box(action_space)
+        require_at_least("exploration_std", exploration_std, 0)
         self.policy, self.num_envs = policy, num_envs
+        self.exploration_std = float(exploration_std)
         self.low, self.high = box.low.astype(np.float32), box.high.astype(np.float32)
         centre = torch.as_tensor((box.low + box.high) / 2, dtype=torch.float32)
         self.history = LatentHistory(model, context_frames, num_envs, centre)
@@ -426,7 +430,7 @@ class LatentPolicyAgent:
         self.history.push(pixels)
         latent = self.history.latent().cpu().numpy()
         actions, _ = self.policy.predict(latent, deterministic=True)
-        actions = np.clip(np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1),
-                          self.low, self.high)
+        actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1)
+        actions = explore(actions, self.exploration_std, self.low, self.high, rng)
         self.history.record(torch.as_tensor(actions))
         return actions

@@ -189,31 +189,32 @@ def build_agent(config: PlanConfig, env: Any, loaded: LoadedModel | None, num_en
                            config.agent.exploration_std, seed=config.seed)
     assert loaded is not None  # validate() requires a checkpoint for mpc and sb3
     if kind == "sb3":
-        return load_latent_policy(config.agent, loaded, box, num_envs)
+        return load_latent_policy(str(config.agent.policy_path), config.agent.algo, loaded, box,
+                                  num_envs)
     mpc = MPCConfig(**{f.name: getattr(config.agent, f.name)
                        for f in dataclasses.fields(MPCConfig)})
     return MPCAgent(loaded.model, planner, box, num_envs, loaded.context_frames, mpc,
                     noether=loaded.noether, seed=config.seed, record=config.record)
 
 
-def load_latent_policy(agent: AgentConfig, loaded: LoadedModel, action_space: Any,
-                       num_envs: int) -> Any:
-    """The SB3 policy of ``agent.policy_path`` acting on the real env through ``loaded``'s
-    latent state; refused when its observations are not that model's latent vectors."""
+def load_latent_policy(policy_path: str, algo: str, loaded: LoadedModel, action_space: Any,
+                       num_envs: int, exploration_std: float = 0.0) -> Any:
+    """The SB3 policy saved at ``policy_path`` by ``algo`` acting on the real env through
+    ``loaded``'s latent state (with ``exploration_std`` action noise, for collection); refused
+    when its observations are not that model's latent vectors."""
     from noether_control.agents.model_env import LatentPolicyAgent
 
     device = str(next(loaded.model.parameters()).device)
-    policy = SB3Policy.load(str(agent.policy_path), agent.algo, action_space, num_envs,
-                            device=device).model
+    policy = SB3Policy.load(policy_path, algo, action_space, num_envs, device=device).model
     config = loaded.model.config
     latent = (config.g_dim + 2 * config.rnn_layers * config.rnn_size,)
     shape = tuple(policy.observation_space.shape or ())
     if shape != latent:
-        raise ValueError(f"agent.policy_path: the policy observes vectors of shape {shape}, the "
-                         f"checkpoint's latent state has shape {latent}; evaluate it with the "
+        raise ValueError(f"{policy_path}: the policy observes vectors of shape {shape}, the "
+                         f"checkpoint's latent state has shape {latent}; run it with the "
                          "checkpoint it was trained in")
     return LatentPolicyAgent(policy, loaded.model, action_space, num_envs,
-                             loaded.context_frames)
+                             loaded.context_frames, exploration_std)
 
 
 def episode_summary(results: EpisodeResults) -> dict[str, Any]:

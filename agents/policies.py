@@ -69,6 +69,12 @@ class SB3PolicyConfig:
     deterministic: bool = True
     #: device for the agent's network: auto | cpu | cuda | cuda:N
     device: str = "auto"
+    #: a world-model checkpoint (file or train run directory): the agent was trained in that
+    #: model by ``noether-control rl`` and acts on its latent state of the env's frames; empty:
+    #: the agent acts on the env's own observations
+    checkpoint: str = ""
+    #: Gaussian noise on every action, in half-ranges of the action box
+    exploration_std: float = 0.0
 
 
 @dataclass
@@ -129,6 +135,16 @@ def _check_num_envs(num_envs: int) -> int:
     if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
         raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
     return int(num_envs)
+
+
+def explore(actions: np.ndarray, std: float, low: np.ndarray, high: np.ndarray,
+            rng: np.random.Generator) -> np.ndarray:
+    """``actions`` float32 ``(N, A)`` plus Gaussian noise of ``std`` half-ranges of the box
+    ``[low, high]``, clipped to it (``std = 0``: only clipped; no draw from ``rng``)."""
+    if std > 0:
+        half = (high - low) / 2
+        actions = actions + std * half * rng.standard_normal(actions.shape)
+    return np.clip(actions, low, high).astype(np.float32)
 
 
 def check_mask(mask: np.ndarray, num_envs: int) -> np.ndarray:
@@ -231,9 +247,13 @@ class SB3Policy:
     """
 
     def __init__(
-        self, model: Any, action_space: spaces.Space, num_envs: int, deterministic: bool = True
+        self, model: Any, action_space: spaces.Space, num_envs: int, deterministic: bool = True,
+        exploration_std: float = 0.0,
     ) -> None:
         box = check_box(action_space)
+        if not exploration_std >= 0:
+            raise ValueError(f"policy.exploration_std: expected a number >= 0, got "
+                             f"{exploration_std!r}")
         self.num_envs = _check_num_envs(num_envs)
         model_actions = model.action_space
         if not isinstance(model_actions, spaces.Box) or model_actions.shape != box.shape:
@@ -245,6 +265,7 @@ class SB3Policy:
         self.low = box.low.astype(np.float32)
         self.high = box.high.astype(np.float32)
         self.deterministic = deterministic
+        self.exploration_std = float(exploration_std)
 
     @classmethod
     def load(
@@ -256,6 +277,7 @@ class SB3Policy:
         *,
         deterministic: bool = True,
         device: str = "auto",
+        exploration_std: float = 0.0,
     ) -> SB3Policy:
         """Load an SB3 checkpoint saved by ``algo`` (ppo | sac | td3 | a2c | ddpg)."""
         if algo not in SB3_ALGORITHMS:
@@ -271,7 +293,8 @@ class SB3Policy:
             raise ValueError(
                 f"could not load {str(path)!r} as an SB3 {algo.upper()} checkpoint: {error}"
             ) from error
-        return cls(model, action_space, num_envs, deterministic=deterministic)
+        return cls(model, action_space, num_envs, deterministic=deterministic,
+                   exploration_std=exploration_std)
 
     def _model_input(self, observation: Observation) -> Observation:
         model_space = self.model.observation_space
@@ -315,7 +338,7 @@ class SB3Policy:
                 self._model_input(observation), deterministic=self.deterministic
             )
         actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1)
-        return np.clip(actions, self.low, self.high)
+        return explore(actions, self.exploration_std, self.low, self.high, rng)
 
     def reset(self, mask: np.ndarray, rng: np.random.Generator) -> None:
         """Feed-forward agents keep no per-episode state."""
@@ -338,6 +361,19 @@ def _mpc_policy(config: MPCPolicyConfig, action_space: spaces.Space, num_envs: i
     return MPCAgent(loaded.model, planner, box, num_envs, loaded.context_frames, mpc)
 
 
+def _latent_sb3_policy(config: SB3PolicyConfig, action_space: spaces.Space,
+                       num_envs: int) -> Policy:
+    """An agent trained in ``config.checkpoint``'s model, acting on its latent state."""
+    from noether_control.agents.plan import load_latent_policy, load_planning_checkpoint
+
+    if not config.deterministic:
+        raise ValueError("policy.deterministic: an agent trained in a world model acts with its "
+                         "mean action (explore with policy.exploration_std), got false")
+    loaded = load_planning_checkpoint(config.checkpoint, resolve_device(config.device))
+    return load_latent_policy(config.path, config.algo, loaded, action_space, num_envs,
+                              config.exploration_std)
+
+
 def policy_config(cfg: DictConfig | dict[str, Any] | PolicyConfig) -> PolicyConfig:
     """Validate a policy config node (its ``kind`` picks the dataclass) and return it."""
     return kind_dataclass("policy", cfg, POLICY_CONFIGS)
@@ -356,6 +392,8 @@ def make_policy(
         return _mpc_policy(config, action_space, num_envs)
     if not config.path:
         raise ValueError("policy.path: expected the path of an SB3 checkpoint, got none")
+    if config.checkpoint:
+        return _latent_sb3_policy(config, action_space, num_envs)
     return SB3Policy.load(
         config.path,
         config.algo,
@@ -363,4 +401,5 @@ def make_policy(
         num_envs,
         deterministic=config.deterministic,
         device=config.device,
+        exploration_std=config.exploration_std,
     )

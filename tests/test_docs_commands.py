@@ -296,20 +296,20 @@ CHECKS: dict[str, Callable[[Any], None]] = {
 
 def mbrl_stages(config: MBRLConfig) -> list[tuple[str, list[str]]]:
     """``(command, overrides)`` of the loop's stages in its first two iterations (collect with
-    OU, then with MPC; train, then continue; plan), as the loop builds them."""
+    OU, then with the agent; train, then continue; plan or rl), as the loop builds them."""
     started: list[tuple[str, list[str]]] = []
 
     def record(directory: Path, command: str, overrides: list[str]) -> dict[str, object]:
         started.append((command, list(overrides)))
         return {}
 
-    run, model = Path("RUN_DIR"), Path("MODEL_DIR")
+    run, model, agent = Path("RUN_DIR"), Path("MODEL_DIR"), Path("AGENT_DIR")
     with mock.patch.object(mbrl, "run_stage", record):
-        mbrl.collect_stage(config, run, 0, None, None)
+        mbrl.collect_stage(config, run, 0, None, None, None)
         mbrl.train_stage(config, run, 0, "DATASET", None)
-        mbrl.plan_stage(config, run, 0, model)
+        mbrl.agent_stage(config, run, 0, model)
         if config.iterations >= 1:
-            mbrl.collect_stage(config, run, 1, "DATASET", model)
+            mbrl.collect_stage(config, run, 1, "DATASET", model, agent)
             mbrl.train_stage(config, run, 1, "DATASET", model)
     return started
 

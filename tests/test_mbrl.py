@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from noether_control.agents.mbrl import MBRLConfig, model_based_loop
 from noether_control.data.minari_io import read_episodes
@@ -90,6 +91,31 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         model_based_loop(MBRLConfig(train_overrides=["hydra.run.dir=x"]), tmp_path)
     with pytest.raises(ValueError, match=r"iterations: expected an int >= 0"):
         model_based_loop(MBRLConfig(iterations=-1), tmp_path)
+    with pytest.raises(ValueError, match=r"agent: expected one of \('mpc', 'sac'\), got 'ppo'"):
+        model_based_loop(MBRLConfig(agent="ppo"), tmp_path)
+
+
+def test_the_sac_loop_trains_in_each_model_and_collects_with_that_policy(tmp_path: Path) -> None:
+    out = tmp_path / "sac"
+    done = run_mbrl(out, "agent=sac")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads((out / "results.json").read_text())["iterations"]
+    assert [row["real_env_steps"] for row in rows] == [80, 120]
+    for iteration, real_steps in ((0, 80), (1, 120)):
+        trained = json.loads((out / f"iter{iteration}/rl/results.json").read_text())
+        # SAC trained in this iteration's model and evaluated on the seeded real episodes
+        assert trained["checkpoint"].startswith(str(out / f"iter{iteration}/train"))
+        assert trained["real_env_steps"] == real_steps and trained["seeds"] == [1000, 1001]
+        assert trained["mean_return"] == rows[iteration]["mean_return"]
+    assert not (out / "iter0/plan").exists()
+    # the second collection acted with the first SAC policy on its model's latent state
+    assert json.loads((out / "iter1/collect/results.json").read_text())["policy"] == "sb3"
+    policy = OmegaConf.load(out / "iter1/collect/.hydra/config.yaml").policy
+    assert policy.path == str(out / "iter0/rl/policy.zip")
+    assert policy.checkpoint == str(out / "iter0/train")
+    assert policy.exploration_std == 0.3
+    grown = episodes(out / "datasets/noether-control/mbrl/iter1-v0")
+    assert len(grown) == 6
 
 
 def test_the_20k_preset_spends_20000_real_steps() -> None:

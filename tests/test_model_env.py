@@ -3,8 +3,6 @@ side of their latent observation."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -232,3 +230,27 @@ def test_latent_policy_agent_acts_on_pixels_within_bounds() -> None:
         total += reference.step(np.full((2, 1), 2.0, np.float32))[1]
     reference.close()
     np.testing.assert_allclose(results.returns, total, rtol=1e-6)
+
+
+def test_latent_policy_agent_explores_with_seeded_noise_and_remembers_what_it_applied() -> None:
+    class Zero:
+        def predict(self, observation: np.ndarray, deterministic: bool = True
+                    ) -> tuple[np.ndarray, None]:
+            return np.zeros((2, 1), np.float32), None
+
+    model = tiny_model()
+    env = gym.make_vec(ENV.id, num_envs=2, vectorization_mode="vector_entry_point",
+                       image_size=SIZE)
+    observation, _ = env.reset(seed=[0, 1])
+    env.close()
+    applied = []
+    for _ in range(2):
+        agent = LatentPolicyAgent(Zero(), model, BOX, 2, P, exploration_std=0.5)
+        applied.append(agent.act(observation, np.random.default_rng(7)))
+    np.testing.assert_array_equal(applied[0], applied[1])  # the rng alone decides the noise
+    expected = np.clip(0.5 * 2.0 * np.random.default_rng(7).standard_normal((2, 1)), -2, 2)
+    np.testing.assert_allclose(applied[0], expected, rtol=1e-6)
+    # the context of the next state holds the noisy action that was applied
+    torch.testing.assert_close(agent.history.actions[:, -1], torch.as_tensor(applied[1]))
+    with pytest.raises(ValueError, match=r"exploration_std: expected a number >= 0"):
+        LatentPolicyAgent(Zero(), model, BOX, 2, P, exploration_std=-0.1)

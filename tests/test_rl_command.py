@@ -6,19 +6,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from stable_baselines3 import SAC
 from support import PENDULUM_32, SIZE, collect_ou, tiny_checkpoint
 
 import noether_control as noether_control_package
 from noether_control.agents.plan import AgentConfig, PlanConfig, plan_episodes
+from noether_control.agents.policies import make_policy
 from noether_control.agents.rl import RLConfig, latest_checkpoint, train_in_model
+from noether_control.data.env_config import make_vector_env
+from noether_control.models.checkpoint import save_checkpoint
+from noether_control.models.svg import SVGConfig, SVGWorldModel
 from noether_control.runtime import to_dataclass
 
 CONF = Path(noether_control_package.__file__).resolve().parent / "conf/commands"
 P = 2
 ENV = PENDULUM_32
+BOX = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +94,28 @@ def test_bad_settings_are_refused(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"SB3 checkpoint: expected a \.zip file"):
         plan_episodes(PlanConfig(env=ENV, agent=AgentConfig(kind="sb3", policy_path="none.zip"),
                                  checkpoint=str(checkpoint), progress=False), tmp_path / "p")
+
+
+def test_a_policy_trained_in_a_model_collects_through_it_and_no_other(checkpoint: Path,
+                                                                      tmp_path: Path) -> None:
+    train_in_model(smoke_config(checkpoint, "steps=128", "episodes=1", "eval_num_envs=1"),
+                   tmp_path)
+    settings = {"kind": "sb3", "path": str(tmp_path / "policy.zip"), "algo": "sac",
+                "checkpoint": str(checkpoint), "exploration_std": 0.2, "device": "cpu"}
+    policy = make_policy(settings, BOX, 2)
+    env = make_vector_env(ENV, 2, obs_type="pixels_state")
+    observation, _ = env.reset(seed=[0, 1])
+    env.close()
+    actions = policy.act(observation, np.random.default_rng(0))
+    assert actions.shape == (2, 1) and np.all(np.abs(actions) <= 2)
+    # a model whose latent state is another size: the policy's observations do not fit it
+    other = SVGWorldModel(SVGConfig(image_size=SIZE, width=4, g_dim=6, keypoints=4, rnn_size=8,
+                                    rnn_layers=1, action_embed_dim=2))
+    config = torch.load(checkpoint, weights_only=False)["config"]
+    wrong = save_checkpoint(tmp_path / "other" / "last.pt", model=other, optimizer=None, step=0,
+                            config=config, rng={})
+    with pytest.raises(ValueError, match=r"the policy observes vectors of shape \(40,\), the "
+                                         r"checkpoint's latent state has shape \(22,\)"):
+        make_policy({**settings, "checkpoint": str(wrong)}, BOX, 2)
+    with pytest.raises(ValueError, match=r"policy\.deterministic: an agent trained in a world"):
+        make_policy({**settings, "deterministic": False}, BOX, 2)
