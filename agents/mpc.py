@@ -35,7 +35,7 @@ from torch import Tensor
 
 from noether_control.agents.oracle import true_dynamics_objective
 from noether_control.agents.planners import Objective, Planner
-from noether_control.agents.policies import check_box, check_mask
+from noether_control.agents.policies import check_box, check_mask, explore
 from noether_control.envs.vector import PixelVectorEnv
 from noether_control.models.planning import PlanningModel, plan_returns
 from noether_control.models.svg import SVGWorldModel
@@ -164,11 +164,9 @@ class _Agent(ABC):
         """``actions`` plus Gaussian noise of ``exploration_std`` half-ranges, clipped."""
         if self.exploration_std == 0:
             return actions
-        half = (self.loop.high - self.loop.low) / 2
-        noise = torch.as_tensor(rng.standard_normal(tuple(actions.shape)), dtype=actions.dtype,
-                                device=actions.device)
-        return torch.clamp(actions + self.exploration_std * half * noise, self.loop.low,
-                           self.loop.high)
+        noisy = explore(actions.cpu().numpy(), self.exploration_std,
+                        self.loop.low.cpu().numpy(), self.loop.high.cpu().numpy(), rng)
+        return torch.as_tensor(noisy, device=actions.device)
 
     def predict(
         self,
