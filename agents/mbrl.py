@@ -21,11 +21,11 @@ and evaluates the agent. Each next iteration ``k``:
 
 Every stage is a ``noether-control`` command run in its own directory under the run directory
 (``iter{k}/collect``, ``iter{k}/train``, ``iter{k}/plan`` or ``iter{k}/rl``); a stage whose
-``results.json``
-exists is done. A killed loop, run again with the same settings, picks up where it stopped: a
-killed training resumes from its last checkpoint, a killed collection is redone with the same
-seed (its dataset is written atomically, so no half-written episode survives). ``progress.csv``
-and ``progress.png``: the mean return against the real environment steps behind the model.
+``results.json`` exists is done. A killed loop, run again with the same settings, picks up where
+it stopped: a killed training (or SAC run) resumes from its last checkpoint, a killed collection
+is redone with the same seed (its dataset is written atomically, so no half-written episode
+survives). ``progress.csv`` and ``progress.png``: the mean return against the real
+environment steps behind the model.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class MBRLConfig:
     initial_episodes: int = 40
     """Episodes collected with the OU policy before the first model."""
     episodes: int = 30
-    """Episodes collected with MPC through the latest model in each iteration."""
+    """Episodes collected with the latest agent in each iteration."""
     collect_num_envs: int = 15
     """Episodes collected in parallel."""
     agent: str = "mpc"
