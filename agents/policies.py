@@ -26,7 +26,7 @@ import numpy as np
 from gymnasium import spaces
 from omegaconf import DictConfig
 
-from noether_control.runtime import kind_dataclass, resolve_device
+from noether_control.runtime import kind_dataclass, require_at_least, resolve_device
 
 Observation = np.ndarray | dict[str, np.ndarray]
 
@@ -251,9 +251,7 @@ class SB3Policy:
         exploration_std: float = 0.0,
     ) -> None:
         box = check_box(action_space)
-        if not exploration_std >= 0:
-            raise ValueError(f"policy.exploration_std: expected a number >= 0, got "
-                             f"{exploration_std!r}")
+        require_at_least("policy.exploration_std", exploration_std, 0)
         self.num_envs = _check_num_envs(num_envs)
         model_actions = model.action_space
         if not isinstance(model_actions, spaces.Box) or model_actions.shape != box.shape:

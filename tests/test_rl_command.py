@@ -119,3 +119,5 @@ def test_a_policy_trained_in_a_model_collects_through_it_and_no_other(checkpoint
         make_policy({**settings, "checkpoint": str(wrong)}, BOX, 2)
     with pytest.raises(ValueError, match=r"policy\.deterministic: an agent trained in a world"):
         make_policy({**settings, "deterministic": False}, BOX, 2)
+    with pytest.raises(ValueError, match=r"policy\.exploration_std: expected a number >= 0"):
+        make_policy({**settings, "checkpoint": "", "exploration_std": -0.1}, BOX, 2)
