@@ -5,8 +5,7 @@ Two agents share one receding-horizon loop (:class:`RecedingHorizon`), batched o
 
 - :class:`MPCAgent` acts on the env's pixel observations through a learned world model (plain, or
   tailored per episode with a Noether checkpoint). It keeps each episode's last frames and the
-  actions between them, acts ``warmup_action`` until it has the model's ``P`` context frames,
-  then plans through :class:`~noether_control.models.planning.PlanningModel`.
+  actions between them and plans through :class:`~noether_control.models.planning.PlanningModel`.
 - :class:`OracleAgent` plans through the true simulator from the true state
   (:func:`noether_control.agents.oracle.true_dynamics_objective`): the ceiling that shows what
   the learned model costs.
@@ -44,7 +43,7 @@ from noether_control.noether.planning import tailor_to_plan
 from noether_control.runtime import require_at_least, require_choice
 
 TAILOR_MODES = ("none", "once_per_step", "per_iteration")
-WARMUP_ACTIONS = ("zero", "random")
+WARMUP_ACTIONS = ("plan", "zero", "random")
 
 
 @dataclass
@@ -53,9 +52,13 @@ class MPCConfig:
 
     replan_every: int = 1
     """Plan every this many steps; in between, apply the stored plan's next action."""
-    warmup_action: str = "zero"
-    """Action while fewer than the model's ``P`` context frames have been seen: ``zero`` (the
-    centre of the action box) or ``random`` (uniform in the box)."""
+    warmup_action: str = "plan"
+    """Action while fewer than the model's ``P`` context frames have been seen: ``plan`` (plan
+    from a context whose missing frames repeat the episode's first, with centre actions between,
+    as Gymnasium's frame stack pads at reset), ``zero`` (the centre of the action box) or
+    ``random`` (uniform in the box). Waiting costs episodes that start where a few steps decide:
+    a pendulum starting at the edge of what the torque can hold falls in ``P − 1`` idle steps
+    (docs/rl.md)."""
     tailor: str = "none"
     """Noether tailoring to the episode before planning: ``none``; ``once_per_step`` (K inner
     steps along the prediction under the warm-start plan, then plan with those parameters); or
@@ -241,7 +244,7 @@ class MPCAgent(_Agent):
         size, channels = model.config.image_size, model.config.channels
         self.frames = torch.zeros(num_envs, self.history, size, size, channels, dtype=torch.uint8,
                                   device=device)
-        self.actions = torch.zeros(num_envs, self.history - 1, box.shape[0], device=device)
+        self.actions = self.loop.centre.expand(num_envs, self.history - 1, -1).clone()
         self.seen = np.zeros(num_envs, dtype=np.int64)
         self.record = min(record, num_envs)
         self.imagined: Tensor | None = None
@@ -258,12 +261,13 @@ class MPCAgent(_Agent):
         self.seen[mask] = 0
         index = torch.as_tensor(np.flatnonzero(mask), device=self.frames.device)
         self.frames[index] = 0
-        self.actions[index] = 0
+        self.actions[index] = self.loop.centre
         self.loop.reset(mask)
         if mask[: self.record].any():
             self.imagined = None
 
     def _push_frames(self, observation: Any) -> None:
+        """Append each episode's newest frame (an episode's first fills its whole history)."""
         pixels = observation["pixels"] if isinstance(observation, dict) else observation
         pixels = torch.as_tensor(np.asarray(pixels), device=self.frames.device)
         expected = (self.num_envs, *self.frames.shape[2:])
@@ -273,7 +277,10 @@ class MPCAgent(_Agent):
                 f"{self.model.config.image_size}px frames), got {pixels.dtype} "
                 f"{tuple(pixels.shape)}"
             )
-        self.frames = torch.cat([self.frames[:, 1:], pixels[:, None]], dim=1)
+        first = torch.as_tensor(self.seen == 0, device=self.frames.device)
+        shifted = torch.cat([self.frames[:, 1:], pixels[:, None]], dim=1)
+        self.frames = torch.where(first[:, None, None, None, None],
+                                  pixels[:, None].expand_as(self.frames), shifted)
         self.seen += 1
 
     def _planning_model(self, index: Tensor, plan: Tensor) -> PlanningModel:
@@ -283,7 +290,8 @@ class MPCAgent(_Agent):
         frames = self.frames[index]
         actions = self.actions[index]
         seen = int(self.seen[index.cpu().numpy()].min())
-        # tailor from the frames these episodes have all seen (at least P: they are ready)
+        # tailor from the frames these episodes have all seen (at least P: a short history
+        # repeats its first frame)
         length = max(self.context_frames, min(self.history, seen))
         return tailor_to_plan(self.noether, self.model, frames[:, -length:],
                               actions[:, actions.shape[1] - (length - 1):], plan,
@@ -314,7 +322,7 @@ class MPCAgent(_Agent):
         ``observation``: uint8 ``(num_envs, S, S, C)`` frames (or a dict with ``"pixels"``).
         """
         self._push_frames(observation)
-        ready = self.seen >= self.context_frames
+        ready = self.seen >= (1 if self.config.warmup_action == "plan" else self.context_frames)
         due = self.loop.due(ready)
         actions = self.loop.step(ready, self._objective, int(rng.integers(2**62)))
         if not ready.all():

@@ -61,14 +61,36 @@ def act_for(agent: MPCAgent, seeds: list[int], steps: int, rng_seed: int) -> np.
     return np.stack(actions)
 
 
-def test_warm_up_then_plans_inside_the_bounds() -> None:
-    actions = act_for(mpc_agent(), [0, 1], 8, rng_seed=0)
+def test_zero_warm_up_waits_for_the_context_then_plans_inside_the_bounds() -> None:
+    actions = act_for(mpc_agent(warmup_action="zero"), [0, 1], 8, rng_seed=0)
     assert actions.dtype == np.float32 and actions.shape == (8, 2, 1)
     # the first P - 1 steps lack the model's context: the centre of the box
     assert np.all(actions[: P - 1] == 0)
     assert np.any(actions[P - 1 :] != 0)
     noisy = act_for(mpc_agent(exploration_std=5.0), [0, 1], 8, rng_seed=0)
     assert np.all(np.abs(noisy) <= 2.0) and np.any(np.abs(noisy) == 2.0)
+
+
+def test_plan_warm_up_plans_from_the_first_frame_repeated() -> None:
+    agent = mpc_agent(warmup_action="plan")
+    env = pixel_env(2)
+    rng = np.random.default_rng(0)
+    observation, _ = env.reset(seed=[0, 1])
+    agent.reset(np.ones(2, dtype=np.bool_), rng)
+    first = agent.act(observation, rng)
+    assert np.all(first != 0)  # planned, not the centre of the box
+    context, past = agent._context(torch.arange(2))
+    expected = torch.as_tensor(observation)[:, None].expand(-1, P, -1, -1, -1)
+    torch.testing.assert_close(context, expected)
+    # the actions between the repeated frames are the centre; the one just taken is recorded
+    assert torch.all(past[:, :-1] == 0)
+    torch.testing.assert_close(past[:, -1], torch.as_tensor(first))
+    second, *_ = env.step(first)
+    agent.act(second, rng)
+    context, _ = agent._context(torch.arange(2))
+    torch.testing.assert_close(context[:, :-1], expected[:, :-1])
+    torch.testing.assert_close(context[:, -1], torch.as_tensor(second))
+    env.close()
 
 
 def test_reset_makes_a_second_episode_equal_a_fresh_agents() -> None:
@@ -142,7 +164,8 @@ def test_tailoring_to_the_episode_changes_the_plan(mode: str) -> None:
 
     plain = act_for(agent("none"), [0, 1], 7, rng_seed=0)
     tailored = act_for(agent(mode), [0, 1], 7, rng_seed=0)
-    np.testing.assert_array_equal(plain[: P - 1], tailored[: P - 1])
+    # from the first step: a short history repeats its first frame and is tailored to as well
+    assert not np.allclose(plain[0], tailored[0])
     assert not np.allclose(plain[P - 1 :], tailored[P - 1 :])
 
 
@@ -216,5 +239,6 @@ def test_mpc_records_what_it_imagines_for_the_gif() -> None:
     env.close()
     assert results.imagined is not None
     assert results.imagined.shape == (200, 1, 4, SIZE, SIZE, 3)
-    assert results.imagined[: P - 1].max() == 0 and results.imagined[P - 1 :].max() > 0
+    # a plan from the first step (the first frame repeated as context): every step imagined
+    assert results.imagined.reshape(200, -1).max(axis=1).min() > 0
     assert results.ms_per_call > 0 and results.ms_per_action == results.ms_per_call / 2
