@@ -1,6 +1,7 @@
 """Where does MPC through a learned model lose return to the oracle: the swing-up or the hold?
 
     python benchmarks/plan_hold.py CHECKPOINT [--episodes 8] [--samples 500] [--horizon 20]
+        [--seed 1000] [--warmup-action plan]
 
 Runs MPPI through the model (from the env's pixels) and MPPI through the true simulator (the
 oracle, from the true state) with the same planner settings on the same seeded episodes of
@@ -9,6 +10,9 @@ oracle, from the true state) with the same planner settings on the same seeded e
 - the return of each in the swing-up (steps 0–74) and in the hold (steps 100–199);
 - over the hold, the mean signed angle ``θ`` the pendulum is held at and the mean torque: a
   model that misjudges where upright is holds the pendulum off it, paying ``θ²`` every step;
+- per episode, the start state and the two returns: an episode the model's agent loses is
+  visible with where it started (e.g. a pendulum starting at the edge of what the torque holds,
+  lost in the idle steps of ``--warmup-action zero``);
 - the model's predicted reward of holding the pendulum at rest at angles ``φ`` around upright
   (``P`` identical rendered frames, then the torque that holds it there, ``−m g l sin(φ) / 2``)
   against the true reward: the reward head's error where the hold is decided.
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 
 import noether_control  # noqa: F401  (registers the env ids)
-from noether_control.agents.mpc import MPCAgent, OracleAgent
+from noether_control.agents.mpc import WARMUP_ACTIONS, MPCAgent, MPCConfig, OracleAgent
 from noether_control.agents.plan import load_planning_checkpoint
 from noether_control.agents.planners import make_planner
 from noether_control.envs.dynamics import angle_normalize
@@ -82,6 +86,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--horizon", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1000, help="first episode seed")
+    parser.add_argument("--warmup-action", default="plan", choices=WARMUP_ACTIONS,
+                        help="the model agent's action before it has P frames")
     args = parser.parse_args()
     torch.set_num_threads(1)
     loaded = load_planning_checkpoint(args.checkpoint, torch.device("cpu"))
@@ -93,17 +99,26 @@ def main() -> None:
     planner = make_planner({"kind": "mppi", "samples": args.samples, "horizon": args.horizon},
                            box.low, box.high)
     agents = {"oracle": OracleAgent(env, planner),
-              "model": MPCAgent(model, planner, box, args.episodes, context)}
+              "model": MPCAgent(model, planner, box, args.episodes, context,
+                                MPCConfig(warmup_action=args.warmup_action))}
     print(f"checkpoint {loaded.path} ({loaded.real_steps} real steps); MPPI {args.samples} x "
-          f"{args.horizon}; {args.episodes} episodes from seed {args.seed}")
+          f"{args.horizon}; {args.episodes} episodes from seed {args.seed}; model agent's "
+          f"warm-up: {args.warmup_action}")
     print(f"{'planning through':<18}{'return':>9}{'swing-up':>10}{'hold':>8}"
           f"{'held θ':>9}{'torque':>8}")
+    returns, starts = {}, None
     for name, agent in agents.items():
         rewards, states, actions = play(agent, env, args.seed)
+        returns[name], starts = rewards.sum(0), states[0]
         angle = angle_normalize(states[HOLD, :, 0])
         print(f"{name:<18}{rewards.sum(0).mean():>9.1f}{rewards[SWING_UP].sum(0).mean():>10.1f}"
               f"{rewards[HOLD].sum(0).mean():>8.2f}{angle.mean():>+9.3f}"
               f"{actions[HOLD].mean():>+8.3f}")
+    print(f"{'seed':>6}{'start θ':>9}{'start θ̇':>9}{'oracle':>9}{'model':>9}")
+    for episode, (oracle_return, model_return) in enumerate(
+            zip(returns["oracle"], returns["model"], strict=True)):
+        print(f"{args.seed + episode:>6}{angle_normalize(starts[episode, 0]):>+9.2f}"
+              f"{starts[episode, 1]:>+9.2f}{oracle_return:>9.1f}{model_return:>9.1f}")
     angles = np.linspace(-0.4, 0.4, 9)
     predicted, true = held_reward(model, context, env, angles)
     print("held at rest:   φ " + " ".join(f"{a:+6.2f}" for a in angles))

@@ -11,6 +11,7 @@ from torch.func import grad, vmap
 from noether_control.models import SVGConfig, SVGWorldModel
 from noether_control.models.checkpoint import load_world_model, save_checkpoint
 from noether_control.models.svg import functional_verb
+from noether_control.training.warm_start import init_from_baseline
 
 
 def tiny_config(**overrides: object) -> SVGConfig:
@@ -348,3 +349,46 @@ def test_code_unroll_closed_loop_equals_an_all_false_teacher_mask() -> None:
     with pytest.raises(ValueError, match="closed_loop=True feeds every prediction back"):
         model.unroll_codes(codes, actions, 2, teacher=torch.zeros(3, 7, dtype=torch.bool),
                            closed_loop=True)
+
+
+def test_the_hidden_code_reward_head_reads_the_frames_code_and_action() -> None:
+    model = tiny_model(reward_input="hidden_code")
+    config = model.config
+    assert model.reward_net[0].in_features == config.rnn_size + config.g_dim + config.action_dim
+    frames, actions = batch(2, 4)
+    state = model.encode_context(frames[:, :2], actions[:, :1])
+    out, _ = model.step(state.code, actions[:, 1], state.lstm)
+    expected = model.reward_net(torch.cat([out.hidden, state.code, actions[:, 1]], -1))
+    torch.testing.assert_close(out.reward, expected.squeeze(-1))
+    # the code's own path reaches the reward: gradients flow to the head's code columns
+    out.reward.sum().backward()
+    code_columns = model.reward_net[0].weight.grad[:, config.rnn_size:]
+    assert code_columns.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"model\.reward_input: expected one of"):
+        tiny_config(reward_input="pixels").validate()
+
+
+def test_a_checkpoint_written_before_reward_input_loads_and_continues_as_before(
+        tmp_path: Path) -> None:
+    model = tiny_model(reward_head=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    path = save_checkpoint(tmp_path / "ck.pt", model=model, optimizer=optimizer, step=7,
+                           config={}, rng={"torch": torch.get_rng_state()})
+    payload = torch.load(path, weights_only=True)
+    del payload["model_config"]["reward_input"]
+    torch.save(payload, tmp_path / "older.pt")
+    loaded, _ = load_world_model(tmp_path / "older.pt")
+    assert loaded.config.reward_input == "hidden"
+    frames, actions = batch(2, 5)
+    torch.testing.assert_close(loaded.predict(frames[:, :2], actions, 3),
+                               model.eval().predict(frames[:, :2], actions, 3))
+    continued = tiny_model(seed=3, reward_head=True)
+    step = init_from_baseline(tmp_path / "older.pt", continued,
+                              torch.optim.Adam(continued.parameters(), lr=1e-3),
+                              "train.init_from")
+    assert step == 7
+    # a continued run with the other reward head is another architecture
+    other = tiny_model(reward_head=True, reward_input="hidden_code")
+    with pytest.raises(ValueError, match=r"train\.init_from.*expected the architecture"):
+        init_from_baseline(tmp_path / "older.pt", other,
+                           torch.optim.Adam(other.parameters(), lr=1e-3), "train.init_from")

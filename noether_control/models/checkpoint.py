@@ -108,8 +108,15 @@ def _load_failure(error: Exception) -> str:
     return cause if len(cause) <= 160 else cause[:157] + "..."
 
 
+# Fields SVGConfig gained after checkpoints were written without them, each with the value that
+# builds those checkpoints' models as they were trained: such a checkpoint still loads.
+LATER_FIELDS: dict[str, Any] = {"reward_input": "hidden"}
+
+
 def model_config_from(stored: dict[str, Any], source: str = "checkpoint") -> SVGConfig:
-    """Build an :class:`SVGConfig` from a stored dict, naming unknown or missing fields."""
+    """Build an :class:`SVGConfig` from a stored dict, naming unknown or missing fields (fields
+    added since the checkpoint was written take their earlier behaviour, ``LATER_FIELDS``)."""
+    stored = LATER_FIELDS | stored
     known = {field.name for field in fields(SVGConfig)}
     unknown = sorted(set(stored) - known)
     missing = sorted(known - set(stored))

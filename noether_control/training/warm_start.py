@@ -8,11 +8,16 @@ control share the same E₁ model and optimiser state.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from typing import Any
 
 import torch
 
-from noether_control.models.checkpoint import load_state_checked, read_checkpoint
+from noether_control.models.checkpoint import (
+    load_state_checked,
+    model_config_from,
+    read_checkpoint,
+)
 from noether_control.models.svg import RUN_TIME_FIELDS, SVGWorldModel
 
 
@@ -55,8 +60,8 @@ def init_from_baseline(
     """
     payload = read_checkpoint(path, "cpu")
     source = f"{setting} {str(path)!r}"
-    own, stored = (_architecture(config) for config in (model.config_dict(),
-                                                         payload["model_config"]))
+    stored_config = asdict(model_config_from(payload["model_config"], source))
+    own, stored = (_architecture(config) for config in (model.config_dict(), stored_config))
     if stored != own:
         raise ValueError(f"{source}: expected the architecture of this run {own}, got {stored}")
     load_state_checked(model, payload["model"], source)

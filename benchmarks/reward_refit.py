@@ -1,0 +1,170 @@
+"""Would the reward head plan better if it read the frame's code? Refit it on a frozen model.
+
+    python benchmarks/reward_refit.py CHECKPOINT DATASET [--windows 3000] [--episodes 8]
+
+From a pendulum checkpoint's model it builds two copies whose reward heads are new, one reading
+the LSTM output (``model.reward_input=hidden``, as trained) and one reading that, frame t's code
+and action t (``hidden_code``); everything but the head is the checkpoint's, frozen. Each new
+head is fitted on the features it reads along closed-loop rollouts from the dataset's training
+windows (the predicted codes and LSTM states a planner's rollouts produce), and the script
+prints
+
+- the reward error on validation windows by band of ``|θ|``, for the checkpoint's head and the
+  two refits: near upright the true rewards of neighbouring angles differ by hundredths;
+- :mod:`plan_hold`'s comparison for each model: MPPI through it and through the true simulator
+  on the same seeded episodes, split into the swing-up and the hold, with the angle held.
+
+Figures are in docs/rl.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+import torch
+from plan_hold import HOLD, SWING_UP, play
+from torch import Tensor, nn
+
+import noether_control  # noqa: F401  (registers the env ids)
+from noether_control.agents.mpc import MPCAgent, OracleAgent
+from noether_control.agents.plan import load_planning_checkpoint
+from noether_control.agents.planners import make_planner
+from noether_control.data.windows import EpisodeWindows
+from noether_control.envs.dynamics import angle_normalize
+from noether_control.models.svg import SVGWorldModel
+
+BANDS = ((0.0, 0.1), (0.1, 0.3), (0.3, 1.5), (1.5, np.pi + 0.01))
+
+
+def with_reward_input(model: SVGWorldModel, reward_input: str) -> SVGWorldModel:
+    """A copy of ``model`` whose reward head reads ``reward_input``, freshly initialised; every
+    other weight is ``model``'s."""
+    copy = SVGWorldModel(dataclasses.replace(model.config, reward_input=reward_input))
+    kept = {name: value for name, value in model.state_dict().items()
+            if not name.startswith("reward_net.")}
+    missing, unexpected = copy.load_state_dict(kept, strict=False)
+    if unexpected or any(not name.startswith("reward_net.") for name in missing):
+        raise ValueError(f"expected only the reward head to differ, got missing {missing}, "
+                         f"unexpected {unexpected}")
+    return copy.eval()
+
+
+@torch.no_grad()
+def reward_features(model: SVGWorldModel, frames: Tensor, actions: Tensor, context: int,
+                    chunk: int = 250) -> Tensor:
+    """What ``model``'s reward head reads ``(B, H, ·)`` along closed-loop rollouts of windows
+    ``frames`` ``(B, P + H, C, S, S)`` under their actions ``(B, P + H, A)``, captured at the
+    head's input so it is exactly the head's view whatever ``model.reward_input``."""
+    captured: list[Tensor] = []
+    hook = model.reward_net.register_forward_pre_hook(
+        lambda _module, inputs: captured.append(inputs[0]))
+    try:
+        rows = []
+        for start in range(0, frames.shape[0], chunk):
+            part = slice(start, start + chunk)
+            state = model.encode_context(frames[part, :context], actions[part, :context - 1])
+            captured.clear()  # the context's own predictor steps ran the head too
+            model.rollout(state, actions[part, context - 1:-1])
+            rows.append(torch.stack(captured, dim=1))
+    finally:
+        hook.remove()
+    return torch.cat(rows)
+
+
+def fit_reward_head(head: nn.Module, features: Tensor, rewards: Tensor, steps: int,
+                    seed: int, batch: int = 512, lr: float = 1e-3) -> float:
+    """Fit ``head`` alone on ``features`` ``(N, ·)`` → ``rewards`` ``(N,)`` by MSE with Adam;
+    returns the last batch's loss."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+    loss = torch.zeros(())
+    for _ in range(steps):
+        index = torch.randint(0, features.shape[0], (batch,), generator=generator)
+        loss = (head(features[index]).squeeze(-1) - rewards[index]).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())
+
+
+def windows(path: str, length: int, split: str, count: int, seed: int) -> dict[str, Tensor]:
+    """``count`` random windows of ``length`` steps of ``split``, stacked."""
+    dataset = EpisodeWindows(path, length, split=split, stride=3)
+    chosen = np.random.default_rng(seed).choice(len(dataset), min(len(dataset), count),
+                                                replace=False)
+    items = [dataset[int(i)] for i in chosen]
+    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+
+def band_errors(predicted: Tensor, true: Tensor, angles: Tensor) -> str:
+    """Bias and RMSE of ``predicted − true`` in each band of ``|angles|``."""
+    error = predicted - true
+    cells = []
+    for low, high in BANDS:
+        inside = (angles.abs() >= low) & (angles.abs() < high)
+        cells.append(f"{error[inside].mean():>+8.3f}{error[inside].pow(2).mean().sqrt():>7.3f}")
+    return "".join(cells)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="world-model checkpoint or train run directory")
+    parser.add_argument("dataset", help="the dataset the model was trained on")
+    parser.add_argument("--windows", type=int, default=3000, help="training windows")
+    parser.add_argument("--horizon", type=int, default=15, help="rollout steps per window")
+    parser.add_argument("--fit-steps", type=int, default=6000)
+    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--plan-horizon", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1000, help="first episode seed")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    loaded = load_planning_checkpoint(args.checkpoint, torch.device("cpu"))
+    trained, context = loaded.model, loaded.context_frames
+    length = context + args.horizon
+    train = windows(args.dataset, length, "train", args.windows, seed=0)
+    val = windows(args.dataset, length, "val", args.windows // 5, seed=1)
+    steps = slice(context - 1, length - 1)
+    angles = angle_normalize(val["states"][:, steps, 0])
+    models = {"checkpoint's head": trained}
+    for reward_input in ("hidden", "hidden_code"):
+        torch.manual_seed(0)
+        model = with_reward_input(trained, reward_input)
+        features = reward_features(model, train["frames"], train["actions"], context)
+        fit_reward_head(model.reward_net, features.flatten(0, 1),
+                        train["rewards"][:, steps].flatten(), args.fit_steps, seed=0)
+        models[f"refit on {reward_input}"] = model.eval()
+    print(f"checkpoint {loaded.path} ({loaded.real_steps} real steps); {len(train['frames'])} "
+          f"training windows, {args.horizon}-step rollouts")
+    print(f"reward error on {len(val['frames'])} validation windows, bias and RMSE by |θ| (rad):")
+    print(f"{'':<20}" + "".join(f"{f'[{lo:.1f}, {hi:.1f})':>15}" for lo, hi in BANDS))
+    for name, model in models.items():
+        with torch.no_grad():
+            features = reward_features(model, val["frames"], val["actions"], context)
+            predicted = model.reward_net(features).squeeze(-1)
+        print(f"{name:<20}{band_errors(predicted, val['rewards'][:, steps], angles)}")
+    env = gym.make_vec("NoetherControl/PixelPendulum-v0", num_envs=args.episodes,
+                       vectorization_mode="vector_entry_point",
+                       image_size=trained.config.image_size)
+    box = env.single_action_space
+    planner = make_planner({"kind": "mppi", "samples": args.samples,
+                            "horizon": args.plan_horizon}, box.low, box.high)
+    agents = {"the true simulator": OracleAgent(env, planner)} | {
+        name: MPCAgent(model, planner, box, args.episodes, context)
+        for name, model in models.items()}
+    print(f"MPPI {args.samples} x {args.plan_horizon}, {args.episodes} episodes from seed "
+          f"{args.seed}:")
+    print(f"{'planning through':<20}{'return':>9}{'swing-up':>10}{'hold':>8}{'held θ':>9}")
+    for name, agent in agents.items():
+        rewards, states, _ = play(agent, env, args.seed)
+        held = angle_normalize(states[HOLD, :, 0]).mean()
+        print(f"{name:<20}{rewards.sum(0).mean():>9.1f}{rewards[SWING_UP].sum(0).mean():>10.1f}"
+              f"{rewards[HOLD].sum(0).mean():>8.2f}{held:>+9.3f}")
+    env.close()
+
+
+if __name__ == "__main__":
+    main()

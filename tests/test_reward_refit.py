@@ -1,0 +1,79 @@
+"""benchmarks/reward_refit.py: the refit models keep every weight but the reward head, the
+captured features are what the head reads, and the fit lowers the head's error."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from noether_control.models.svg import SVGConfig, SVGWorldModel
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+P = 2
+
+
+@pytest.fixture(scope="module")
+def reward_refit(pytestconfig: pytest.Config) -> object:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))  # it reads plan_hold beside it
+        spec = importlib.util.spec_from_file_location("reward_refit",
+                                                      BENCHMARKS / "reward_refit.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module
+
+
+def tiny_model() -> SVGWorldModel:
+    torch.manual_seed(0)
+    model = SVGWorldModel(SVGConfig(image_size=32, width=4, g_dim=8, keypoints=4, rnn_size=16,
+                                    rnn_layers=1, action_embed_dim=2)).eval()
+    torch.nn.init.normal_(model.predictor_out.weight, std=0.1)
+    return model
+
+
+def windows(count: int = 6, steps: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return (torch.rand(count, P + steps, 3, 32, 32, generator=generator),
+            torch.randn(count, P + steps, 1, generator=generator))
+
+
+def test_the_refit_model_keeps_every_weight_but_the_reward_head(reward_refit) -> None:
+    model = tiny_model()
+    refit = reward_refit.with_reward_input(model, "hidden_code")
+    assert refit.config.reward_input == "hidden_code"
+    assert refit.reward_net[0].in_features == 16 + 8 + 1
+    own = model.state_dict()
+    for name, value in refit.state_dict().items():
+        if not name.startswith("reward_net."):
+            torch.testing.assert_close(value, own[name])
+
+
+@pytest.mark.parametrize("reward_input", ["hidden", "hidden_code"])
+def test_captured_features_are_what_the_head_reads(reward_refit, reward_input: str) -> None:
+    model = reward_refit.with_reward_input(tiny_model(), reward_input)
+    frames, actions = windows()
+    features = reward_refit.reward_features(model, frames, actions, P, chunk=4)
+    assert features.shape[:2] == (6, 5)
+    with torch.no_grad():
+        state = model.encode_context(frames[:, :P], actions[:, : P - 1])
+        rollout = model.rollout(state, actions[:, P - 1 : -1])
+        torch.testing.assert_close(model.reward_net(features).squeeze(-1), rollout.rewards)
+    if reward_input == "hidden":
+        torch.testing.assert_close(features, rollout.hidden)
+
+
+def test_fitting_the_head_lowers_its_error(reward_refit) -> None:
+    model = reward_refit.with_reward_input(tiny_model(), "hidden_code")
+    frames, actions = windows(12)
+    features = reward_refit.reward_features(model, frames, actions, P).flatten(0, 1)
+    targets = -(actions[:, P - 1 : -1, 0] ** 2).flatten()  # a reward the features determine
+    with torch.no_grad():
+        before = (model.reward_net(features).squeeze(-1) - targets).pow(2).mean()
+    reward_refit.fit_reward_head(model.reward_net, features, targets, steps=1000, seed=0,
+                                 batch=32, lr=1e-2)
+    with torch.no_grad():
+        after = (model.reward_net(features).squeeze(-1) - targets).pow(2).mean()
+    assert after < 0.2 * before
