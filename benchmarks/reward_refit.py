@@ -1,6 +1,6 @@
 """Would the reward head plan better if it read the frame's code? Refit it on a frozen model.
 
-    python benchmarks/reward_refit.py CHECKPOINT DATASET [--windows 3000] [--episodes 8]
+    python benchmarks/reward_refit.py CHECKPOINT [--dataset PATH] [--windows 3000] [--episodes 8]
 
 From a pendulum checkpoint's model it builds two copies whose reward heads are new, one reading
 the LSTM output (``model.reward_input=hidden``, as trained) and one reading that, frame t's code
@@ -112,7 +112,7 @@ def band_errors(predicted: Tensor, true: Tensor, angles: Tensor) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="world-model checkpoint or train run directory")
-    parser.add_argument("dataset", help="the dataset the model was trained on")
+    parser.add_argument("--dataset", help="default: the dataset the model was trained on")
     parser.add_argument("--windows", type=int, default=3000, help="training windows")
     parser.add_argument("--horizon", type=int, default=15, help="rollout steps per window")
     parser.add_argument("--fit-steps", type=int, default=6000)
@@ -125,8 +125,9 @@ def main() -> None:
     loaded = load_planning_checkpoint(args.checkpoint, torch.device("cpu"))
     trained, context = loaded.model, loaded.context_frames
     length = context + args.horizon
-    train = windows(args.dataset, length, "train", args.windows, seed=0)
-    val = windows(args.dataset, length, "val", args.windows // 5, seed=1)
+    dataset = args.dataset or loaded.train_config["data"]["path"]
+    train = windows(dataset, length, "train", args.windows, seed=0)
+    val = windows(dataset, length, "val", args.windows // 5, seed=1)
     steps = slice(context - 1, length - 1)
     angles = angle_normalize(val["states"][:, steps, 0])
     models = {"checkpoint's head": trained}
@@ -138,7 +139,7 @@ def main() -> None:
                         train["rewards"][:, steps].flatten(), args.fit_steps, seed=0)
         models[f"refit on {reward_input}"] = model.eval()
     print(f"checkpoint {loaded.path} ({loaded.real_steps} real steps); {len(train['frames'])} "
-          f"training windows, {args.horizon}-step rollouts")
+          f"training windows of {dataset}, {args.horizon}-step rollouts")
     print(f"reward error on {len(val['frames'])} validation windows, bias and RMSE by |θ| (rad):")
     print(f"{'':<20}" + "".join(f"{f'[{lo:.1f}, {hi:.1f})':>15}" for lo, hi in BANDS))
     for name, model in models.items():
