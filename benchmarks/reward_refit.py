@@ -75,19 +75,16 @@ def reward_features(model: SVGWorldModel, frames: Tensor, actions: Tensor, conte
 
 
 def fit_reward_head(head: nn.Module, features: Tensor, rewards: Tensor, steps: int,
-                    seed: int, batch: int = 512, lr: float = 1e-3) -> float:
-    """Fit ``head`` alone on ``features`` ``(N, ·)`` → ``rewards`` ``(N,)`` by MSE with Adam;
-    returns the last batch's loss."""
+                    seed: int, batch: int = 512, lr: float = 1e-3) -> None:
+    """Fit ``head`` alone on ``features`` ``(N, ·)`` → ``rewards`` ``(N,)`` by MSE with Adam."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
-    loss = torch.zeros(())
     for _ in range(steps):
         index = torch.randint(0, features.shape[0], (batch,), generator=generator)
         loss = (head(features[index]).squeeze(-1) - rewards[index]).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return float(loss.detach())
 
 
 def windows(path: str, length: int, split: str, count: int, seed: int) -> dict[str, Tensor]:
