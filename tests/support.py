@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -11,6 +14,7 @@ from noether_control.data.env_config import EnvConfig
 from noether_control.models.checkpoint import save_checkpoint
 from noether_control.models.svg import SVGConfig, SVGWorldModel
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SIZE = 32
 #: PixelPendulum-v0 at 32 px: fast to render and to encode.
 PENDULUM_32 = EnvConfig(name="pixel-pendulum", id="NoetherControl/PixelPendulum-v0",
@@ -36,3 +40,17 @@ def tiny_checkpoint(path: Path, data_path: str, n_past: int,
     config = {"data": {"path": data_path, "n_past": n_past, "n_future": 3,
                        "split_fractions": list(split_fractions), "split_seed": 0}}
     return save_checkpoint(path, model=model, optimizer=None, step=0, config=config, rng={})
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module (benchmarks are scripts, not a package); the
+    benchmarks folder is on ``sys.path`` while it loads, since some import their neighbours."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support import SIZE, collect_ou
+from support import SIZE, collect_ou, load_benchmark
 
 from noether_control.models.checkpoint import save_checkpoint
 from noether_control.models.svg import SVGConfig, SVGWorldModel
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "model_env_horizon.py"
-
 
 @pytest.fixture(scope="module")
 def horizon() -> object:
-    spec = importlib.util.spec_from_file_location("model_env_horizon", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("model_env_horizon")
 
 
 def test_a_perfect_model_tracks_every_step(horizon) -> None:

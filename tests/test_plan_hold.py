@@ -3,26 +3,18 @@ its rewards are the env's."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from support import SIZE
+from support import SIZE, load_benchmark
 
 from noether_control.models.svg import SVGConfig, SVGWorldModel
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "plan_hold.py"
 
 
 @pytest.fixture(scope="module")
 def plan_hold() -> object:
-    spec = importlib.util.spec_from_file_location("plan_hold", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("plan_hold")
 
 
 @pytest.fixture()

@@ -3,27 +3,18 @@ captured features are what the head reads, and the fit lowers the head's error."
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from support import load_benchmark
 
 from noether_control.models.svg import SVGConfig, SVGWorldModel
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 P = 2
 
 
 @pytest.fixture(scope="module")
-def reward_refit(pytestconfig: pytest.Config) -> object:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCHMARKS))  # it reads plan_hold beside it
-        spec = importlib.util.spec_from_file_location("reward_refit",
-                                                      BENCHMARKS / "reward_refit.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
+def reward_refit() -> object:
+    return load_benchmark("reward_refit")
 
 
 def tiny_model() -> SVGWorldModel:
