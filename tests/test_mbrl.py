@@ -124,6 +124,9 @@ def test_the_20k_preset_spends_20000_real_steps() -> None:
     episodes = config.initial_episodes + config.iterations * config.episodes
     assert episodes * 200 == 20_000  # PixelPendulum-v0's 200-step episodes
     assert config.train_steps * (config.iterations + 1) == 9900  # the last model's joint steps
+    # its models read the frame's code in the reward head (the better planner of the two heads)
+    train = compose_command("train", list(config.train_overrides))
+    assert train.model.reward_input == "hidden_code"
 
 
 def test_env_and_planner_presets_are_set_on_the_command_line() -> None:
