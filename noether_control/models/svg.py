@@ -115,7 +115,7 @@ class SVGConfig:
     """What the reward head reads: ``"hidden"`` (the LSTM's top output after the step) or
     ``"hidden_code"`` (that, frame t's code and action t). A pendulum's reward is a function of
     frame t's state, which its code holds directly; refit on a frozen 20 000-step model, the
-    head's error within 0.1 rad of upright fell from 0.059 to 0.027 with the code
+    head's error within 0.1 rad of upright fell from 0.059 to 0.028 with the code
     (``benchmarks/reward_refit.py``, docs/rl.md)."""
     state_head: bool = False
     """Regress the true state of the predicted frame from the LSTM state (diagnostics)."""
