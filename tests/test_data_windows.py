@@ -24,7 +24,12 @@ from noether_control.data.minari_io import (
     open_hdf5,
     write_dataset,
 )
-from noether_control.data.windows import EpisodeWindows, split_episodes
+from noether_control.data.windows import (
+    EpisodeWindows,
+    MirroredWindows,
+    mirror_window,
+    split_episodes,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:env_spec is None:UserWarning")
 
@@ -160,6 +165,49 @@ def test_episode_returns_every_step_of_one_split_episode(dataset: Path) -> None:
     other = next(i for i in range(10) if i not in windows.episode_ids)
     with pytest.raises(ValueError, match=r"episode_id: expected one of this 'train' split"):
         windows.episode(other)
+
+
+def test_mirrored_windows_add_the_mirror_image_of_every_window(dataset: Path) -> None:
+    base = EpisodeWindows(dataset, 5, "train", split_fractions=(0.6, 0.2, 0.2), seed=1)
+    mirrored = MirroredWindows(base)
+    assert len(mirrored) == 2 * len(base)
+    assert (mirrored.image_size, mirrored.action_dim, mirrored.state_dim) == (IMAGE, 1, 2)
+    for index in (0, 7, len(base) - 1):
+        original, image = base[index], mirrored[len(base) + index]
+        torch.testing.assert_close(mirrored[index]["frames"], original["frames"])
+        torch.testing.assert_close(image["frames"], original["frames"].flip(-1))
+        assert not torch.equal(image["frames"], original["frames"])  # pixel (0, 0) moved
+        torch.testing.assert_close(image["actions"], -original["actions"])
+        torch.testing.assert_close(image["states"], -original["states"])
+        torch.testing.assert_close(image["rewards"], original["rewards"])
+        torch.testing.assert_close(image["energy"], original["energy"])
+    # the dynamics phase reads whole episodes: the mirrored ones follow the file's 10
+    assert mirrored.num_episodes == 10
+    np.testing.assert_array_equal(mirrored.episode_ids,
+                                  np.concatenate([base.episode_ids, base.episode_ids + 10]))
+    np.testing.assert_array_equal(mirrored.episode_lengths, np.tile(base.episode_lengths, 2))
+    episode_id = int(base.episode_ids[0])
+    torch.testing.assert_close(mirrored.episode(episode_id + 10),
+                               mirror_window(base.episode(episode_id)))
+    torch.testing.assert_close(mirrored.episode(episode_id), base.episode(episode_id))
+    other = next(i for i in range(10) if i not in base.episode_ids)
+    with pytest.raises(ValueError, match=r"episode_id: expected one of this 'train' split"):
+        mirrored.episode(other + 10)
+    with pytest.raises(IndexError, match="index: expected in"):
+        mirrored[len(mirrored)]
+    assert mirrored.fingerprint() != base.fingerprint()
+
+
+def test_training_mirrors_only_the_training_split(dataset: Path) -> None:
+    from noether_control.training.config import DataConfig, TrainCommandConfig
+    from noether_control.training.train import open_windows
+
+    config = TrainCommandConfig(data=DataConfig(path=str(dataset), n_past=2, n_future=3,
+                                                mirror=True, split_fractions=(0.6, 0.2, 0.2)))
+    assert isinstance(open_windows(config, "train", 1), MirroredWindows)
+    assert type(open_windows(config, "val", 5)) is EpisodeWindows
+    config.data.mirror = False
+    assert type(open_windows(config, "train", 1)) is EpisodeWindows
 
 
 def test_split_is_deterministic_disjoint_and_complete() -> None:

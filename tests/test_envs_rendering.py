@@ -152,3 +152,25 @@ def test_sizes_beyond_the_table_budget_are_drawn_directly() -> None:
 def test_draw_links_rejects_wrong_angle_shapes() -> None:
     with pytest.raises(ValueError, match=r"expected shape \(N, 2\)"):
         draw_links(np.zeros((3, 1)), 32, DOUBLE_PENDULUM_STYLE)
+
+
+@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+def test_the_env_family_is_mirror_symmetric(env_id: str) -> None:
+    """What training on mirrored episodes (``data.mirror``) relies on: negating every angle,
+    velocity and torque mirrors the frame left–right, mirrors the next state, and keeps the
+    reward and the energy."""
+    env = gym.make_vec(env_id, num_envs=64)
+    env.reset(seed=0)
+    system, params = env.unwrapped.system, env.unwrapped.physical_parameters
+    rng = np.random.default_rng(0)
+    states = rng.uniform(-1, 1, (64, system.state_dim)) * system.reset_high(None)
+    actions = rng.uniform(-2, 2, (64, 1))
+    np.testing.assert_array_equal(system.render_pixels(-states),
+                                  system.render_pixels(states)[:, :, ::-1])
+    np.testing.assert_allclose(system.step(-states, -actions, params),
+                               -system.step(states, actions, params), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(system.reward(-states, -actions), system.reward(states, actions),
+                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(system.energy(-states, params), system.energy(states, params),
+                               rtol=0, atol=1e-12)
+    env.close()

@@ -304,3 +304,75 @@ class EpisodeWindows(Dataset[dict[str, torch.Tensor]]):
             f"EpisodeWindows({str(self.path)!r}, window={self.window}, split={self.split!r}, "
             f"stride={self.stride}: {len(self.episode_ids)} episodes, {len(self)} windows)"
         )
+
+
+def mirror_window(item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The left–right mirror image of a window or episode (same layout as an item of
+    :class:`EpisodeWindows`): frames flipped horizontally, actions and states negated, rewards and
+    energies unchanged.
+
+    Exact for the pendulum family: its states are the links' angles from upright then their
+    angular velocities, its physics and rewards are unchanged when every angle, velocity and
+    torque changes sign, and its renderer draws the angle ``−θ`` as the mirror image of ``θ``
+    (tests/test_envs_rendering.py checks all three on the envs)."""
+    return {"frames": item["frames"].flip(-1), "actions": -item["actions"],
+            "states": -item["states"], "rewards": item["rewards"], "energy": item["energy"]}
+
+
+class MirroredWindows(Dataset[dict[str, torch.Tensor]]):
+    """Every window of ``base`` and then its mirror image (:func:`mirror_window`): twice the
+    windows, and the world model sees that the physics is symmetric instead of having to infer
+    it from the episodes that happened to be collected.
+
+    Items ``0 … len(base) − 1`` are ``base``'s, item ``len(base) + i`` is the mirror of item
+    ``i``. Episode ``e + num_episodes`` (``num_episodes``: episodes in ``base``'s file) is the
+    mirror of episode ``e``, so :attr:`episode_ids` lists ``base``'s ids and then theirs, and
+    :meth:`episode` serves both (what the dynamics phase of training reads). The attributes
+    ``image_size``, ``channels``, ``action_dim``, ``state_dim``, ``path`` and ``window`` are
+    ``base``'s.
+    """
+
+    def __init__(self, base: EpisodeWindows) -> None:
+        if not isinstance(base, EpisodeWindows):
+            raise TypeError(f"base: expected EpisodeWindows, got {type(base).__name__}")
+        self.base = base
+        with open_hdf5(base.path) as handle:
+            self.num_episodes = sum(1 for name in handle if name.startswith("episode_"))
+        self.episode_ids = np.concatenate([base.episode_ids, base.episode_ids + self.num_episodes])
+        self.episode_lengths = np.concatenate([base.episode_lengths, base.episode_lengths])
+        for name in ("image_size", "channels", "action_dim", "state_dim", "path", "window"):
+            setattr(self, name, getattr(base, name))
+
+    def __len__(self) -> int:
+        return 2 * len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index: expected in [0, {len(self)}), got {index}")
+        index %= len(self)
+        if index < len(self.base):
+            return self.base[index]
+        return mirror_window(self.base[index - len(self.base)])
+
+    def episode(self, episode_id: int) -> dict[str, torch.Tensor]:
+        """All steps of episode ``episode_id`` of :attr:`episode_ids` (a mirrored one when it
+        is ``num_episodes`` or more)."""
+        if episode_id not in self.episode_ids:
+            raise ValueError(
+                f"episode_id: expected one of this {self.base.split!r} split's episode_ids "
+                f"(mirrored ones from {self.num_episodes} on), got {episode_id}"
+            )
+        if episode_id < self.num_episodes:
+            return self.base.episode(episode_id)
+        return mirror_window(self.base.episode(episode_id - self.num_episodes))
+
+    def fingerprint(self) -> str:
+        """The base split's fingerprint, marked as mirrored (another training set)."""
+        return hashlib.sha256(f"mirrored:{self.base.fingerprint()}".encode()).hexdigest()
+
+    def close(self) -> None:
+        """Close the base's HDF5 handle."""
+        self.base.close()
+
+    def __repr__(self) -> str:
+        return f"MirroredWindows({self.base!r}: {len(self)} windows)"

@@ -36,6 +36,11 @@ class DataConfig:
     """Seed of the episode shuffle behind the split."""
     num_workers: int = 0
     """DataLoader worker processes (0: load in the training process)."""
+    mirror: bool = False
+    """Also train on every training episode reflected left–right (frames flipped horizontally,
+    angles, angular velocities and torques negated; ``data.windows.MirroredWindows``): the
+    pendulum family's physics, rewards and rendering are mirror-symmetric, so these are episodes
+    the env could have produced. Doubles the training windows; validation stays unmirrored."""
 
     @property
     def window(self) -> int:

@@ -216,14 +216,16 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def open_windows(config: TrainCommandConfig, split: str, stride: int) -> Dataset:
-    """``EpisodeWindows`` of ``config.data`` for ``split``."""
-    from noether_control.data.windows import EpisodeWindows
+    """``EpisodeWindows`` of ``config.data`` for ``split``; the training split with their mirror
+    images too when ``data.mirror``."""
+    from noether_control.data.windows import EpisodeWindows, MirroredWindows
 
     data = config.data
-    return EpisodeWindows(
+    windows = EpisodeWindows(
         data.path, data.window, split, stride=stride,
         split_fractions=tuple(data.split_fractions), seed=data.split_seed,
     )
+    return MirroredWindows(windows) if data.mirror and split == "train" else windows
 
 
 def model_config_for(config: TrainCommandConfig, dataset: Any) -> SVGConfig:
