@@ -244,6 +244,9 @@ class MPPIConfig(_IterativeConfig):
     #: lambda, in reward units of the returns (rewards summed over the horizon) (> 0); smaller
     #: is greedier, larger averages more candidates
     temperature: float = 1.0
+    #: colour of the perturbations along the horizon, power spectrum ``f^-noise_beta`` (>= 0):
+    #: 0 white (Williams et al.), 1 pink, 2 brown (iCEM's: smoother, longer pushes)
+    noise_beta: float = 0.0
 
 
 @dataclass
@@ -345,6 +348,15 @@ class _Problem:
     def normal(self, samples: int) -> Tensor:
         """Standard normal noise float ``(E, samples, H, A)``."""
         return self._draw(torch.randn, samples)
+
+    def colored(self, beta: float, samples: int) -> Tensor:
+        """Gaussian noise float ``(E, samples, H, A)`` coloured ``f^-beta`` along the horizon
+        (:func:`colored_noise`; ``beta = 0`` draws the same white noise as :meth:`normal`)."""
+        if beta == 0:
+            return self.normal(samples)
+        E, H, A = self.mean.shape
+        return colored_noise(beta, (E, samples, A, H), self.generator, device=self.mean.device,
+                             dtype=self.mean.dtype).transpose(-1, -2)
 
     def uniform(self, samples: int) -> Tensor:
         """Sequences drawn uniformly from the box, float ``(E, samples, H, A)``."""
@@ -552,8 +564,7 @@ class ICEM(_BoxPlanner):
         sampled = c.samples
         kept_elites = mean.new_empty((E, 0, H, A))
         for iteration in range(c.iterations):
-            noise = colored_noise(c.noise_beta, (E, sampled, A, H), problem.generator,
-                                  device=mean.device, dtype=mean.dtype).transpose(-1, -2)
+            noise = problem.colored(c.noise_beta, sampled)
             parts = [problem.clip(mean[:, None] + std[:, None] * noise), kept_elites]
             if iteration == c.iterations - 1:
                 parts.append(mean[:, None])
@@ -581,7 +592,8 @@ class MPPI(_BoxPlanner):
         c = self.config
         mean, std = problem.mean, problem.scale(c.noise_std)
         for _ in range(c.iterations):
-            candidates = problem.clip(mean[:, None] + std * problem.normal(c.samples))
+            candidates = problem.clip(mean[:, None] + std * problem.colored(c.noise_beta,
+                                                                            c.samples))
             returns = problem.scores(candidates)
             # softmax subtracts the max itself; it gives NaN weights only when every return is
             # -inf, and then the mean is kept

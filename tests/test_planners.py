@@ -183,6 +183,27 @@ def test_gradient_planner_under_no_grad_leaves_model_gradients_alone() -> None:
                      torch.Generator().manual_seed(0))
 
 
+@pytest.mark.parametrize(("beta", "low", "high"), [(0.0, -0.1, 0.1), (2.0, 0.6, 1.0)])
+def test_mppi_perturbations_take_the_colour_of_noise_beta(beta: float, low: float,
+                                                          high: float) -> None:
+    """MPPI's candidates around the warm start are white noise along the horizon by default and
+    correlated from step to step with ``noise_beta=2`` (lag-1 autocorrelation of brown noise
+    over 20 steps ≈ 0.8)."""
+    seen: list[Tensor] = []
+
+    def record(actions: Tensor) -> Tensor:
+        seen.append(actions)
+        return -(actions**2).sum(dim=(2, 3))
+
+    wide = torch.tensor([100.0])
+    planner = make_planner({"kind": "mppi", "horizon": 20, "samples": 2000,
+                            "noise_beta": beta}, -wide, wide)
+    planner.plan(record, torch.zeros(1, 20, 1), torch.Generator().manual_seed(0))
+    noise = seen[0][0, :, :, 0]
+    lag1 = float((noise[:, 1:] * noise[:, :-1]).mean() / (noise**2).mean())
+    assert low < lag1 < high
+
+
 @pytest.mark.parametrize("length", [15, 16])
 @pytest.mark.parametrize("beta", [0.0, 1.0, 2.0])
 def test_colored_noise_has_the_statistics_of_the_colorednoise_package(
