@@ -1,7 +1,7 @@
 """Where does MPC through a learned model lose return to the oracle: the swing-up or the hold?
 
     python benchmarks/plan_hold.py CHECKPOINT [--episodes 8] [--samples 500] [--horizon 20]
-        [--seed 1000] [--warmup-action plan]
+        [--temperature 1] [--iterations 1] [--noise-beta 0] [--seed 1000] [--warmup-action plan]
 
 Runs MPPI through the model (from the env's pixels) and MPPI through the true simulator (the
 oracle, from the true state) with the same planner settings on the same seeded episodes of
@@ -85,6 +85,10 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--horizon", type=int, default=20)
+    parser.add_argument("--temperature", type=float, default=1.0, help="MPPI's λ")
+    parser.add_argument("--iterations", type=int, default=1)
+    parser.add_argument("--noise-beta", type=float, default=0.0,
+                        help="colour of MPPI's noise along the horizon (0 white, 2 brown)")
     parser.add_argument("--seed", type=int, default=1000, help="first episode seed")
     parser.add_argument("--warmup-action", default="plan", choices=WARMUP_ACTIONS,
                         help="the model agent's action before it has P frames")
@@ -96,13 +100,15 @@ def main() -> None:
                        vectorization_mode="vector_entry_point",
                        image_size=model.config.image_size)
     box = env.single_action_space
-    planner = make_planner({"kind": "mppi", "samples": args.samples, "horizon": args.horizon},
-                           box.low, box.high)
+    planner = make_planner({"kind": "mppi", "samples": args.samples, "horizon": args.horizon,
+                            "temperature": args.temperature, "iterations": args.iterations,
+                            "noise_beta": args.noise_beta}, box.low, box.high)
     agents = {"oracle": OracleAgent(env, planner),
               "model": MPCAgent(model, planner, box, args.episodes, context,
                                 MPCConfig(warmup_action=args.warmup_action))}
     print(f"checkpoint {loaded.path} ({loaded.real_steps} real steps); MPPI {args.samples} x "
-          f"{args.horizon}; {args.episodes} episodes from seed {args.seed}; model agent's "
+          f"{args.horizon}, λ {args.temperature}, {args.iterations} iterations, noise β "
+          f"{args.noise_beta}; {args.episodes} episodes from seed {args.seed}; model agent's "
           f"warm-up: {args.warmup_action}")
     print(f"{'planning through':<18}{'return':>9}{'swing-up':>10}{'hold':>8}"
           f"{'held θ':>9}{'torque':>8}")
