@@ -83,6 +83,7 @@ class EpisodeWindows(Dataset[dict[str, torch.Tensor]]):
     safe.
 
     Attributes:
+        num_dataset_episodes: episodes in the whole file, every split.
         episode_ids: int64 ``(E,)`` Minari ids of this split's episodes, sorted.
         episode_lengths: int64 ``(E,)`` steps (actions) of each of those episodes.
         image_size: ``H`` (= ``W``) of the frames.
@@ -134,6 +135,7 @@ class EpisodeWindows(Dataset[dict[str, torch.Tensor]]):
                 self._check_fields(handle[f"episode_{index}"], index)
         if height != width:
             raise DatasetError(f"{str(self.path)!r}: expected square frames, got {height}x{width}")
+        self.num_dataset_episodes = len(lengths)
         if split == "all":
             self.episode_ids = np.arange(len(lengths), dtype=np.int64)
         else:
@@ -336,8 +338,7 @@ class MirroredWindows(Dataset[dict[str, torch.Tensor]]):
         if not isinstance(base, EpisodeWindows):
             raise TypeError(f"base: expected EpisodeWindows, got {type(base).__name__}")
         self.base = base
-        with open_hdf5(base.path) as handle:
-            self.num_episodes = sum(1 for name in handle if name.startswith("episode_"))
+        self.num_episodes = base.num_dataset_episodes
         self.episode_ids = np.concatenate([base.episode_ids, base.episode_ids + self.num_episodes])
         self.episode_lengths = np.concatenate([base.episode_lengths, base.episode_lengths])
         for name in ("image_size", "channels", "action_dim", "state_dim", "path", "window"):
