@@ -78,6 +78,9 @@ class MBRLConfig:
     name) of the MPC agent."""
     exploration_std: float = 0.3
     """Gaussian action noise while collecting, in half-ranges of the action box."""
+    exploration_correlation: float = 0.0
+    """``agent=mpc``: that noise's correlation from one step to the next, in ``[0, 1)`` (0:
+    white; 0.9: pushes that last about 10 steps, which carry a held pendulum off upright)."""
     train_steps: int = 700
     """Joint steps each world model trains (the first from scratch, the next ones continuing
     the previous), each with a linear lr decay over its own steps."""
@@ -104,6 +107,12 @@ class MBRLConfig:
             require_at_least(name, getattr(self, name), 1, integer=True)
         require_at_least("iterations", self.iterations, 0, integer=True)
         require_at_least("exploration_std", self.exploration_std, 0)
+        if not 0 <= self.exploration_correlation < 1:
+            raise ValueError(f"exploration_correlation: expected a number in [0, 1), got "
+                             f"{self.exploration_correlation!r}")
+        if self.agent != "mpc" and self.exploration_correlation != 0:
+            raise ValueError(f"exploration_correlation: correlated noise is for agent=mpc, got "
+                             f"{self.exploration_correlation} with agent={self.agent}")
         require_choice("agent", self.agent, AGENTS)
         for name in ("train_overrides", "collect_overrides", "plan_overrides", "rl_overrides"):
             for item in getattr(self, name):
@@ -153,7 +162,8 @@ def collect_stage(config: MBRLConfig, out_dir: Path, iteration: int, base: str |
         overrides += ["policy=ou", f"episodes={config.initial_episodes}"]
     else:
         if config.agent == "mpc":
-            overrides += ["policy=mpc", f"planner@policy.planner={config.planner}"]
+            overrides += ["policy=mpc", f"planner@policy.planner={config.planner}",
+                          f"policy.exploration_correlation={config.exploration_correlation}"]
         else:
             assert agent is not None  # the sac stage of the previous iteration
             overrides += ["policy=sb3", f"policy.path={agent / 'policy.zip'}", "policy.algo=sac"]

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from noether_control.agents.oracle import true_dynamics_objective
 from noether_control.agents.planners import Objective, Planner
-from noether_control.agents.policies import check_box, check_mask, explore
+from noether_control.agents.policies import ExplorationNoise, check_box, check_mask
 from noether_control.envs.vector import PixelVectorEnv
 from noether_control.models.planning import PlanningModel, plan_returns
 from noether_control.models.svg import SVGWorldModel
@@ -72,6 +72,9 @@ class MPCConfig:
     exploration_std: float = 0.0
     """Gaussian noise added to every applied action, in half-ranges of the action box (data
     collection); 0 for evaluation."""
+    exploration_correlation: float = 0.0
+    """That noise's correlation from one step to the next, in ``[0, 1)``: 0 is white noise,
+    0.9 pushes for about 10 steps (:class:`~noether_control.agents.policies.ExplorationNoise`)."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid setting."""
@@ -82,6 +85,9 @@ class MPCConfig:
         require_at_least("agent.tailor_history", self.tailor_history, 1, integer=True,
                          optional=True)
         require_at_least("agent.exploration_std", self.exploration_std, 0)
+        if not 0 <= self.exploration_correlation < 1:
+            raise ValueError(f"agent.exploration_correlation: expected a number in [0, 1), got "
+                             f"{self.exploration_correlation!r}")
 
 
 class RecedingHorizon:
@@ -152,7 +158,7 @@ class _Agent(ABC):
 
     num_envs: int
     loop: RecedingHorizon
-    exploration_std: float
+    noise: ExplorationNoise
     _rng: np.random.Generator
 
     @abstractmethod
@@ -164,12 +170,10 @@ class _Agent(ABC):
         """Restart the episodes where ``mask`` (bool ``(num_envs,)``) is true."""
 
     def _explore(self, actions: Tensor, rng: np.random.Generator) -> Tensor:
-        """``actions`` plus Gaussian noise of ``exploration_std`` half-ranges, clipped."""
-        if self.exploration_std == 0:
+        """``actions`` plus the exploration noise, clipped to the action box."""
+        if self.noise.std == 0:
             return actions
-        noisy = explore(actions.cpu().numpy(), self.exploration_std,
-                        self.loop.low.cpu().numpy(), self.loop.high.cpu().numpy(), rng)
-        return torch.as_tensor(noisy, device=actions.device)
+        return torch.as_tensor(self.noise(actions.cpu().numpy(), rng), device=actions.device)
 
     def predict(
         self,
@@ -237,10 +241,11 @@ class MPCAgent(_Agent):
         self.num_envs = num_envs
         self.context_frames = context_frames
         self.history = max(context_frames, config.tailor_history or context_frames)
-        self.exploration_std = config.exploration_std
         self.tailor_steps = self._tailor_steps()
         device = next(model.parameters()).device
         self.loop = RecedingHorizon(planner, box, num_envs, config.replan_every, device)
+        self.noise = ExplorationNoise(config.exploration_std, config.exploration_correlation,
+                                      num_envs, box.low, box.high)
         size, channels = model.config.image_size, model.config.channels
         self.frames = torch.zeros(num_envs, self.history, size, size, channels, dtype=torch.uint8,
                                   device=device)
@@ -263,6 +268,7 @@ class MPCAgent(_Agent):
         self.frames[index] = 0
         self.actions[index] = self.loop.centre
         self.loop.reset(mask)
+        self.noise.reset(mask)
         if mask[: self.record].any():
             self.imagined = None
 
@@ -363,25 +369,30 @@ class OracleAgent(_Agent):
         planner: optimises the plan through the true dynamics.
         replan_every: plan every this many steps.
         exploration_std: Gaussian action noise in half-ranges (0 for evaluation).
+        exploration_correlation: that noise's step-to-step correlation in ``[0, 1)``.
         seed: seeds :meth:`predict`'s generator.
     """
 
     def __init__(self, env: Any, planner: Planner, replan_every: int = 1,
-                 exploration_std: float = 0.0, seed: int = 0) -> None:
+                 exploration_std: float = 0.0, seed: int = 0,
+                 exploration_correlation: float = 0.0) -> None:
         vector = getattr(env, "unwrapped", env)
         if not isinstance(vector, PixelVectorEnv):
             raise TypeError(f"oracle: expected a native noether-control vector env (its true "
                             f"states are read), got {type(vector).__name__}")
         self.env = vector
         self.num_envs = vector.num_envs
-        self.exploration_std = float(exploration_std)
         self.loop = RecedingHorizon(planner, vector.single_action_space, self.num_envs,
                                     replan_every)
+        box = vector.single_action_space
+        self.noise = ExplorationNoise(exploration_std, exploration_correlation, self.num_envs,
+                                      box.low, box.high)
         self._rng = np.random.default_rng(seed)
 
     def reset(self, mask: np.ndarray, rng: np.random.Generator | None = None) -> None:
-        """Forget the plans of the episodes in ``mask``."""
+        """Forget the plans (and exploration noise) of the episodes in ``mask``."""
         self.loop.reset(check_mask(mask, self.num_envs))
+        self.noise.reset(mask)
 
     def _objective(self, indices: np.ndarray, warm: Tensor) -> Objective:
         return true_dynamics_objective(self.env.system, self.env.states[indices],

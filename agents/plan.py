@@ -114,6 +114,9 @@ class PlanConfig:
         if self.agent.kind == "sb3" and not self.agent.policy_path:
             raise ValueError("agent.policy_path: agent.kind=sb3 expected the policy.zip of a "
                              "noether-control rl run, got none")
+        if self.agent.kind not in ("mpc", "oracle") and self.agent.exploration_correlation:
+            raise ValueError(f"agent.exploration_correlation: correlated noise is for the mpc "
+                             f"and oracle agents, got agent.kind={self.agent.kind!r}")
         if self.agent.kind != "mpc" and self.agent.tailor != "none":
             raise ValueError(f"agent.tailor={self.agent.tailor!r}: only agent.kind=mpc tailors "
                              f"a model, got agent.kind={self.agent.kind!r}")
@@ -186,7 +189,8 @@ def build_agent(config: PlanConfig, env: Any, loaded: LoadedModel | None, num_en
     planner = make_planner(config.planner, box.low, box.high)
     if kind == "oracle":
         return OracleAgent(env, planner, config.agent.replan_every,
-                           config.agent.exploration_std, seed=config.seed)
+                           config.agent.exploration_std, seed=config.seed,
+                           exploration_correlation=config.agent.exploration_correlation)
     assert loaded is not None  # validate() requires a checkpoint for mpc and sb3
     if kind == "sb3":
         return load_latent_policy(str(config.agent.policy_path), config.agent.algo, loaded, box,

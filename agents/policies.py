@@ -91,6 +91,9 @@ class MPCPolicyConfig:
     replan_every: int = 1
     #: Gaussian noise on every action, in half-ranges of the action box
     exploration_std: float = 0.3
+    #: the noise's correlation from one step to the next, in [0, 1): 0 is white noise; 0.9
+    #: pushes for about 10 steps (see ExplorationNoise)
+    exploration_correlation: float = 0.0
     #: device of the model and planner: auto | cpu | cuda | cuda:N
     device: str = "auto"
 
@@ -145,6 +148,54 @@ def explore(actions: np.ndarray, std: float, low: np.ndarray, high: np.ndarray,
         half = (high - low) / 2
         actions = actions + std * half * rng.standard_normal(actions.shape)
     return np.clip(actions, low, high).astype(np.float32)
+
+
+class ExplorationNoise:
+    """Gaussian action noise per sub-env, white or correlated in time.
+
+    In units of ``std`` half-ranges of the action box, the noise of each sub-env and action dim
+    follows ``n_t = ρ n_{t-1} + sqrt(1 - ρ²) ε_t`` with ``ε_t ~ N(0, 1)`` and an episode's first
+    ``n_0 ~ N(0, 1)``: the spread is ``std`` at every step for any ``ρ``, and ``1 / (1 - ρ)`` is
+    about the steps a push lasts. ``ρ = 0`` is :func:`explore`'s white noise, draw for draw.
+    White noise around an agent that holds a state (a pendulum upright) averages out within a
+    few steps, so the data never shows the state carried away; a correlated push does.
+
+    Args:
+        std: the noise's standard deviation in half-ranges (0: actions are only clipped).
+        correlation: ``ρ`` in ``[0, 1)``.
+        num_envs: sub-envs acted for at once.
+        low, high: the action box ``(A,)``.
+    """
+
+    def __init__(self, std: float, correlation: float, num_envs: int, low: np.ndarray,
+                 high: np.ndarray) -> None:
+        require_at_least("exploration_std", std, 0)
+        if not 0 <= correlation < 1:
+            raise ValueError(f"exploration_correlation: expected a number in [0, 1), got "
+                             f"{correlation!r}")
+        self.std = float(std)
+        self.correlation = float(correlation)
+        self.low = np.asarray(low)
+        self.high = np.asarray(high)
+        self.state = np.zeros((_check_num_envs(num_envs), self.low.shape[0]))
+        self.fresh = np.ones(self.state.shape[0], dtype=np.bool_)
+
+    def reset(self, mask: np.ndarray) -> None:
+        """Start the sub-envs in ``mask`` (bool ``(num_envs,)``) afresh: their next draw is
+        independent of the last."""
+        self.fresh |= check_mask(mask, self.state.shape[0])
+
+    def __call__(self, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``actions`` float32 ``(num_envs, A)`` plus this step's noise, clipped to the box."""
+        if self.correlation == 0 or self.std == 0:
+            return explore(actions, self.std, self.low, self.high, rng)
+        innovation = rng.standard_normal(self.state.shape)
+        carried = self.correlation * self.state + np.sqrt(1 - self.correlation**2) * innovation
+        self.state = np.where(self.fresh[:, None], innovation, carried)
+        self.fresh[:] = False
+        half = (self.high - self.low) / 2
+        return np.clip(actions + self.std * half * self.state, self.low, self.high).astype(
+            np.float32)
 
 
 def check_mask(mask: np.ndarray, num_envs: int) -> np.ndarray:
@@ -355,7 +406,8 @@ def _mpc_policy(config: MPCPolicyConfig, action_space: spaces.Space, num_envs: i
     box = check_box(action_space)
     loaded = load_planning_checkpoint(config.checkpoint, resolve_device(config.device))
     planner = make_planner(config.planner, box.low, box.high)
-    mpc = MPCConfig(replan_every=config.replan_every, exploration_std=config.exploration_std)
+    mpc = MPCConfig(replan_every=config.replan_every, exploration_std=config.exploration_std,
+                    exploration_correlation=config.exploration_correlation)
     return MPCAgent(loaded.model, planner, box, num_envs, loaded.context_frames, mpc)
 
 

@@ -33,7 +33,7 @@ def episodes(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("mbrl") / "run"
-    done = run_mbrl(out)
+    done = run_mbrl(out, "exploration_correlation=0.5")
     assert done.returncode == 0, done.stdout + done.stderr
     return out
 
@@ -54,6 +54,9 @@ def test_the_loop_grows_the_data_continues_the_model_and_evaluates(loop: Path) -
     trained = json.loads((loop / "iter1/train/results.json").read_text())
     assert trained["steps"] == 8
     assert "continuing" in (loop / "iter1/train/stage.log").read_text()
+    # the MPC agent collected with the loop's correlated noise
+    policy = OmegaConf.load(loop / "iter1/collect/.hydra/config.yaml").policy
+    assert (policy.exploration_std, policy.exploration_correlation) == (0.3, 0.5)
     evaluation = json.loads((loop / "iter1/plan/results.json").read_text())
     assert evaluation["seeds"] == [1000, 1001] and evaluation["real_env_steps"] == 120
     assert (loop / "progress.csv").read_text().count("\n") == 3
@@ -71,7 +74,7 @@ def test_a_loop_killed_while_collecting_resumes_to_the_same_dataset(loop: Path,
         shutil.rmtree(killed / stale)
     for stale in ("results.json", "progress.csv", "progress.png"):
         (killed / stale).unlink()
-    done = run_mbrl(killed)
+    done = run_mbrl(killed, "exploration_correlation=0.5")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "iter0/collect" not in done.stdout  # finished stages are not redone
     for (a, r), (b, s) in zip(episodes(loop / "datasets/noether-control/mbrl/iter1-v0"),
@@ -93,6 +96,11 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         model_based_loop(MBRLConfig(iterations=-1), tmp_path)
     with pytest.raises(ValueError, match=r"agent: expected one of \('mpc', 'sac'\), got 'ppo'"):
         model_based_loop(MBRLConfig(agent="ppo"), tmp_path)
+    with pytest.raises(ValueError, match=r"exploration_correlation: expected a number in"):
+        model_based_loop(MBRLConfig(exploration_correlation=1.0), tmp_path)
+    with pytest.raises(ValueError, match=r"correlated noise is for agent=mpc, got 0.9 with "
+                                         r"agent=sac"):
+        model_based_loop(MBRLConfig(agent="sac", exploration_correlation=0.9), tmp_path)
 
 
 def test_the_sac_loop_trains_in_each_model_and_collects_with_that_policy(tmp_path: Path) -> None:

@@ -71,6 +71,26 @@ def test_zero_warm_up_waits_for_the_context_then_plans_inside_the_bounds() -> No
     assert np.all(np.abs(noisy) <= 2.0) and np.any(np.abs(noisy) == 2.0)
 
 
+def test_correlated_exploration_carries_the_push_and_restarts_with_the_episode() -> None:
+    agent = mpc_agent(exploration_std=0.05, exploration_correlation=0.9)
+    act_for(agent, [0, 1], 4, rng_seed=0)
+    pushed = agent.noise.state.copy()
+    # the next step's noise is the last one carried on (ρ = 0.9) plus a fresh innovation
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(agent.loop, "step", lambda *args: agent.loop.centre.expand(2, -1))
+        observation = np.zeros((2, SIZE, SIZE, 3), np.uint8)
+        applied = agent.act(observation, np.random.default_rng(9))
+    rng = np.random.default_rng(9)
+    rng.integers(2**62)  # the planner's seed for the step comes first
+    innovation = rng.standard_normal((2, 1))
+    expected = 0.9 * pushed + np.sqrt(1 - 0.81) * innovation
+    np.testing.assert_allclose(applied, 0.05 * 2.0 * expected, rtol=1e-5)
+    agent.reset(np.array([True, False]))
+    assert agent.noise.fresh.tolist() == [True, False]
+    with pytest.raises(ValueError, match=r"agent.exploration_correlation: expected a number in"):
+        mpc_agent(exploration_correlation=1.0)
+
+
 def test_plan_warm_up_plans_from_the_first_frame_repeated() -> None:
     agent = mpc_agent(warmup_action="plan")
     env = pixel_env(2)

@@ -84,6 +84,10 @@ def test_plan_refuses_what_the_model_cannot_act_in(checkpoint: Path, tmp_path: P
                       tmp_path)
     with pytest.raises(ValueError, match=r"agent.kind"):
         plan_episodes(plan_config(None, agent=AgentConfig(kind="planner")), tmp_path)
+    with pytest.raises(ValueError, match=r"correlated noise is for the mpc and oracle agents, "
+                                         r"got agent.kind='random'"):
+        plan_episodes(plan_config(None, agent=AgentConfig(kind="random",
+                                                          exploration_correlation=0.9)), tmp_path)
     with pytest.raises(ValueError, match=r"planner.elites"):
         plan_episodes(plan_config(checkpoint, planner={"kind": "cem", "samples": 4,
                                                        "elites": 8}), tmp_path)

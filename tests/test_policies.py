@@ -9,10 +9,12 @@ import pytest
 from gymnasium import spaces
 
 from noether_control.agents.policies import (
+    ExplorationNoise,
     OUPolicy,
     OUPolicyConfig,
     SB3Policy,
     UniformPolicy,
+    explore,
     make_policy,
     policy_config,
 )
@@ -76,6 +78,54 @@ def test_ou_reset_restarts_only_masked_sub_envs() -> None:
     policy.reset(np.array([False, True, False, False]), rng)
     np.testing.assert_array_equal(policy.noise[[0, 2, 3]], before[[0, 2, 3]])
     assert not np.array_equal(policy.noise[1], before[1])
+
+
+def test_white_exploration_noise_is_explore_draw_for_draw() -> None:
+    actions = np.zeros((8, 2), np.float32)
+    noise = ExplorationNoise(0.3, 0.0, 8, BOX.low, BOX.high)
+    rng, reference = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(5):
+        np.testing.assert_array_equal(noise(actions, rng),
+                                      explore(actions, 0.3, BOX.low, BOX.high, reference))
+
+
+def test_correlated_exploration_noise_keeps_its_spread_and_carries_a_push() -> None:
+    std, rho = 0.05, 0.9  # small enough that the box never clips
+    centre = np.tile((BOX.low + BOX.high) / 2, (512, 1))
+    half = (BOX.high - BOX.low) / 2
+    noise = ExplorationNoise(std, rho, 512, BOX.low, BOX.high)
+    rng = np.random.default_rng(1)
+    drawn = np.stack([(noise(centre, rng) - centre) / (std * half) for _ in range(300)])
+    np.testing.assert_allclose(drawn.std(), 1.0, rtol=0.03)  # the first step included
+    np.testing.assert_allclose(drawn[0].std(), 1.0, rtol=0.1)
+    lag1 = np.mean(drawn[1:] * drawn[:-1]) / np.mean(drawn**2)
+    np.testing.assert_allclose(lag1, rho, atol=0.02)
+    lag10 = np.mean(drawn[10:] * drawn[:-10]) / np.mean(drawn**2)
+    np.testing.assert_allclose(lag10, rho**10, atol=0.03)
+
+
+def test_exploration_noise_reset_forgets_only_masked_sub_envs() -> None:
+    actions = np.zeros((3, 2), np.float32)
+    noise = ExplorationNoise(0.01, 0.99, 3, BOX.low, BOX.high)
+    rng = np.random.default_rng(0)
+    noise(actions, rng)
+    carried = noise.state.copy()
+    noise.reset(np.array([False, True, False]))
+    innovation = np.random.default_rng(7).standard_normal((3, 2))
+    noise(actions, np.random.default_rng(7))
+    # a reset sub-env starts from this step's draw alone; the others carry theirs on
+    np.testing.assert_array_equal(noise.state[1], innovation[1])
+    kept = 0.99 * carried[[0, 2]] + np.sqrt(1 - 0.99**2) * innovation[[0, 2]]
+    np.testing.assert_allclose(noise.state[[0, 2]], kept)
+
+
+def test_bad_exploration_noise_is_refused() -> None:
+    for rho in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"exploration_correlation: expected a number in "
+                                             r"\[0, 1\)"):
+            ExplorationNoise(0.3, rho, 2, BOX.low, BOX.high)
+    with pytest.raises(ValueError, match="exploration_std: expected a number >= 0"):
+        ExplorationNoise(-0.1, 0.5, 2, BOX.low, BOX.high)
 
 
 def test_bad_policy_inputs_raise_clear_errors() -> None:
