@@ -15,7 +15,11 @@ oracle, from the true state) with the same planner settings on the same seeded e
   lost in the idle steps of ``--warmup-action zero``);
 - the model's predicted reward of holding the pendulum at rest at angles ``φ`` around upright
   (``P`` identical rendered frames, then the torque that holds it there, ``−m g l sin(φ) / 2``)
-  against the true reward: the reward head's error where the hold is decided.
+  against the true reward: the reward head's error where the hold is decided;
+- where the model thinks such a pendulum goes under the holding torque and under that torque
+  pushed by ±0.3 for 20 steps (its decoded frames, read off by the nearest frame rendered at
+  rest), against the simulator: upright is unstable, so a model that brings the pendulum back
+  to upright by itself sees no cost in leaving it there off by a little, or in pushing it.
 
 Figures are in docs/rl.md.
 """
@@ -23,6 +27,7 @@ Figures are in docs/rl.md.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -79,6 +84,39 @@ def held_reward(model: SVGWorldModel, context: int, env: gym.vector.VectorEnv,
     return predicted, system.reward(states, torque[:, None])
 
 
+def read_angles(system: Any, frames: torch.Tensor, grid: np.ndarray) -> np.ndarray:
+    """Angles ``(N,)`` of frames ``(N, C, S, S)`` in [0, 1]: for each, the angle of ``grid``
+    whose frame rendered at rest is nearest in mean squared error."""
+    rendered = system.render_pixels(np.stack([grid, np.zeros_like(grid)], axis=1))
+    templates = torch.as_tensor(rendered).permute(0, 3, 1, 2).float() / 255
+    error = (frames[:, None] - templates[None]).pow(2).flatten(2).mean(-1)
+    return grid[error.argmin(1).cpu().numpy()]
+
+
+def pushed_from_rest(model: SVGWorldModel, context: int, env: gym.vector.VectorEnv,
+                     angles: np.ndarray, push: float, steps: int) -> tuple[
+                         np.ndarray, np.ndarray]:
+    """Angles ``(len(angles), steps)`` the model predicts (decoded and read off) and the
+    simulator gives, from rest at ``angles`` under the holding torque plus ``push``."""
+    system = env.unwrapped.system
+    torque = holding_torque(env, angles) + push
+    states = np.stack([angles, np.zeros_like(angles)], axis=1)
+    frames = torch.as_tensor(system.render_pixels(states))[:, None].expand(-1, context, -1, -1,
+                                                                            -1)
+    actions = torch.as_tensor(torque, dtype=torch.float32)[:, None, None]
+    with torch.no_grad():
+        state = model.encode_context(frames, actions.expand(-1, context - 1, -1))
+        imagined = model.rollout(state, actions.expand(-1, steps, -1), decode=True).frames
+    grid = np.linspace(-np.pi, np.pi, 1441)
+    predicted = np.stack([read_angles(system, imagined[:, k], grid) for k in range(steps)], 1)
+    params = np.repeat(env.unwrapped.physical_parameters[:1], len(angles), axis=0)
+    true = []
+    for _ in range(steps):
+        states = system.step(states, torque[:, None], params)
+        true.append(angle_normalize(states[:, 0]))
+    return predicted, np.stack(true, axis=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="world-model checkpoint or train run directory")
@@ -130,6 +168,14 @@ def main() -> None:
     print("held at rest:   φ " + " ".join(f"{a:+6.2f}" for a in angles))
     print("true reward       " + " ".join(f"{r:+6.3f}" for r in true))
     print("predicted reward  " + " ".join(f"{r:+6.3f}" for r in predicted))
+    starts = np.array([-0.2, -0.1, 0.0, 0.1, 0.2])
+    print("from rest at φ, angle after 5 / 10 / 20 steps: model | simulator")
+    for push in (0.0, -0.3, 0.3):
+        predicted, true = pushed_from_rest(model, context, env, starts, push, 20)
+        print(f"holding torque {push:+.1f}")
+        for start, imagined, real in zip(starts, predicted, true, strict=True):
+            print(f"  φ {start:+.2f}: " + " ".join(f"{imagined[k]:+6.2f}" for k in (4, 9, 19))
+                  + "  | " + " ".join(f"{real[k]:+6.2f}" for k in (4, 9, 19)))
     env.close()
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from support import SIZE, load_benchmark
 
+from noether_control.envs.rendering import frame_table_bins
 from noether_control.models.svg import SVGConfig, SVGWorldModel
 
 
@@ -50,3 +51,29 @@ def test_held_rewards_are_the_envs_and_the_models_first_step(plan_hold, env) -> 
     assert predicted.shape == (3,) and np.all(np.isfinite(predicted))
     # the model is asked about the rendered pendulum: different angles, different predictions
     assert np.ptp(predicted) > 0
+
+
+def test_angles_are_read_off_rendered_frames(plan_hold, env) -> None:
+    angles = np.array([-0.31, 0.0, 0.125, 2.5])
+    system = env.unwrapped.system
+    frames = torch.as_tensor(system.render_pixels(np.stack([angles, 0 * angles], axis=1)))
+    grid = np.linspace(-np.pi, np.pi, 1441)
+    read = plan_hold.read_angles(system, frames.permute(0, 3, 1, 2).float() / 255, grid)
+    # frames come from the renderer's table of angle bins: read to within a bin and a grid step
+    resolution = 2 * np.pi / frame_table_bins(SIZE) + 2 * np.pi / 1440
+    np.testing.assert_allclose(read, angles, atol=resolution)
+    assert 2 * np.pi / frame_table_bins(SIZE) < 0.02
+
+
+def test_a_push_from_rest_moves_the_simulated_pendulum_and_the_model_is_read(plan_hold,
+                                                                             env) -> None:
+    torch.manual_seed(0)
+    model = SVGWorldModel(SVGConfig(image_size=SIZE, width=4, g_dim=8, keypoints=4, rnn_size=16,
+                                    rnn_layers=1, action_embed_dim=2)).eval()
+    angles = np.array([-0.1, 0.1])
+    predicted, held = plan_hold.pushed_from_rest(model, 3, env, angles, 0.0, 6)
+    assert predicted.shape == held.shape == (2, 6) and np.all(np.abs(predicted) <= np.pi)
+    np.testing.assert_allclose(held, angles[:, None].repeat(6, axis=1), atol=1e-9)
+    _, pushed = plan_hold.pushed_from_rest(model, 3, env, angles, 0.3, 6)
+    # a positive torque turns the pendulum towards positive angles, faster every step
+    assert np.all(np.diff(pushed - angles[:, None], axis=1) > 0)
