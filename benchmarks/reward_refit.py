@@ -1,6 +1,7 @@
 """Would the reward head plan better if it read the frame's code? Refit it on a frozen model.
 
     python benchmarks/reward_refit.py CHECKPOINT [--dataset PATH] [--windows 3000] [--episodes 8]
+        [--sqrt-cost]
 
 From a pendulum checkpoint's model it builds two copies whose reward heads are new, one reading
 the LSTM output (``model.reward_input=hidden``, as trained) and one reading that, frame t's code
@@ -11,6 +12,10 @@ prints
 
 - the reward error on validation windows by band of ``|θ|``, for the checkpoint's head and the
   two refits: near upright the true rewards of neighbouring angles differ by hundredths;
+- with ``--sqrt-cost``, a third refit ``hidden_code`` head that predicts the square root of
+  the cost ``−r`` (the pendulum's reward is a cost ``θ² + 0.1 θ̇² + 0.001 u² ≥ 0`` negated),
+  its reward read as ``−output²``: an error of 0.03 in ``√cost`` near upright is an error of
+  about 0.006 in the reward at 0.1 rad, against 0.03 for a head fitted to the reward itself;
 - :mod:`plan_hold`'s comparison for each model: MPPI through it and through the true simulator
   on the same seeded episodes, split into the swing-up and the hold, with the angle held.
 
@@ -74,6 +79,13 @@ def reward_features(model: SVGWorldModel, frames: Tensor, actions: Tensor, conte
     return torch.cat(rows)
 
 
+class NegativeSquare(nn.Module):
+    """``−x²``: after a head that predicts ``√cost``, the reward ``−cost``."""
+
+    def forward(self, root_cost: Tensor) -> Tensor:
+        return -root_cost.pow(2)
+
+
 def fit_reward_head(head: nn.Module, features: Tensor, rewards: Tensor, steps: int,
                     seed: int, batch: int = 512, lr: float = 1e-3) -> None:
     """Fit ``head`` alone on ``features`` ``(N, ·)`` → ``rewards`` ``(N,)`` by MSE with Adam."""
@@ -117,6 +129,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--plan-horizon", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1000, help="first episode seed")
+    parser.add_argument("--sqrt-cost", action="store_true",
+                        help="also refit a hidden_code head on √(−reward), read as −output²")
     args = parser.parse_args()
     torch.set_num_threads(1)
     loaded = load_planning_checkpoint(args.checkpoint, torch.device("cpu"))
@@ -135,6 +149,15 @@ def main() -> None:
         fit_reward_head(model.reward_net, features.flatten(0, 1),
                         train["rewards"][:, steps].flatten(), args.fit_steps, seed=0)
         models[f"refit on {reward_input}"] = model.eval()
+    if args.sqrt_cost:
+        torch.manual_seed(0)
+        model = with_reward_input(trained, "hidden_code")
+        features = reward_features(model, train["frames"], train["actions"], context)
+        cost = -train["rewards"][:, steps].flatten()
+        fit_reward_head(model.reward_net, features.flatten(0, 1), cost.clamp_min(0).sqrt(),
+                        args.fit_steps, seed=0)
+        model.reward_net = nn.Sequential(model.reward_net, NegativeSquare())
+        models["refit on √cost"] = model.eval()
     print(f"checkpoint {loaded.path} ({loaded.real_steps} real steps); {len(train['frames'])} "
           f"training windows of {dataset}, {args.horizon}-step rollouts")
     print(f"reward error on {len(val['frames'])} validation windows, bias and RMSE by |θ| (rad):")

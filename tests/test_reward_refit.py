@@ -68,3 +68,18 @@ def test_fitting_the_head_lowers_its_error(reward_refit) -> None:
     with torch.no_grad():
         after = (model.reward_net(features).squeeze(-1) - targets).pow(2).mean()
     assert after < 0.2 * before
+
+
+def test_a_square_root_cost_head_gives_non_positive_rewards_and_fits(reward_refit) -> None:
+    model = reward_refit.with_reward_input(tiny_model(), "hidden_code")
+    frames, actions = windows(12)
+    features = reward_refit.reward_features(model, frames, actions, P).flatten(0, 1)
+    rewards = -(actions[:, P - 1 : -1, 0] ** 2).flatten()
+    reward_refit.fit_reward_head(model.reward_net, features, (-rewards).sqrt(), steps=1000,
+                                 seed=0, batch=32, lr=1e-2)
+    model.reward_net = torch.nn.Sequential(model.reward_net, reward_refit.NegativeSquare())
+    with torch.no_grad():
+        state = model.encode_context(frames[:, :P], actions[:, : P - 1])
+        predicted = model.rollout(state, actions[:, P - 1 : -1]).rewards.flatten()
+    assert torch.all(predicted <= 0)
+    assert (predicted - rewards).pow(2).mean() < 0.2 * rewards.pow(2).mean()
