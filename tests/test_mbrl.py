@@ -135,6 +135,8 @@ def test_the_20k_preset_spends_20000_real_steps() -> None:
     # its models read the frame's code in the reward head (the better planner of the two heads)
     train = compose_command("train", list(config.train_overrides))
     assert train.model.reward_input == "hidden_code"
+    # its MPC collections push with correlated noise (the models learn that upright is unstable)
+    assert (config.exploration_std, config.exploration_correlation) == (0.3, 0.9)
 
 
 def test_env_and_planner_presets_are_set_on_the_command_line() -> None:
