@@ -43,6 +43,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from noether_control.agents.harness import mean_return_text
+from noether_control.agents.policies import require_correlation
 from noether_control.runtime import (
     ReportedError,
     atomic_path,
@@ -107,9 +108,7 @@ class MBRLConfig:
             require_at_least(name, getattr(self, name), 1, integer=True)
         require_at_least("iterations", self.iterations, 0, integer=True)
         require_at_least("exploration_std", self.exploration_std, 0)
-        if not 0 <= self.exploration_correlation < 1:
-            raise ValueError(f"exploration_correlation: expected a number in [0, 1), got "
-                             f"{self.exploration_correlation!r}")
+        require_correlation("exploration_correlation", self.exploration_correlation)
         if self.agent != "mpc" and self.exploration_correlation != 0:
             raise ValueError(f"exploration_correlation: correlated noise is for agent=mpc, got "
                              f"{self.exploration_correlation} with agent={self.agent}")

@@ -34,7 +34,12 @@ from torch import Tensor
 
 from noether_control.agents.oracle import true_dynamics_objective
 from noether_control.agents.planners import Objective, Planner
-from noether_control.agents.policies import ExplorationNoise, check_box, check_mask
+from noether_control.agents.policies import (
+    ExplorationNoise,
+    check_box,
+    check_mask,
+    require_correlation,
+)
 from noether_control.envs.vector import PixelVectorEnv
 from noether_control.models.planning import PlanningModel, plan_returns
 from noether_control.models.svg import SVGWorldModel
@@ -85,9 +90,7 @@ class MPCConfig:
         require_at_least("agent.tailor_history", self.tailor_history, 1, integer=True,
                          optional=True)
         require_at_least("agent.exploration_std", self.exploration_std, 0)
-        if not 0 <= self.exploration_correlation < 1:
-            raise ValueError(f"agent.exploration_correlation: expected a number in [0, 1), got "
-                             f"{self.exploration_correlation!r}")
+        require_correlation("agent.exploration_correlation", self.exploration_correlation)
 
 
 class RecedingHorizon:

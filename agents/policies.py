@@ -150,6 +150,12 @@ def explore(actions: np.ndarray, std: float, low: np.ndarray, high: np.ndarray,
     return np.clip(actions, low, high).astype(np.float32)
 
 
+def require_correlation(setting: str, correlation: float) -> None:
+    """Raise ``ValueError`` naming ``setting`` unless ``0 <= correlation < 1``."""
+    if not 0 <= correlation < 1:  # NaN compares False
+        raise ValueError(f"{setting}: expected a number in [0, 1), got {correlation!r}")
+
+
 class ExplorationNoise:
     """Gaussian action noise per sub-env, white or correlated in time.
 
@@ -170,9 +176,7 @@ class ExplorationNoise:
     def __init__(self, std: float, correlation: float, num_envs: int, low: np.ndarray,
                  high: np.ndarray) -> None:
         require_at_least("exploration_std", std, 0)
-        if not 0 <= correlation < 1:
-            raise ValueError(f"exploration_correlation: expected a number in [0, 1), got "
-                             f"{correlation!r}")
+        require_correlation("exploration_correlation", correlation)
         self.std = float(std)
         self.correlation = float(correlation)
         self.low = np.asarray(low)

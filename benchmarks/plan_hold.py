@@ -88,8 +88,11 @@ def read_angles(system: Any, frames: torch.Tensor, grid: np.ndarray) -> np.ndarr
     """Angles ``(N,)`` of frames ``(N, C, S, S)`` in [0, 1]: for each, the angle of ``grid``
     whose frame rendered at rest is nearest in mean squared error."""
     rendered = system.render_pixels(np.stack([grid, np.zeros_like(grid)], axis=1))
-    templates = torch.as_tensor(rendered).permute(0, 3, 1, 2).float() / 255
-    error = (frames[:, None] - templates[None]).pow(2).flatten(2).mean(-1)
+    templates = torch.as_tensor(rendered).permute(0, 3, 1, 2).flatten(1).float() / 255
+    flat = frames.flatten(1).float()
+    # |f − t|² = |f|² − 2 f·t + |t|² with |f|² the same for every template: one matrix product
+    # instead of an (N, G, pixels) tensor
+    error = templates.pow(2).sum(1)[None] - 2 * flat @ templates.T
     return grid[error.argmin(1).cpu().numpy()]
 
 
@@ -108,7 +111,7 @@ def pushed_from_rest(model: SVGWorldModel, context: int, env: gym.vector.VectorE
         state = model.encode_context(frames, actions.expand(-1, context - 1, -1))
         imagined = model.rollout(state, actions.expand(-1, steps, -1), decode=True).frames
     grid = np.linspace(-np.pi, np.pi, 1441)
-    predicted = np.stack([read_angles(system, imagined[:, k], grid) for k in range(steps)], 1)
+    predicted = read_angles(system, imagined.flatten(0, 1), grid).reshape(len(angles), steps)
     params = np.repeat(env.unwrapped.physical_parameters[:1], len(angles), axis=0)
     true = []
     for _ in range(steps):
