@@ -142,22 +142,20 @@ def main() -> None:
     steps = slice(context - 1, length - 1)
     angles = angle_normalize(val["states"][:, steps, 0])
     models = {"checkpoint's head": trained}
-    for reward_input in ("hidden", "hidden_code"):
+    rewards = train["rewards"][:, steps].flatten()
+    refits = [("hidden", False), ("hidden_code", False)] + [("hidden_code", True)] * args.sqrt_cost
+    features = {}  # the head's input does not depend on the head: one rollout per reward_input
+    for reward_input, root_cost in refits:
         torch.manual_seed(0)
         model = with_reward_input(trained, reward_input)
-        features = reward_features(model, train["frames"], train["actions"], context)
-        fit_reward_head(model.reward_net, features.flatten(0, 1),
-                        train["rewards"][:, steps].flatten(), args.fit_steps, seed=0)
-        models[f"refit on {reward_input}"] = model.eval()
-    if args.sqrt_cost:
-        torch.manual_seed(0)
-        model = with_reward_input(trained, "hidden_code")
-        features = reward_features(model, train["frames"], train["actions"], context)
-        cost = -train["rewards"][:, steps].flatten()
-        fit_reward_head(model.reward_net, features.flatten(0, 1), cost.clamp_min(0).sqrt(),
-                        args.fit_steps, seed=0)
-        model.reward_net = nn.Sequential(model.reward_net, NegativeSquare())
-        models["refit on √cost"] = model.eval()
+        if reward_input not in features:
+            features[reward_input] = reward_features(model, train["frames"], train["actions"],
+                                                     context).flatten(0, 1)
+        target = (-rewards).clamp_min(0).sqrt() if root_cost else rewards
+        fit_reward_head(model.reward_net, features[reward_input], target, args.fit_steps, seed=0)
+        if root_cost:
+            model.reward_net = nn.Sequential(model.reward_net, NegativeSquare())
+        models["refit on √cost" if root_cost else f"refit on {reward_input}"] = model.eval()
     print(f"checkpoint {loaded.path} ({loaded.real_steps} real steps); {len(train['frames'])} "
           f"training windows of {dataset}, {args.horizon}-step rollouts")
     print(f"reward error on {len(val['frames'])} validation windows, bias and RMSE by |θ| (rad):")
