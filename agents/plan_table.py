@@ -3,11 +3,14 @@
     noether-control plan_table +runs.random=RUN_A +runs.cem=RUN_B +runs.oracle=RUN_C \
         reference=random
 
-Each run is a ``noether-control plan`` run directory (or its ``results.json``). The table gives
-every agent's mean return with its standard error, ms per action and the real environment steps
-behind its model; and, for agents evaluated on the same episode seeds as ``reference``, the
-paired difference of returns (agent − reference) with a 95 % t-interval over episodes. Written
-to the run directory as ``table.md``, ``table.csv``, ``results.json`` and ``returns.png``.
+Each run is a ``noether-control plan`` run directory (or its ``results.json``), or a list of
+them (``+runs.loop='[RUN_A,RUN_B]'``): the episodes of one agent evaluated in several runs on
+different seeds (``seed=1000 episodes=20``, then ``seed=1020 episodes=40``), joined into one
+row. The table gives every agent's mean return with its standard error, ms per action and the
+real environment steps behind its model; and, for agents evaluated on the same episode seeds as
+``reference``, the paired difference of returns (agent − reference) with a 95 % t-interval over
+episodes, its median, and on how many episodes the agent returned more. Written to the run
+directory as ``table.md``, ``table.csv``, ``results.json`` and ``returns.png``.
 
 ``returns.png`` shows the returns per agent and, when runs record ``real_env_steps``, the mean
 return against the real environment steps: runs whose names differ only in a trailing
@@ -37,8 +40,9 @@ from noether_control.runtime import atomic_path, run_dir, to_dataclass, write_js
 class PlanTableConfig:
     """Config of ``noether-control plan_table`` (``conf/commands/plan_table/plan_table.yaml``)."""
 
-    runs: dict[str, str] = field(default_factory=dict)
-    """Agent name -> ``plan`` run directory or results file (``+runs.NAME=PATH``)."""
+    runs: dict[str, Any] = field(default_factory=dict)
+    """Agent name -> ``plan`` run directory or results file (``+runs.NAME=PATH``), or a list of
+    them holding one agent's episodes on different seeds (``+runs.NAME='[PATH_A,PATH_B]'``)."""
     reference: str | None = None
     """The run the paired differences are taken against; ``None``: the first run."""
 
@@ -59,16 +63,61 @@ def read_plan_results(path: str | Path) -> dict[str, Any]:
     return document
 
 
+#: The fields that make several results one agent's: the same env, agent, planner and model.
+SAME_AGENT_FIELDS = ("env_id", "agent", "planner", "checkpoint", "real_env_steps")
+
+
+def merge_plan_results(documents: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """One agent's results from several ``plan`` results on different episode seeds.
+
+    The episodes are concatenated in the order given and the return statistics recomputed;
+    ``ms_per_action`` is the episode-weighted mean (``None`` if any run lacks it). Raises
+    ``ValueError`` when a seed repeats or the runs differ in :data:`SAME_AGENT_FIELDS`.
+    """
+    first = documents[0]
+    for document in documents[1:]:
+        for key in SAME_AGENT_FIELDS:
+            if document.get(key) != first.get(key):
+                raise ValueError(f"runs.{name}: expected runs of one agent, got {key} "
+                                 f"{first.get(key)!r} and {document.get(key)!r}")
+    seeds = [seed for document in documents for seed in document["seeds"]]
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ValueError(f"runs.{name}: expected runs on different episode seeds, got seeds "
+                         f"{repeated} in more than one run")
+    returns = np.array([value for document in documents
+                        for value in document["episode_returns"]], dtype=np.float64)
+    episodes = np.array([len(document["seeds"]) for document in documents], dtype=np.float64)
+    timings = [document.get("ms_per_action") for document in documents]
+    return {**first, "seeds": seeds, "episode_returns": returns.tolist(),
+            "episodes": len(seeds), **return_statistics(returns),
+            "ms_per_action": None if None in timings
+            else float(np.dot(timings, episodes) / episodes.sum())}
+
+
+def read_agent_results(name: str, paths: Any) -> dict[str, Any]:
+    """Agent ``name``'s results from one ``plan`` run (a path) or several (a list of paths)."""
+    if isinstance(paths, str | Path):
+        return read_plan_results(paths)
+    if not isinstance(paths, list | tuple) or not paths or not all(
+            isinstance(path, str | Path) for path in paths):
+        raise ValueError(f"runs.{name}: expected a plan run directory or a list of them, got "
+                         f"{paths!r}")
+    return merge_plan_results([read_plan_results(path) for path in paths], name)
+
+
 def paired_difference(returns: np.ndarray, reference: np.ndarray) -> dict[str, float | None]:
     """Mean of ``returns − reference`` (paired episodes) with its standard error and 95 %
-    t-interval; the interval is None for fewer than two pairs."""
+    t-interval (None for fewer than two pairs), its median, and ``better``: the number of
+    episodes where ``returns`` is the higher."""
     differences = np.asarray(returns, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
     mean = float(differences.mean())
+    shape = {"median": float(np.median(differences)), "better": int((differences > 0).sum())}
     if len(differences) < 2:
-        return {"mean": mean, "stderr": None, "low": None, "high": None}
+        return {"mean": mean, "stderr": None, "low": None, "high": None, **shape}
     stderr = float(differences.std(ddof=1) / math.sqrt(len(differences)))
     half = float(stats.t.ppf(0.975, len(differences) - 1)) * stderr
-    return {"mean": mean, "stderr": stderr, "low": mean - half, "high": mean + half}
+    return {"mean": mean, "stderr": stderr, "low": mean - half, "high": mean + half, **shape}
 
 
 def table_rows(runs: dict[str, dict[str, Any]], reference: str) -> list[dict[str, Any]]:
@@ -120,17 +169,18 @@ def markdown_table(rows: list[dict[str, Any]], reference: str) -> str:
     """The rows as a markdown table."""
     lines = [
         f"| agent | planner | episodes | mean return ± s.e. | − {reference} (95 % CI, paired) "
-        "| ms/action | real steps |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| better in (median) | ms/action | real steps |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         difference = row["difference"]
-        paired = "–" if difference is None else (
+        paired, better = ("–", "–") if difference is None else (
             f"{difference['mean']:+.1f} [{_number(difference['low'])}, "
-            f"{_number(difference['high'])}]")
+            f"{_number(difference['high'])}]",
+            f"{difference['better']} / {row['paired_episodes']} ({difference['median']:+.1f})")
         lines.append(
             f"| {row['agent']} | {row['planner'] or '–'} | {row['episodes']} | "
-            f"{row['mean_return']:.1f} ± {_number(row['stderr_return'])} | {paired} | "
+            f"{row['mean_return']:.1f} ± {_number(row['stderr_return'])} | {paired} | {better} | "
             f"{_number(row['ms_per_action'])} | {row['real_env_steps'] or '–'} |")
     return "\n".join(lines) + "\n"
 
@@ -147,7 +197,7 @@ def write_outputs(rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]], r
         temporary.write_text(markdown_table(rows, reference))
     columns = ["agent", "kind", "planner", "episodes", "mean_return", "stderr_return",
                "ms_per_action", "real_env_steps", "paired_episodes", "difference_mean",
-               "difference_low", "difference_high"]
+               "difference_low", "difference_high", "difference_median", "better_episodes"]
     with atomic_path(out_dir / "table.csv") as temporary, temporary.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -156,7 +206,9 @@ def write_outputs(rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]], r
             writer.writerow({**{key: row[key] for key in columns[:9]},
                              "difference_mean": difference.get("mean"),
                              "difference_low": difference.get("low"),
-                             "difference_high": difference.get("high")})
+                             "difference_high": difference.get("high"),
+                             "difference_median": difference.get("median"),
+                             "better_episodes": difference.get("better")})
     write_json(out_dir / "results.json", {"reference": reference, "rows": rows})
     curves = learning_curves(rows)
     width = 1.6 * len(runs) + 2
@@ -196,7 +248,7 @@ def run(cfg: DictConfig) -> None:
     if not config.runs:
         raise ValueError("runs: expected at least one plan run, e.g. +runs.random=RUN_DIR, "
                          "got none")
-    runs = {name: read_plan_results(path) for name, path in config.runs.items()}
+    runs = {name: read_agent_results(name, paths) for name, paths in config.runs.items()}
     reference = config.reference or next(iter(runs))
     if reference not in runs:
         raise ValueError(f"reference: expected one of {sorted(runs)}, got {reference!r}")

@@ -19,7 +19,9 @@ from noether_control.agents.collect import CollectConfig, DatasetConfig, collect
 from noether_control.agents.plan import AgentConfig, PlanConfig, plan_episodes
 from noether_control.agents.plan_table import (
     learning_curves,
+    merge_plan_results,
     paired_difference,
+    read_agent_results,
     read_plan_results,
     table_rows,
 )
@@ -109,8 +111,34 @@ def test_paired_differences_match_a_hand_computation() -> None:
     assert rows["mpc"]["difference"]["stderr"] == pytest.approx(differences.std(ddof=1) / 3**0.5)
     assert rows["mpc"]["difference"]["low"] < differences.mean() < rows["mpc"]["difference"][
         "high"]
+    assert rows["mpc"]["difference"]["median"] == 8.0 and rows["mpc"]["difference"]["better"] == 3
     assert rows["elsewhere"]["difference"] is None and rows["random"]["difference"] is None
     assert paired_difference(np.array([1.0]), np.array([0.0]))["low"] is None
+    assert paired_difference(np.array([1.0, -3.0]), np.array([0.0, 0.0]))["better"] == 1
+
+
+def test_runs_of_one_agent_on_other_seeds_join_into_one_row() -> None:
+    agent = {"kind": "mpc"}
+    first = {"seeds": [0, 1], "episode_returns": [-10.0, -20.0], "agent": agent,
+             "ms_per_action": 4.0, "mean_return": -15.0}
+    second = {"seeds": [2, 3, 4], "episode_returns": [-30.0, -40.0, -50.0], "agent": agent,
+              "ms_per_action": 9.0, "mean_return": -40.0}
+    joined = merge_plan_results([first, second], "mpc")
+    assert joined["seeds"] == [0, 1, 2, 3, 4] and joined["episodes"] == 5
+    assert joined["mean_return"] == pytest.approx(-30.0)
+    assert joined["stderr_return"] == pytest.approx(np.std([10, 20, 30, 40, 50], ddof=1) / 5**0.5)
+    assert joined["ms_per_action"] == pytest.approx((2 * 4.0 + 3 * 9.0) / 5)
+    reference = {"seeds": [4, 3, 2, 1, 0], "episode_returns": [-45.0, -45.0, -35.0, -15.0, -5.0]}
+    row = table_rows({"reference": reference, "mpc": joined}, "reference")[1]
+    assert row["paired_episodes"] == 5
+    assert row["difference"]["mean"] == pytest.approx(np.mean([-5.0, 5.0, 5.0, -5.0, -5.0]))
+    with pytest.raises(ValueError, match=r"runs\.mpc: expected runs on different episode seeds, "
+                                         r"got seeds \[1\]"):
+        merge_plan_results([first, {**second, "seeds": [1, 5, 6]}], "mpc")
+    with pytest.raises(ValueError, match=r"runs\.mpc: expected runs of one agent, got agent"):
+        merge_plan_results([first, {**second, "agent": {"kind": "oracle"}}], "mpc")
+    with pytest.raises(ValueError, match=r"runs\.mpc: expected a plan run directory or a list"):
+        read_agent_results("mpc", [])
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -134,6 +162,9 @@ def test_plan_and_plan_table_smoke_from_the_command_line(tmp_path: Path) -> None
     assert "| smoke | cem | 2 |" in markdown and "+0.0 [" in markdown
     assert (table / "table.csv").read_text().count("\n") == 3
     assert iio.imread(table / "returns.png").ndim == 3
+    twice = run_cli("plan_table", "+runs.twice=[runs/plan-smoke,runs/plan-smoke]",
+                    f"hydra.run.dir={tmp_path / 'twice'}", cwd=tmp_path)
+    assert twice.returncode != 0 and "expected runs on different episode seeds" in twice.stderr
     bad = run_cli("plan", "agent=cem", f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path)
     assert bad.returncode != 0 and "expected checkpoint=PATH" in bad.stderr
 
