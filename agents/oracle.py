@@ -9,6 +9,8 @@ same planner.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from numpy.typing import NDArray
@@ -23,6 +25,7 @@ def true_dynamics_objective(
     states: NDArray[np.float64],
     params: NDArray[np.float64],
     device: torch.device | str,
+    terminal_value: Callable[[NDArray[np.float64]], NDArray[np.float64]] | None = None,
 ) -> Objective:
     """The objective of planning from ``states`` through the true dynamics of ``system``.
 
@@ -31,15 +34,19 @@ def true_dynamics_objective(
         states: ``(E, D)`` float64 true states of the ``E`` episodes (``env.states``).
         params: ``(E, P)`` float64 physical parameters (``env.physical_parameters``).
         device: where the returns go (the planner's device).
+        terminal_value: optional ``value(states (E·N, D) float64) -> (E·N,)``, added to each
+            candidate's return at the state its last action leads to: a value of what follows
+            the plan, so that a short horizon need not see the whole swing-up.
 
     Returns:
         ``objective(actions float (E, N, H, A)) -> returns (E, N)`` on ``device``: the
         undiscounted sum over the horizon of ``system.reward`` of each candidate, stepped from
         its episode's state, with the reward taken on the state before each step as the
-        environment does. All ``E·N`` candidates step together in float64 NumPy, one loop over
-        ``H``. Actions keep their dtype, so float32 candidates are stepped as the environment
-        steps float32 actions, bit for bit; the returns are in the candidates' dtype (float32
-        for a float32 planner; float64 candidates give float64 returns, exact to rounding).
+        environment does (plus ``terminal_value`` of the last state). All ``E·N`` candidates
+        step together in float64 NumPy, one loop over ``H``. Actions keep their dtype, so
+        float32 candidates are stepped as the environment steps float32 actions, bit for bit;
+        the returns are in the candidates' dtype (float32 for a float32 planner; float64
+        candidates give float64 returns, exact to rounding).
         Not differentiable: use it with the sampling planners.
     """
     states = np.array(states, dtype=np.float64)
@@ -69,6 +76,8 @@ def true_dynamics_objective(
         for step in range(H):
             returns += system.reward(x, torques[:, step])
             x = system.step(x, torques[:, step], p)
+        if terminal_value is not None:
+            returns += terminal_value(x)
         return torch.as_tensor(returns.reshape(E, N), dtype=actions.dtype, device=device)
 
     return objective

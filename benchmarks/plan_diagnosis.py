@@ -1,18 +1,23 @@
 """Does a world model rank candidate plans as the true simulator does, and where not?
 
     python benchmarks/plan_diagnosis.py CHECKPOINT [--episodes 4] [--samples 200] [--noise 1.0]
+        [--noise-beta 2.0]
 
 MPC through a learned model fails when the model's predicted returns order the candidates
 differently from their true returns. This script measures that ordering where it matters: along
 the trajectories of the oracle (MPPI through the true simulator) swinging the pendulum up and
 holding it, at every sixth step it draws ``samples`` candidate plans (the oracle's next
-``horizon`` actions plus Gaussian noise of ``noise`` N·m, clipped), scores them with the true
+``horizon`` actions plus Gaussian noise of ``noise`` N·m, white or coloured along the horizon
+as MPPI's ``noise_beta`` colours it, clipped), scores them with the true
 simulator (``true_dynamics_objective``) and with the model (``plan_returns`` from the model's
 context of the last ``P`` real frames), and reports
 
 - the Spearman rank correlation of the two, split into states near the top (``|θ| < 0.8``) and
   swinging states: 1 means the model would pick the plans the simulator would;
-- the mean true and predicted return of the candidates in each group: a gap is a reward bias.
+- the mean true and predicted return of the candidates in each group: a gap is a reward bias;
+- the regret of the model's pick: the true return of the best candidate minus the true return
+  of the candidate the model ranks first. A planner with a low temperature acts on the top of
+  the model's ranking, where a high rank correlation over all candidates can still hide errors.
 
 Figures are in docs/planning.md.
 """
@@ -30,7 +35,7 @@ import noether_control  # noqa: F401  (registers the env ids)
 from noether_control.agents.mpc import OracleAgent
 from noether_control.agents.oracle import true_dynamics_objective
 from noether_control.agents.plan import load_planning_checkpoint
-from noether_control.agents.planners import make_planner
+from noether_control.agents.planners import colored_noise, make_planner
 from noether_control.envs.dynamics import angle_normalize
 from noether_control.models.planning import plan_returns
 
@@ -64,6 +69,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--horizon", type=int, default=15)
     parser.add_argument("--noise", type=float, default=1.0, help="candidate noise in N·m")
+    parser.add_argument("--noise-beta", type=float, default=0.0,
+                        help="colour of the candidate noise along the horizon (0 white, 2 brown)")
     parser.add_argument("--seed", type=int, default=100)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -78,7 +85,9 @@ def main() -> None:
     rows = []
     for t in range(context - 1, args.steps - args.horizon, 6):
         oracle_plan = actions[:, t : t + args.horizon]
-        noise = torch.randn(args.episodes, args.samples, args.horizon, 1, generator=generator)
+        shape = (args.episodes, args.samples, args.horizon, 1)
+        noise = torch.randn(shape, generator=generator) if args.noise_beta == 0 else (
+            colored_noise(args.noise_beta, shape[:2] + shape[:1:-1], generator).transpose(2, 3))
         candidates = (oracle_plan[:, None] + args.noise * noise).clamp(-2.0, 2.0)
         true = true_dynamics_objective(system, states[:, t], params, "cpu")(candidates.double())
         with torch.no_grad():
@@ -87,17 +96,20 @@ def main() -> None:
             predicted = plan_returns(model, state, candidates)
         for e in range(args.episodes):
             rho = spearmanr(true[e].numpy(), predicted[e].numpy()).statistic
+            regret = float(true[e].max() - true[e, predicted[e].argmax()])
             rows.append((abs(angle_normalize(states[e, t, :1])[0]), rho, float(true[e].mean()),
-                         float(predicted[e].mean())))
+                         float(predicted[e].mean()), regret))
     table = np.array(rows)
     print(f"checkpoint {loaded.path} ({loaded.real_steps} real steps), {args.samples} "
-          f"candidates x horizon {args.horizon}, noise {args.noise} N·m, {len(rows)} states")
-    print(f"{'states':<22}{'n':>4}{'spearman':>10}{'true return':>13}{'predicted':>11}")
+          f"candidates x horizon {args.horizon}, noise {args.noise} N·m (β {args.noise_beta}), "
+          f"{len(rows)} states")
+    print(f"{'states':<22}{'n':>4}{'spearman':>10}{'true return':>13}{'predicted':>11}"
+          f"{'regret':>8}")
     for name, mask in (("near the top |θ|<0.8", table[:, 0] < 0.8),
                        ("swinging", table[:, 0] >= 0.8), ("all", table[:, 0] >= 0)):
         part = table[mask]
         print(f"{name:<22}{len(part):>4}{np.nanmean(part[:, 1]):>10.2f}"
-              f"{part[:, 2].mean():>13.1f}{part[:, 3].mean():>11.1f}")
+              f"{part[:, 2].mean():>13.1f}{part[:, 3].mean():>11.1f}{part[:, 4].mean():>8.2f}")
 
 
 if __name__ == "__main__":

@@ -338,6 +338,23 @@ def test_oracle_returns_are_the_rewards_of_stepping_the_env(env_id: str) -> None
         objective(torch.zeros(2, candidates, horizon, 1))
 
 
+def test_oracle_terminal_value_is_added_at_the_state_the_plan_leads_to() -> None:
+    env = make_state_env(envs.PENDULUM_ID, 2)
+    env.reset(seed=3)
+    actions = torch.from_numpy(np.random.default_rng(1).uniform(-2, 2, (2, 5, 8, 1)))
+    system, states, params = env.system, env.states, env.physical_parameters
+
+    def last_reward(x: np.ndarray) -> np.ndarray:  # the reward one more idle step would earn
+        return system.reward(x, np.zeros((len(x), 1)))
+
+    with_value = true_dynamics_objective(system, states, params, "cpu", last_reward)(actions)
+    idle_last = torch.cat([actions, torch.zeros(2, 5, 1, 1, dtype=actions.dtype)], dim=2)
+    longer = true_dynamics_objective(system, states, params, "cpu")(idle_last)
+    torch.testing.assert_close(with_value, longer, rtol=0, atol=1e-9)
+    plain = true_dynamics_objective(system, states, params, "cpu")(actions)
+    assert torch.all(with_value < plain)  # every reward of the pendulum is a cost
+
+
 def hanging_down_seeds() -> list[int]:
     """Reset seeds of two episodes starting at rest near θ = π, one on each side."""
     env = make_state_env(envs.PENDULUM_ID, 1)
