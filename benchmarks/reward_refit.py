@@ -1,7 +1,7 @@
 """Would the reward head plan better if it read the frame's code? Refit it on a frozen model.
 
     python benchmarks/reward_refit.py CHECKPOINT [--dataset PATH] [--windows 3000] [--episodes 8]
-        [--sqrt-cost]
+        [--sqrt-cost] [--temperature 1.0] [--iterations 1] [--noise-beta 0.0]
 
 From a pendulum checkpoint's model it builds two copies whose reward heads are new, one reading
 the LSTM output (``model.reward_input=hidden``, as trained) and one reading that, frame t's code
@@ -128,6 +128,10 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--plan-horizon", type=int, default=20)
+    parser.add_argument("--temperature", type=float, default=1.0, help="MPPI's λ")
+    parser.add_argument("--iterations", type=int, default=1)
+    parser.add_argument("--noise-beta", type=float, default=0.0,
+                        help="colour of MPPI's noise along the horizon (0 white, 2 brown)")
     parser.add_argument("--seed", type=int, default=1000, help="first episode seed")
     parser.add_argument("--sqrt-cost", action="store_true",
                         help="also refit a hidden_code head on √(−reward), read as −output²")
@@ -169,13 +173,14 @@ def main() -> None:
                        vectorization_mode="vector_entry_point",
                        image_size=trained.config.image_size)
     box = env.single_action_space
-    planner = make_planner({"kind": "mppi", "samples": args.samples,
-                            "horizon": args.plan_horizon}, box.low, box.high)
+    planner = make_planner({"kind": "mppi", "samples": args.samples, "horizon": args.plan_horizon,
+                            "temperature": args.temperature, "iterations": args.iterations,
+                            "noise_beta": args.noise_beta}, box.low, box.high)
     agents = {"the true simulator": OracleAgent(env, planner)} | {
         name: MPCAgent(model, planner, box, args.episodes, context)
         for name, model in models.items()}
-    print(f"MPPI {args.samples} x {args.plan_horizon}, {args.episodes} episodes from seed "
-          f"{args.seed}:")
+    print(f"MPPI {args.samples} x {args.plan_horizon}, λ {args.temperature}, {args.iterations} "
+          f"iterations, noise β {args.noise_beta}; {args.episodes} episodes from seed {args.seed}:")
     print(f"{'planning through':<20}{'return':>9}{'swing-up':>10}{'hold':>8}{'held θ':>9}")
     for name, agent in agents.items():
         rewards, states, _ = play(agent, env, args.seed)
