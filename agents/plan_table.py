@@ -24,6 +24,7 @@ import csv
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def merge_plan_results(documents: list[dict[str, Any]], name: str) -> dict[str, 
                 raise ValueError(f"runs.{name}: expected runs of one agent, got {key} "
                                  f"{first.get(key)!r} and {document.get(key)!r}")
     seeds = [seed for document in documents for seed in document["seeds"]]
-    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    repeated = sorted(seed for seed, count in Counter(seeds).items() if count > 1)
     if repeated:
         raise ValueError(f"runs.{name}: expected runs on different episode seeds, got seeds "
                          f"{repeated} in more than one run")

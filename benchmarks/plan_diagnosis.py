@@ -19,7 +19,7 @@ context of the last ``P`` real frames), and reports
   of the candidate the model ranks first. A planner with a low temperature acts on the top of
   the model's ranking, where a high rank correlation over all candidates can still hide errors.
 
-Figures are in docs/planning.md.
+Figures are in docs/planning.md and docs/rl.md.
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ def main() -> None:
     rows = []
     for t in range(context - 1, args.steps - args.horizon, 6):
         oracle_plan = actions[:, t : t + args.horizon]
-        shape = (args.episodes, args.samples, args.horizon, 1)
-        noise = torch.randn(shape, generator=generator) if args.noise_beta == 0 else (
-            colored_noise(args.noise_beta, shape[:2] + shape[:1:-1], generator).transpose(2, 3))
+        along_last = (args.episodes, args.samples, 1, args.horizon)  # colour runs along the plan
+        noise = (torch.randn(along_last, generator=generator) if args.noise_beta == 0
+                 else colored_noise(args.noise_beta, along_last, generator)).transpose(2, 3)
         candidates = (oracle_plan[:, None] + args.noise * noise).clamp(-2.0, 2.0)
         true = true_dynamics_objective(system, states[:, t], params, "cpu")(candidates.double())
         with torch.no_grad():
