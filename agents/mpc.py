@@ -374,11 +374,14 @@ class OracleAgent(_Agent):
         exploration_std: Gaussian action noise in half-ranges (0 for evaluation).
         exploration_correlation: that noise's step-to-step correlation in ``[0, 1)``.
         seed: seeds :meth:`predict`'s generator.
+        terminal_value: optional value of the state each candidate ends in, added to its return
+            (see :func:`~noether_control.agents.oracle.true_dynamics_objective`).
     """
 
     def __init__(self, env: Any, planner: Planner, replan_every: int = 1,
                  exploration_std: float = 0.0, seed: int = 0,
-                 exploration_correlation: float = 0.0) -> None:
+                 exploration_correlation: float = 0.0,
+                 terminal_value: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         vector = getattr(env, "unwrapped", env)
         if not isinstance(vector, PixelVectorEnv):
             raise TypeError(f"oracle: expected a native noether-control vector env (its true "
@@ -391,6 +394,7 @@ class OracleAgent(_Agent):
         self.noise = ExplorationNoise(exploration_std, exploration_correlation, self.num_envs,
                                       box.low, box.high)
         self._rng = np.random.default_rng(seed)
+        self.terminal_value = terminal_value
 
     def reset(self, mask: np.ndarray, rng: np.random.Generator | None = None) -> None:
         """Forget the plans (and exploration noise) of the episodes in ``mask``."""
@@ -399,7 +403,8 @@ class OracleAgent(_Agent):
 
     def _objective(self, indices: np.ndarray, warm: Tensor) -> Objective:
         return true_dynamics_objective(self.env.system, self.env.states[indices],
-                                       self.env.physical_parameters[indices], self.loop.device)
+                                       self.env.physical_parameters[indices], self.loop.device,
+                                       self.terminal_value)
 
     def act(self, observation: Any, rng: np.random.Generator) -> np.ndarray:
         """Actions float32 ``(num_envs, A)``; the observation is ignored (the state is read)."""

@@ -10,7 +10,7 @@ that of the policy that collected it. For each discount ``γ`` the script fits
 of ``DATASET`` (a noether-control dataset directory whose episodes keep the true state in
 ``infos/state``, such as the last one of ``mbrl experiment=pendulum_20k``), then plays oracle
 MPPI 500 × 20, λ 0.1, 2 iterations through the true simulator without and with ``weight · V``
-added at the end of every candidate (``true_dynamics_objective(terminal_value=...)``) on the same
+added at the end of every candidate (``OracleAgent(terminal_value=...)``) on the same
 seeded episodes of ``PixelPendulum-v0``, and prints the mean returns and the paired differences.
 Figures are in docs/rl.md.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -29,9 +30,8 @@ from torch import Tensor, nn
 import noether_control  # noqa: F401  (registers the env ids)
 from noether_control.agents.harness import run_episodes
 from noether_control.agents.mpc import OracleAgent
-from noether_control.agents.oracle import true_dynamics_objective
 from noether_control.agents.plan_table import paired_difference
-from noether_control.agents.planners import Objective, Planner, make_planner
+from noether_control.agents.planners import make_planner
 from noether_control.data.minari_io import read_episodes
 
 
@@ -76,22 +76,14 @@ def fit_value(before: Tensor, after: Tensor, rewards: Tensor, gamma: float, step
     return value.eval()
 
 
-class TerminalValueOracle(OracleAgent):
-    """The oracle with ``weight · value(state)`` added at the end of every candidate."""
-
-    def __init__(self, env: gym.vector.VectorEnv, planner: Planner, value: nn.Module,
-                 weight: float) -> None:
-        super().__init__(env, planner)
-        self.value, self.weight = value, weight
-
-    def terminal_value(self, states: NDArray[np.float64]) -> NDArray[np.float64]:
+def weighted_value(value: nn.Module, weight: float) -> Callable[[NDArray[np.float64]],
+                                                                NDArray[np.float64]]:
+    """``weight · value`` as the oracle's terminal value: states ``(N, 2)`` -> float64 ``(N,)``."""
+    def terminal_value(states: NDArray[np.float64]) -> NDArray[np.float64]:
         with torch.no_grad():
-            return self.weight * self.value(value_features(states)).squeeze(1).double().numpy()
+            return weight * value(value_features(states)).squeeze(1).double().numpy()
 
-    def _objective(self, indices: np.ndarray, warm: Tensor) -> Objective:
-        return true_dynamics_objective(self.env.system, self.env.states[indices],
-                                       self.env.physical_parameters[indices], self.loop.device,
-                                       self.terminal_value)
+    return terminal_value
 
 
 def main() -> None:
@@ -128,7 +120,8 @@ def main() -> None:
         with torch.no_grad():
             at = value(probes).squeeze(1).tolist()
         for weight in args.weights:
-            returns = play(TerminalValueOracle(env, planner, value, weight))
+            returns = play(OracleAgent(env, planner,
+                                       terminal_value=weighted_value(value, weight)))
             difference = paired_difference(returns, plain)
             print(f"{f'γ {gamma}, weight {weight}':<24}{at[0]:>11.1f}{at[1]:>11.1f}{at[2]:>11.1f}"
                   f"{returns.mean():>9.1f}{difference['mean']:>+12.1f} "

@@ -229,6 +229,26 @@ def test_oracle_swings_the_pendulum_up() -> None:
     assert results.returns.mean() > -450 > random.returns.mean()
 
 
+def test_oracle_plans_toward_its_terminal_value() -> None:
+    env = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point",
+                       obs_type="state")
+    box = env.single_action_space
+    # one step: the velocity it ends at grows with the torque whatever the state
+    planner = make_planner({"kind": "mppi", "samples": 200, "horizon": 1}, box.low, box.high)
+
+    def spin_forward(states: np.ndarray) -> np.ndarray:  # pays for ending the plan at speed
+        return 100.0 * states[:, 1]
+
+    actions = {}
+    for name, value in (("plain", None), ("valued", spin_forward)):
+        observation, _ = env.reset(seed=[0, 1])
+        agent = OracleAgent(env, planner, terminal_value=value)
+        agent.reset(np.ones(2, dtype=np.bool_))
+        actions[name] = agent.act(observation, np.random.default_rng(0))
+    env.close()
+    assert np.all(actions["valued"] > 1.5) and np.all(actions["valued"] > actions["plain"] + 1.0)
+
+
 def test_harness_pairs_episodes_by_seed_whatever_the_parallelism() -> None:
     env = pixel_env(3)
     policy = UniformPolicy(env.single_action_space, 3)
