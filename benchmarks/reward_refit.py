@@ -1,7 +1,7 @@
 """Would the reward head plan better if it read the frame's code? Refit it on a frozen model.
 
     python benchmarks/reward_refit.py CHECKPOINT [--dataset PATH] [--windows 3000] [--episodes 8]
-        [--sqrt-cost] [--temperature 1.0] [--iterations 1] [--noise-beta 0.0]
+        [--sqrt-cost] [--temperature 1.0] [--iterations 1] [--noise-beta 0.0] [--save PATH]
 
 From a pendulum checkpoint's model it builds two copies whose reward heads are new, one reading
 the LSTM output (``model.reward_input=hidden``, as trained) and one reading that, frame t's code
@@ -14,10 +14,15 @@ prints
   two refits: near upright the true rewards of neighbouring angles differ by hundredths;
 - with ``--sqrt-cost``, a third refit ``hidden_code`` head that predicts the square root of
   the cost ``−r`` (the pendulum's reward is a cost ``θ² + 0.1 θ̇² + 0.001 u² ≥ 0`` negated),
-  its reward read as ``−output²``: an error of 0.03 in ``√cost`` near upright is an error of
-  about 0.006 in the reward at 0.1 rad, against 0.03 for a head fitted to the reward itself;
+  its reward read as ``−output²`` (``model.reward_output=root_cost``): an error of 0.03 in
+  ``√cost`` near upright is an error of about 0.006 in the reward at 0.1 rad, against 0.03 for
+  a head fitted to the reward itself;
 - :mod:`plan_hold`'s comparison for each model: MPPI through it and through the true simulator
-  on the same seeded episodes, split into the swing-up and the hold, with the angle held.
+  on the same seeded episodes, split into the swing-up and the hold, with the angle held
+  (``--episodes 0`` skips it).
+
+``--save PATH`` writes the last refit as a checkpoint (the source's run config and step, the new
+head), so ``noether-control plan checkpoint=PATH`` and the loop can plan through it.
 
 Figures are in docs/rl.md.
 """
@@ -25,7 +30,9 @@ Figures are in docs/rl.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -39,15 +46,20 @@ from noether_control.agents.plan import load_planning_checkpoint
 from noether_control.agents.planners import make_planner
 from noether_control.data.windows import EpisodeWindows
 from noether_control.envs.dynamics import angle_normalize
-from noether_control.models.svg import SVGWorldModel
+from noether_control.models.checkpoint import read_checkpoint, save_checkpoint
+from noether_control.models.svg import REWARD_INPUTS, SVGWorldModel
 
-BANDS = ((0.0, 0.1), (0.1, 0.3), (0.3, 1.5), (1.5, np.pi + 0.01))
+ANGLE_BANDS = ((0.0, 0.1), (0.1, 0.3), (0.3, 1.5), (1.5, np.pi + 0.01))
+SPEED_BANDS = ((0.0, 1.0), (1.0, 3.0), (3.0, 5.0), (5.0, 8.01))
 
 
-def with_reward_input(model: SVGWorldModel, reward_input: str) -> SVGWorldModel:
-    """A copy of ``model`` whose reward head reads ``reward_input``, freshly initialised; every
-    other weight is ``model``'s."""
-    copy = SVGWorldModel(dataclasses.replace(model.config, reward_input=reward_input))
+def with_reward_head(model: SVGWorldModel, reward_input: str,
+                     reward_output: str = "reward") -> SVGWorldModel:
+    """A copy of ``model`` whose reward head reads ``reward_input`` and predicts
+    ``reward_output`` (``model.reward_output``), freshly initialised; every other weight is
+    ``model``'s."""
+    copy = SVGWorldModel(dataclasses.replace(model.config, reward_input=reward_input,
+                                             reward_output=reward_output))
     kept = {name: value for name, value in model.state_dict().items()
             if not name.startswith("reward_net.")}
     missing, unexpected = copy.load_state_dict(kept, strict=False)
@@ -79,13 +91,6 @@ def reward_features(model: SVGWorldModel, frames: Tensor, actions: Tensor, conte
     return torch.cat(rows)
 
 
-class NegativeSquare(nn.Module):
-    """``−x²``: after a head that predicts ``√cost``, the reward ``−cost``."""
-
-    def forward(self, root_cost: Tensor) -> Tensor:
-        return -root_cost.pow(2)
-
-
 def fit_reward_head(head: nn.Module, features: Tensor, rewards: Tensor, steps: int,
                     seed: int, batch: int = 512, lr: float = 1e-3) -> None:
     """Fit ``head`` alone on ``features`` ``(N, ·)`` → ``rewards`` ``(N,)`` by MSE with Adam."""
@@ -108,12 +113,13 @@ def windows(path: str, length: int, split: str, count: int, seed: int) -> dict[s
     return {key: torch.stack([item[key] for item in items]) for key in items[0]}
 
 
-def band_errors(predicted: Tensor, true: Tensor, angles: Tensor) -> str:
-    """Bias and RMSE of ``predicted − true`` in each band of ``|angles|``."""
+def band_errors(predicted: Tensor, true: Tensor, values: Tensor,
+                bands: tuple[tuple[float, float], ...]) -> str:
+    """Bias and RMSE of ``predicted − true`` in each band of ``|values|``."""
     error = predicted - true
     cells = []
-    for low, high in BANDS:
-        inside = (angles.abs() >= low) & (angles.abs() < high)
+    for low, high in bands:
+        inside = (values.abs() >= low) & (values.abs() < high)
         cells.append(f"{error[inside].mean():>+8.3f}{error[inside].pow(2).mean().sqrt():>7.3f}")
     return "".join(cells)
 
@@ -125,7 +131,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=3000, help="training windows")
     parser.add_argument("--horizon", type=int, default=15, help="rollout steps per window")
     parser.add_argument("--fit-steps", type=int, default=6000)
-    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--episodes", type=int, default=8,
+                        help="planning comparison episodes (0: none)")
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--plan-horizon", type=int, default=20)
     parser.add_argument("--temperature", type=float, default=1.0, help="MPPI's λ")
@@ -134,8 +141,15 @@ def main() -> None:
                         help="colour of MPPI's noise along the horizon (0 white, 2 brown)")
     parser.add_argument("--seed", type=int, default=1000, help="first episode seed")
     parser.add_argument("--sqrt-cost", action="store_true",
-                        help="also refit a hidden_code head on √(−reward), read as −output²")
+                        help="also refit a head on √(−reward), read as −output²")
+    parser.add_argument("--sqrt-cost-input", default="hidden_code", choices=REWARD_INPUTS,
+                        help="what the √cost head reads (model.reward_input)")
+    parser.add_argument("--save", metavar="PATH",
+                        help="write the last refit (the √cost one with --sqrt-cost, else the "
+                             "hidden_code one) as a checkpoint that plan and mbrl load")
     args = parser.parse_args()
+    if args.episodes < 0:
+        parser.error(f"--episodes: expected ≥ 0, got {args.episodes}")
     torch.set_num_threads(1)
     loaded = load_planning_checkpoint(args.checkpoint, torch.device("cpu"))
     trained, context = loaded.model, loaded.context_frames
@@ -147,28 +161,64 @@ def main() -> None:
     angles = angle_normalize(val["states"][:, steps, 0])
     models = {"checkpoint's head": trained}
     rewards = train["rewards"][:, steps].flatten()
-    refits = [("hidden", False), ("hidden_code", False)] + [("hidden_code", True)] * args.sqrt_cost
+    refits = [("hidden", "reward"), ("hidden_code", "reward")] + [
+        (args.sqrt_cost_input, "root_cost")] * args.sqrt_cost
     features = {}  # the head's input does not depend on the head: one rollout per reward_input
-    for reward_input, root_cost in refits:
+    for reward_input, reward_output in refits:
         torch.manual_seed(0)
-        model = with_reward_input(trained, reward_input)
+        model = with_reward_head(trained, reward_input, reward_output)
         if reward_input not in features:
             features[reward_input] = reward_features(model, train["frames"], train["actions"],
                                                      context).flatten(0, 1)
-        target = (-rewards).clamp_min(0).sqrt() if root_cost else rewards
+        # the head is fitted in its own output space, as training fits it (reward_loss)
+        target = (-rewards).clamp_min(0).sqrt() if reward_output == "root_cost" else rewards
         fit_reward_head(model.reward_net, features[reward_input], target, args.fit_steps, seed=0)
-        if root_cost:
-            model.reward_net = nn.Sequential(model.reward_net, NegativeSquare())
-        models["refit on √cost" if root_cost else f"refit on {reward_input}"] = model.eval()
+        name = (f"√cost on {reward_input}" if reward_output == "root_cost"
+                else f"refit on {reward_input}")
+        models[name] = model.eval()
+    if args.save:
+        save_refit(args.save, model, loaded.path, args)
     print(f"checkpoint {loaded.path} ({loaded.real_steps} real steps); {len(train['frames'])} "
           f"training windows of {dataset}, {args.horizon}-step rollouts")
-    print(f"reward error on {len(val['frames'])} validation windows, bias and RMSE by |θ| (rad):")
-    print(f"{'':<20}" + "".join(f"{f'[{lo:.1f}, {hi:.1f})':>15}" for lo, hi in BANDS))
+    predicted = {}
     for name, model in models.items():
         with torch.no_grad():
-            features = reward_features(model, val["frames"], val["actions"], context)
-            predicted = model.reward_net(features).squeeze(-1)
-        print(f"{name:<20}{band_errors(predicted, val['rewards'][:, steps], angles)}")
+            state = model.encode_context(val["frames"][:, :context],
+                                         val["actions"][:, :context - 1])
+            predicted[name] = model.rollout(state, val["actions"][:, context - 1:-1]).rewards
+    for what, values, bands in (("|θ| (rad)", angles, ANGLE_BANDS),
+                                ("|θ̇| (rad/s)", val["states"][:, steps, 1], SPEED_BANDS)):
+        print(f"reward error on {len(val['frames'])} validation windows, bias and RMSE by {what}:")
+        print(f"{'':<28}" + "".join(f"{f'[{lo:.1f}, {hi:.1f})':>15}" for lo, hi in bands))
+        for name, model_rewards in predicted.items():
+            print(f"{name:<28}"
+                  f"{band_errors(model_rewards, val['rewards'][:, steps], values, bands)}")
+    if args.episodes > 0:
+        compare_planning(models, context, args)
+
+
+def save_refit(path: str, model: SVGWorldModel, source: Path, args: argparse.Namespace) -> None:
+    """Write ``model`` as a checkpoint ``path`` that ``plan``, ``mbrl`` and ``train.init_from``
+    read like a trained one: the source checkpoint's run config and step, the new head."""
+    payload = read_checkpoint(source)
+    if (payload.get("extra") or {}).get("noether"):
+        raise ValueError(f"--save: checkpoint {str(source)!r} carries a Noether embedding g_φ, "
+                         "which a refit checkpoint would drop; expected a plain world model")
+    config = copy.deepcopy(payload["config"])
+    config.setdefault("model", {}).update(reward_input=model.config.reward_input,
+                                          reward_output=model.config.reward_output)
+    refit = {"source": str(source), "windows": args.windows, "horizon": args.horizon,
+             "fit_steps": args.fit_steps, "dataset": args.dataset}
+    written = save_checkpoint(path, model=model, optimizer=None, step=payload["step"],
+                              config=config, rng={}, extra={"reward_refit": refit})
+    print(f"saved the {model.config.reward_input} / {model.config.reward_output} refit to "
+          f"{written}")
+
+
+def compare_planning(models: dict[str, SVGWorldModel], context: int,
+                     args: argparse.Namespace) -> None:
+    """:mod:`plan_hold`'s comparison of MPPI through each model and the true simulator."""
+    trained = next(iter(models.values()))
     env = gym.make_vec("NoetherControl/PixelPendulum-v0", num_envs=args.episodes,
                        vectorization_mode="vector_entry_point",
                        image_size=trained.config.image_size)

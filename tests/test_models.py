@@ -10,7 +10,7 @@ from torch.func import grad, vmap
 
 from noether_control.models import SVGConfig, SVGWorldModel
 from noether_control.models.checkpoint import load_world_model, save_checkpoint
-from noether_control.models.svg import functional_verb
+from noether_control.models.svg import functional_verb, reward_loss
 from noether_control.training.warm_start import init_from_baseline
 
 
@@ -368,6 +368,47 @@ def test_the_hidden_code_reward_head_reads_the_frames_code_and_action() -> None:
         tiny_config(reward_input="pixels").validate()
 
 
+def test_the_motion_reward_head_also_reads_the_predicted_change_of_the_code() -> None:
+    model = tiny_model(reward_input="hidden_code_motion")
+    config = model.config
+    assert model.reward_net[0].in_features == (config.rnn_size + 2 * config.g_dim
+                                               + config.action_dim)
+    frames, actions = batch(2, 4)
+    state = model.encode_context(frames[:, :2], actions[:, :1])
+    out, _ = model.step(state.code, actions[:, 1], state.lstm)
+    motion = out.code - state.code
+    assert motion.abs().max() > 0
+    expected = model.reward_net(torch.cat([out.hidden, state.code, actions[:, 1], motion], -1))
+    torch.testing.assert_close(out.reward, expected.squeeze(-1))
+
+
+def test_a_root_cost_head_reads_its_output_as_a_negated_squared_cost() -> None:
+    model = tiny_model(reward_output="root_cost")
+    frames, actions = batch(2, 4)
+    state = model.encode_context(frames[:, :2], actions[:, :1])
+    out, _ = model.step(state.code, actions[:, 1], state.lstm)
+    head_output = model.reward_net(out.hidden).squeeze(-1)
+    assert head_output.abs().min() > 0  # the sign of the head's output must not matter
+    torch.testing.assert_close(out.reward, -head_output.pow(2))
+    with pytest.raises(ValueError, match=r"model\.reward_output: expected one of"):
+        tiny_config(reward_output="cost").validate()
+
+
+def test_the_root_cost_loss_is_measured_between_square_roots_of_the_costs() -> None:
+    target = torch.tensor([-0.01, -0.04, -4.0])
+    predicted = torch.tensor([-0.04, -0.01, -4.0], requires_grad=True)
+    # √cost: 0.2 vs 0.1, 0.1 vs 0.2, 2 vs 2: a hundredth near zero weighs as much as 0.1 of √cost
+    loss = reward_loss(predicted, target, "root_cost")
+    torch.testing.assert_close(loss, torch.tensor(2 * 0.1**2 / 3), rtol=1e-3, atol=0)
+    torch.testing.assert_close(reward_loss(predicted, target, "reward"),
+                               (predicted - target).pow(2).mean())
+    assert reward_loss(target, target, "root_cost") < 1e-6
+    # a head predicting a zero cost still gets a finite gradient
+    zero = torch.zeros(3, requires_grad=True)
+    reward_loss(-zero.pow(2), target, "root_cost").backward()
+    assert torch.isfinite(zero.grad).all()
+
+
 def test_a_checkpoint_written_before_reward_input_loads_and_continues_as_before(
         tmp_path: Path) -> None:
     model = tiny_model(reward_head=True)
@@ -376,9 +417,10 @@ def test_a_checkpoint_written_before_reward_input_loads_and_continues_as_before(
                            config={}, rng={"torch": torch.get_rng_state()})
     payload = torch.load(path, weights_only=True)
     del payload["model_config"]["reward_input"]
+    del payload["model_config"]["reward_output"]
     torch.save(payload, tmp_path / "older.pt")
     loaded, _ = load_world_model(tmp_path / "older.pt")
-    assert loaded.config.reward_input == "hidden"
+    assert (loaded.config.reward_input, loaded.config.reward_output) == ("hidden", "reward")
     frames, actions = batch(2, 5)
     torch.testing.assert_close(loaded.predict(frames[:, :2], actions, 3),
                                model.eval().predict(frames[:, :2], actions, 3))

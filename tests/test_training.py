@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -311,6 +312,34 @@ def test_latent_weight_adds_code_consistency_with_a_stop_gradient_target() -> No
     through_loss = torch.autograd.grad(total - plain, weight, retain_graph=True)[0]
     constant_targets = 2.0 * ((out.predicted_codes - out.codes[:, 1:].detach()) ** 2).mean()
     torch.testing.assert_close(through_loss, torch.autograd.grad(constant_targets, weight)[0])
+
+
+def test_a_root_cost_head_is_trained_on_the_square_roots_in_both_phases() -> None:
+    from noether_control.models.svg import SVGWorldModel, reward_loss
+
+    data = MovingDot()
+    config = tiny_config(1, recon_weight=0.0, latent_weight=0.0)
+    config.model = dataclasses.replace(config.model, state_head=False, reward_output="root_cost")
+    torch.manual_seed(0)
+    model = SVGWorldModel(dataclasses.replace(config.model, image_size=32, channels=3,
+                                              action_dim=1, state_dim=2))
+    batch = {key: value[:3] for key, value in vars(data).items()}
+    batch["rewards"] = -batch["actions"][..., 0].pow(2)  # a cost, as the pendulum's
+    out = model(batch["frames"], batch["actions"], 2)
+    total, metrics = compute_losses(out, batch, config)
+    root = reward_loss(out.rewards, batch["rewards"][:, :-1], "root_cost")
+    torch.testing.assert_close(metrics["train/reward_mse"], root.detach())
+    assert not torch.isclose(root, ((out.rewards - batch["rewards"][:, :-1]) ** 2).mean())
+    torch.testing.assert_close(total,
+                               metrics["train/frame_mse"] + config.train.reward_weight * root)
+    episodes = encode_episodes(model, data, 4, torch.device("cpu"))
+    window = episodes.windows(torch.arange(3))
+    window["rewards"] = -window["actions"][..., 0].pow(2)
+    _, metrics = dynamics_losses(model, window, 2, reward_weight=1.0, state_weight=0.0)
+    unrolled = model.unroll_codes(window["codes"], window["actions"], 2, closed_loop=True)
+    torch.testing.assert_close(
+        metrics["train/reward_mse"],
+        reward_loss(unrolled.rewards, window["rewards"][:, :-1], "root_cost").detach())
 
 
 def test_negative_loss_weights_are_rejected() -> None:

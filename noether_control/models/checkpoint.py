@@ -110,7 +110,7 @@ def _load_failure(error: Exception) -> str:
 
 # Fields SVGConfig gained after checkpoints were written without them, each with the value that
 # builds those checkpoints' models as they were trained: such a checkpoint still loads.
-LATER_FIELDS: dict[str, Any] = {"reward_input": "hidden"}
+LATER_FIELDS: dict[str, Any] = {"reward_input": "hidden", "reward_output": "reward"}
 
 
 def model_config_from(stored: dict[str, Any], source: str = "checkpoint") -> SVGConfig:

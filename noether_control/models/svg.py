@@ -48,7 +48,8 @@ from noether_control.models.layers import (
 
 ENCODER_KINDS = ("dcgan", "vgg")
 FEEDBACKS = ("latent", "pixels")
-REWARD_INPUTS = ("hidden", "hidden_code")
+REWARD_INPUTS = ("hidden", "hidden_code", "hidden_code_motion")
+REWARD_OUTPUTS = ("reward", "root_cost")
 # Fields that change how the weights are run, not which weights exist: a run may continue a
 # checkpoint with other values (e.g. fine-tune a latent-feedback model with pixel feedback).
 RUN_TIME_FIELDS = ("feedback",)
@@ -112,11 +113,18 @@ class SVGConfig:
     reward_head: bool = True
     """Predict the reward of (frame t, action t) from the LSTM state."""
     reward_input: str = "hidden"
-    """What the reward head reads: ``"hidden"`` (the LSTM's top output after the step) or
-    ``"hidden_code"`` (that, frame t's code and action t). A pendulum's reward is a function of
-    frame t's state, which its code holds directly; refit on a frozen 20 000-step model, the
-    head's error within 0.1 rad of upright fell from 0.059 to 0.028 with the code
-    (``benchmarks/reward_refit.py``, docs/rl.md)."""
+    """What the reward head reads: ``"hidden"`` (the LSTM's top output after the step),
+    ``"hidden_code"`` (that, frame t's code and action t) or ``"hidden_code_motion"`` (those and
+    the predicted change of the code to frame t + 1, which carries the velocity a single frame
+    lacks). A pendulum's reward is a function of frame t's state, which its code holds
+    directly; refit on a frozen 20 000-step model, the head's error within 0.1 rad of upright
+    fell from 0.059 to 0.028 with the code (``benchmarks/reward_refit.py``, docs/rl.md)."""
+    reward_output: str = "reward"
+    """What the reward head's output ``y`` is: ``"reward"`` (the reward itself) or
+    ``"root_cost"`` (``√(−reward)`` of a reward that is a negated cost, read as ``−y²`` and
+    fitted in that space, see :func:`reward_loss`). Near the pendulum's upright the rewards of
+    neighbouring states differ by hundredths; the square root spreads them apart, so the same
+    head error costs the planner less there (docs/rl.md)."""
     state_head: bool = False
     """Regress the true state of the predicted frame from the LSTM state (diagnostics)."""
 
@@ -138,6 +146,11 @@ class SVGConfig:
         if self.reward_input not in REWARD_INPUTS:
             raise ValueError(
                 f"model.reward_input: expected one of {REWARD_INPUTS}, got {self.reward_input!r}"
+            )
+        if self.reward_output not in REWARD_OUTPUTS:
+            raise ValueError(
+                f"model.reward_output: expected one of {REWARD_OUTPUTS}, got "
+                f"{self.reward_output!r}"
             )
         if self.code_head not in CODE_HEADS:
             raise ValueError(
@@ -178,6 +191,20 @@ def as_model_frames(frames: Tensor, config: SVGConfig) -> Tensor:
             f"model was trained on {size}px {channels}-channel frames"
         )
     return frames
+
+
+def reward_loss(predicted: Tensor, target: Tensor, reward_output: str) -> Tensor:
+    """Mean squared error of ``predicted`` rewards against ``target`` rewards (same shape), in
+    the space the reward head predicts (``model.reward_output``).
+
+    For ``"root_cost"`` the error is between ``√(−predicted)`` (the head's ``|y|``) and
+    ``√(max(−target, 0))``; the small constant under the root keeps its gradient finite where
+    the head predicts a zero cost.
+    """
+    if reward_output == "root_cost":
+        predicted_root = (-predicted).clamp_min(0).add(1e-8).sqrt()
+        return (predicted_root - (-target).clamp_min(0).sqrt()).pow(2).mean()
+    return (predicted - target).pow(2).mean()
 
 
 class WorldState(NamedTuple):
@@ -355,8 +382,9 @@ class SVGWorldModel(nn.Module):
             self.prior = LSTMStack(c.g_dim, c.posterior_rnn_size, 1)
             self.prior_out = nn.Linear(c.posterior_rnn_size, 2 * c.z_dim)
         if c.reward_head:
-            reward_in = c.rnn_size + (
-                c.g_dim + c.action_dim if c.reward_input == "hidden_code" else 0)
+            reward_in = c.rnn_size + {"hidden": 0, "hidden_code": c.g_dim + c.action_dim,
+                                      "hidden_code_motion": 2 * c.g_dim + c.action_dim}[
+                                          c.reward_input]
             self.reward_net = nn.Sequential(
                 nn.Linear(reward_in, c.rnn_size), nn.ELU(), nn.Linear(c.rnn_size, 1)
             )
@@ -475,17 +503,27 @@ class SVGWorldModel(nn.Module):
             else torch.tanh(self.predictor_out(hidden))
         )
         reward = (
-            self.reward_net(self._reward_features(hidden, code, action)).squeeze(-1)
+            self._reward(self.reward_net(
+                self._reward_features(hidden, code, action, next_code)).squeeze(-1))
             if self.config.reward_head
             else hidden.new_zeros(hidden.shape[0])
         )
         state_pred = self.state_net(hidden) if self.config.state_head else None
         return StepOutput(next_code, reward, hidden, state_pred), lstm
 
-    def _reward_features(self, hidden: Tensor, code: Tensor, action: Tensor) -> Tensor:
+    def _reward(self, head_output: Tensor) -> Tensor:
+        """The reward ``(B,)`` the head's output ``(B,)`` stands for (``model.reward_output``)."""
+        if self.config.reward_output == "root_cost":
+            return -head_output.pow(2)
+        return head_output
+
+    def _reward_features(self, hidden: Tensor, code: Tensor, action: Tensor,
+                         next_code: Tensor) -> Tensor:
         """The reward head's input ``(B, ·)`` for ``model.reward_input``."""
         if self.config.reward_input == "hidden_code":
             return torch.cat([hidden, code, action], dim=-1)
+        if self.config.reward_input == "hidden_code_motion":
+            return torch.cat([hidden, code, action, next_code - code], dim=-1)
         return hidden
 
     def gaussian(

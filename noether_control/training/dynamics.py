@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from noether_control.models.svg import SVGWorldModel
+from noether_control.models.svg import SVGWorldModel, reward_loss
 
 
 class EpisodeSource(Protocol):
@@ -119,7 +119,8 @@ def dynamics_losses(
                "train/dynamics_future_code_mse":
                    ((predicted[:, n_past - 1 :] - codes[:, n_past:]) ** 2).mean()}
     if model.config.reward_head:
-        reward_mse = ((unrolled.rewards - window["rewards"][:, :-1]) ** 2).mean()
+        reward_mse = reward_loss(unrolled.rewards, window["rewards"][:, :-1],
+                                 model.config.reward_output)
         total = total + reward_weight * reward_mse
         metrics["train/reward_mse"] = reward_mse
     if model.config.state_head:

@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from noether_control.models.checkpoint import load_state_checked, read_checkpoint, save_checkpoint
-from noether_control.models.svg import SVGConfig, SVGWorldModel, TrainOutput
+from noether_control.models.svg import SVGConfig, SVGWorldModel, TrainOutput, reward_loss
 from noether_control.noether.meta import NoetherModule
 from noether_control.runtime import (
     resolve_device,
@@ -159,7 +159,8 @@ def compute_losses(
     total = frame_mse
     metrics = {"train/frame_mse": frame_mse, "train/future_mse": future_mse}
     if config.model.reward_head:
-        reward_mse = ((out.rewards.float() - batch["rewards"][:, :-1]) ** 2).mean()
+        reward_mse = reward_loss(out.rewards.float(), batch["rewards"][:, :-1],
+                                 config.model.reward_output)
         total = total + optim.reward_weight * reward_mse
         metrics["train/reward_mse"] = reward_mse
     if out.states is not None:
