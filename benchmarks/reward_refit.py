@@ -1,7 +1,8 @@
 """Would the reward head plan better if it read the frame's code? Refit it on a frozen model.
 
     python benchmarks/reward_refit.py CHECKPOINT [--dataset PATH] [--windows 3000] [--episodes 8]
-        [--sqrt-cost] [--temperature 1.0] [--iterations 1] [--noise-beta 0.0] [--save PATH]
+        [--sqrt-cost [--sqrt-cost-input hidden_code_motion]] [--temperature 1.0]
+        [--iterations 1] [--noise-beta 0.0] [--save PATH]
 
 From a pendulum checkpoint's model it builds two copies whose reward heads are new, one reading
 the LSTM output (``model.reward_input=hidden``, as trained) and one reading that, frame t's code
@@ -10,13 +11,14 @@ head is fitted on the features it reads along closed-loop rollouts from the data
 windows (the predicted codes and LSTM states a planner's rollouts produce), and the script
 prints
 
-- the reward error on validation windows by band of ``|θ|``, for the checkpoint's head and the
-  two refits: near upright the true rewards of neighbouring angles differ by hundredths;
-- with ``--sqrt-cost``, a third refit ``hidden_code`` head that predicts the square root of
-  the cost ``−r`` (the pendulum's reward is a cost ``θ² + 0.1 θ̇² + 0.001 u² ≥ 0`` negated),
-  its reward read as ``−output²`` (``model.reward_output=root_cost``): an error of 0.03 in
-  ``√cost`` near upright is an error of about 0.006 in the reward at 0.1 rad, against 0.03 for
-  a head fitted to the reward itself;
+- the reward error on validation windows by band of ``|θ|`` and of ``|θ̇|``, for the
+  checkpoint's head and the refits: near upright the true rewards of neighbouring angles
+  differ by hundredths;
+- with ``--sqrt-cost``, a third refit head (reading ``--sqrt-cost-input``, by default
+  ``hidden_code``) that predicts the square root of the cost ``−r`` (the pendulum's reward is
+  a cost ``θ² + 0.1 θ̇² + 0.001 u² ≥ 0`` negated), its reward read as ``−output²``
+  (``model.reward_output=root_cost``): an error of 0.03 in ``√cost`` near upright is an error
+  of about 0.006 in the reward at 0.1 rad, against 0.03 for a head fitted to the reward itself;
 - :mod:`plan_hold`'s comparison for each model: MPPI through it and through the true simulator
   on the same seeded episodes, split into the swing-up and the hold, with the angle held
   (``--episodes 0`` skips it).

@@ -429,6 +429,12 @@ def test_a_checkpoint_written_before_reward_input_loads_and_continues_as_before(
                               torch.optim.Adam(continued.parameters(), lr=1e-3),
                               "train.init_from")
     assert step == 7
+    # a head may go on into one that predicts the cost's square root: the same weights
+    rooted = tiny_model(seed=3, reward_head=True, reward_output="root_cost")
+    assert init_from_baseline(tmp_path / "older.pt", rooted,
+                              torch.optim.Adam(rooted.parameters(), lr=1e-3),
+                              "train.init_from") == 7
+    torch.testing.assert_close(rooted.reward_net[0].weight, model.reward_net[0].weight)
     # a continued run with the other reward head is another architecture
     other = tiny_model(reward_head=True, reward_input="hidden_code")
     with pytest.raises(ValueError, match=r"train\.init_from.*expected the architecture"):

@@ -51,8 +51,9 @@ FEEDBACKS = ("latent", "pixels")
 REWARD_INPUTS = ("hidden", "hidden_code", "hidden_code_motion")
 REWARD_OUTPUTS = ("reward", "root_cost")
 # Fields that change how the weights are run, not which weights exist: a run may continue a
-# checkpoint with other values (e.g. fine-tune a latent-feedback model with pixel feedback).
-RUN_TIME_FIELDS = ("feedback",)
+# checkpoint with other values (e.g. fine-tune a latent-feedback model with pixel feedback, or
+# a reward head into one that predicts the cost's square root).
+RUN_TIME_FIELDS = ("feedback", "reward_output")
 
 
 @dataclass

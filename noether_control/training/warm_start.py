@@ -55,8 +55,8 @@ def init_from_baseline(
 
     ``optimizer``'s first group must hold ``model``'s parameters (later groups, if any: g_φ).
     Raises ``ValueError`` naming ``setting`` when the checkpoint's architecture differs from
-    ``model``'s; the run-time fields (``model.feedback``) may differ. Returns the checkpoint's
-    step, where training continues.
+    ``model``'s; the run-time fields (``model.feedback``, ``model.reward_output``) may differ.
+    Returns the checkpoint's step, where training continues.
     """
     payload = read_checkpoint(path, "cpu")
     source = f"{setting} {str(path)!r}"
