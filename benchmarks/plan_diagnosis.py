@@ -138,12 +138,12 @@ def main() -> None:
             predicted = plan_returns(model, state, candidates)
         imagined = (imagined_returns(model, frames[:, t - context + 1 : t + 1],
                                      actions[:, t - context + 1 : t], candidates, env)
-                    if args.decompose else np.full(true.shape, np.nan))
+                    if args.decompose else None)
         for e in range(args.episodes):
             rho = spearmanr(true[e].numpy(), predicted[e].numpy()).statistic
             regret = float(true[e].max() - true[e, predicted[e].argmax()])
-            dynamics_regret = (float(true[e].max() - true[e, int(imagined[e].argmax())])
-                               if args.decompose else np.nan)
+            dynamics_regret = (np.nan if imagined is None
+                               else float(true[e].max() - true[e, int(imagined[e].argmax())]))
             rows.append((abs(angle_normalize(states[e, t, :1])[0]), rho, float(true[e].mean()),
                          float(predicted[e].mean()), regret, dynamics_regret))
     table = np.array(rows)

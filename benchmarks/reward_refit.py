@@ -152,6 +152,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.episodes < 0:
         parser.error(f"--episodes: expected ≥ 0, got {args.episodes}")
+    if args.sqrt_cost_input != "hidden_code" and not args.sqrt_cost:
+        parser.error("--sqrt-cost-input: expected --sqrt-cost with it (it names what the √cost "
+                     "head reads)")
     torch.set_num_threads(1)
     loaded = load_planning_checkpoint(args.checkpoint, torch.device("cpu"))
     trained, context = loaded.model, loaded.context_frames
@@ -210,7 +213,8 @@ def save_refit(path: str, model: SVGWorldModel, source: Path, args: argparse.Nam
     config.setdefault("model", {}).update(reward_input=model.config.reward_input,
                                           reward_output=model.config.reward_output)
     refit = {"source": str(source), "windows": args.windows, "horizon": args.horizon,
-             "fit_steps": args.fit_steps, "dataset": args.dataset}
+             "fit_steps": args.fit_steps,
+             "dataset": args.dataset or config.get("data", {}).get("path")}
     written = save_checkpoint(path, model=model, optimizer=None, step=payload["step"],
                               config=config, rng={}, extra={"reward_refit": refit})
     print(f"saved the {model.config.reward_input} / {model.config.reward_output} refit to "

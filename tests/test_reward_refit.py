@@ -48,7 +48,7 @@ def test_the_refit_model_keeps_every_weight_but_the_reward_head(reward_refit) ->
             torch.testing.assert_close(value, own[name])
 
 
-@pytest.mark.parametrize("reward_input", ["hidden", "hidden_code"])
+@pytest.mark.parametrize("reward_input", ["hidden", "hidden_code", "hidden_code_motion"])
 def test_captured_features_are_what_the_head_reads(reward_refit, reward_input: str) -> None:
     model = reward_refit.with_reward_head(tiny_model(), reward_input)
     frames, actions = windows()
@@ -91,9 +91,8 @@ def test_a_square_root_cost_head_gives_non_positive_rewards_and_fits(reward_refi
     assert (predicted - rewards).pow(2).mean() < 0.2 * rewards.pow(2).mean()
 
 
-def refit_args(**overrides: object) -> argparse.Namespace:
-    return argparse.Namespace(**({"windows": 6, "horizon": 5, "fit_steps": 10, "dataset": None}
-                                 | overrides))
+def refit_args() -> argparse.Namespace:
+    return argparse.Namespace(windows=6, horizon=5, fit_steps=10, dataset=None)
 
 
 def test_a_saved_refit_plans_as_the_refit_model(reward_refit, tmp_path: Path) -> None:
@@ -115,7 +114,9 @@ def test_a_saved_refit_plans_as_the_refit_model(reward_refit, tmp_path: Path) ->
         state = loaded.model.encode_context(frames[:, :P], actions[:, : P - 1])
         torch.testing.assert_close(loaded.model.rollout(state, actions[:, P - 1 : -1]).rewards,
                                    expected)
-    assert read_checkpoint(tmp_path / "refit.pt")["step"] == 42
+    saved = read_checkpoint(tmp_path / "refit.pt")
+    assert saved["step"] == 42
+    assert saved["extra"]["reward_refit"]["source"] == str(source)
 
 
 def test_a_refit_of_a_noether_checkpoint_is_refused(reward_refit, tmp_path: Path) -> None:
