@@ -71,31 +71,41 @@ def oracle_trajectories(env: gym.vector.VectorEnv, steps: int, seed: int) -> tup
             np.stack(states, 1))
 
 
-def imagined_returns(model: SVGWorldModel, context_frames: torch.Tensor,
-                     context_actions: torch.Tensor, candidates: torch.Tensor,
-                     env: gym.vector.VectorEnv) -> np.ndarray:
-    """Returns ``(E, N)`` of candidates ``(E, N, H, A)`` under the env's reward, on the states
-    the model imagines from its context (uint8 frames ``(E, P, S, S, C)``, ``P ≥ 2``, and the
-    ``P - 1`` actions between): angles read off its decoded frames and the last two real ones,
-    velocities their backward differences."""
+def imagined_states(model: SVGWorldModel, context_frames: torch.Tensor,
+                    context_actions: torch.Tensor, candidates: torch.Tensor,
+                    env: gym.vector.VectorEnv) -> np.ndarray:
+    """States ``(E, N, H, 2)`` (angle unwrapped along the plan, velocity) before each action of
+    candidates ``(E, N, H, A)``, as the model imagines them from its context (uint8 frames
+    ``(E, P, S, S, C)``, ``P ≥ 2``, and the ``P - 1`` actions between): angles read off its
+    decoded frames and the last two real ones, velocities their backward differences."""
     system = env.unwrapped.system
     episodes, samples, horizon = candidates.shape[:3]
-    returns = np.empty((episodes, samples))
+    states = np.empty((episodes, samples, horizon, 2))
     last_two = context_frames[:, -2:].permute(0, 1, 4, 2, 3).flatten(0, 1) / 255
     seen = read_angles(system, last_two, ANGLE_GRID).reshape(episodes, 2)
     for e in range(episodes):  # one episode's decoded frames at a time bounds the memory
         with torch.no_grad():
             state = model.encode_context(context_frames[e : e + 1], context_actions[e : e + 1])
             frames = model.rollout(state.expand(samples), candidates[e], decode=True).frames
-        imagined = read_angles(system, frames[:, : horizon - 1].flatten(0, 1),
+        # frame 0 of a rollout is the observed frame's own decoding; frame k the state after k
+        # actions, the one action k is applied to
+        imagined = read_angles(system, frames[:, 1:].flatten(0, 1),
                                ANGLE_GRID).reshape(samples, horizon - 1)
         angles = np.unwrap(np.concatenate([np.repeat(seen[e][None], samples, 0), imagined], 1),
                            axis=1)
-        states = np.stack([angles[:, 1:], np.diff(angles, axis=1) / system.config.dt], axis=-1)
-        rewards = system.reward(states.reshape(-1, 2),
-                                candidates[e].reshape(-1, 1).double().numpy())
-        returns[e] = rewards.reshape(samples, horizon).sum(1)
-    return returns
+        states[e] = np.stack([angles[:, 1:], np.diff(angles, axis=1) / system.config.dt], -1)
+    return states
+
+
+def imagined_returns(model: SVGWorldModel, context_frames: torch.Tensor,
+                     context_actions: torch.Tensor, candidates: torch.Tensor,
+                     env: gym.vector.VectorEnv) -> np.ndarray:
+    """Returns ``(E, N)`` of candidates ``(E, N, H, A)`` under the env's reward on the states
+    the model imagines (:func:`imagined_states`)."""
+    states = imagined_states(model, context_frames, context_actions, candidates, env)
+    rewards = env.unwrapped.system.reward(states.reshape(-1, 2),
+                                          candidates.reshape(-1, 1).double().numpy())
+    return rewards.reshape(candidates.shape[:3]).sum(-1)
 
 
 def main() -> None:

@@ -109,9 +109,11 @@ def pushed_from_rest(model: SVGWorldModel, context: int, env: gym.vector.VectorE
     actions = torch.as_tensor(torque, dtype=torch.float32)[:, None, None]
     with torch.no_grad():
         state = model.encode_context(frames, actions.expand(-1, context - 1, -1))
-        imagined = model.rollout(state, actions.expand(-1, steps, -1), decode=True).frames
+        # a rollout's frame 0 is the observed frame: steps + 1 actions reach frame ``steps``
+        imagined = model.rollout(state, actions.expand(-1, steps + 1, -1), decode=True).frames
     grid = np.linspace(-np.pi, np.pi, 1441)
-    predicted = read_angles(system, imagined.flatten(0, 1), grid).reshape(len(angles), steps)
+    predicted = read_angles(system, imagined[:, 1:].flatten(0, 1), grid).reshape(len(angles),
+                                                                                 steps)
     params = np.repeat(env.unwrapped.physical_parameters[:1], len(angles), axis=0)
     true = []
     for _ in range(steps):

@@ -13,7 +13,9 @@ prints
 
 - the reward error on validation windows by band of ``|θ|`` and of ``|θ̇|``, for the
   checkpoint's head and the refits: near upright the true rewards of neighbouring angles
-  differ by hundredths;
+  differ by hundredths; and by rollout step, the slope of the predicted on the true reward
+  (a head that hedges against the model's drift shrinks its predictions toward the mean
+  reward as the rollout goes on, a slope below 1);
 - with ``--sqrt-cost``, a third refit head (reading ``--sqrt-cost-input``, by default
   ``hidden_code``) that predicts the square root of the cost ``−r`` (the pendulum's reward is
   a cost ``θ² + 0.1 θ̇² + 0.001 u² ≥ 0`` negated), its reward read as ``−output²``
@@ -126,6 +128,18 @@ def band_errors(predicted: Tensor, true: Tensor, values: Tensor,
     return "".join(cells)
 
 
+def depth_errors(predicted: Tensor, true: Tensor, depths: tuple[int, ...]) -> str:
+    """At each rollout step of ``depths``: the slope of ``predicted`` on ``true`` rewards
+    ``(B, H)`` (below 1: predictions shrunk toward the mean) and the bias where the true reward
+    is above −1 (near upright)."""
+    cells = []
+    for k in depths:
+        t, p = true[:, k].double(), predicted[:, k].double()
+        slope = ((t - t.mean()) * (p - p.mean())).sum() / (t - t.mean()).pow(2).sum()
+        cells.append(f"{slope:>8.3f}{(p - t)[t > -1].mean():>+8.3f}")
+    return "".join(cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="world-model checkpoint or train run directory")
@@ -198,6 +212,12 @@ def main() -> None:
         for name, model_rewards in predicted.items():
             print(f"{name:<28}"
                   f"{band_errors(model_rewards, val['rewards'][:, steps], values, bands)}")
+    depths = tuple(sorted({0, args.horizon // 3, 2 * args.horizon // 3, args.horizon - 1}))
+    print("by rollout step: slope of the predicted on the true reward, bias where the true "
+          "reward is above −1:")
+    print(f"{'':<28}" + "".join(f"{f'step {k}':>16}" for k in depths))
+    for name, model_rewards in predicted.items():
+        print(f"{name:<28}{depth_errors(model_rewards, val['rewards'][:, steps], depths)}")
     if args.episodes > 0:
         compare_planning(models, context, args)
 

@@ -382,6 +382,25 @@ def test_the_motion_reward_head_also_reads_the_predicted_change_of_the_code() ->
     torch.testing.assert_close(out.reward, expected.squeeze(-1))
 
 
+def test_the_code_motion_reward_head_reads_no_recurrent_state() -> None:
+    model = tiny_model(reward_input="code_motion")
+    config = model.config
+    assert model.reward_net[0].in_features == 2 * config.g_dim + config.action_dim
+    frames, actions = batch(2, 4)
+    state = model.encode_context(frames[:, :2], actions[:, :1])
+    out, _ = model.step(state.code, actions[:, 1], state.lstm)
+    expected = model.reward_net(torch.cat([state.code, actions[:, 1], out.code - state.code], -1))
+    torch.testing.assert_close(out.reward, expected.squeeze(-1))
+    # the same code, action and code change after another action history: the same reward
+    other_history = model.encode_context(frames[:, :2], -actions[:, :1])
+    other, _ = model.step(state.code, actions[:, 1], other_history.lstm)
+    assert (other.hidden - out.hidden).abs().max() > 0
+    torch.testing.assert_close(
+        other.reward,
+        model.reward_net(torch.cat([state.code, actions[:, 1], other.code - state.code],
+                                   -1)).squeeze(-1))
+
+
 def test_a_root_cost_head_reads_its_output_as_a_negated_squared_cost() -> None:
     model = tiny_model(reward_output="root_cost")
     frames, actions = batch(2, 4)

@@ -1,4 +1,5 @@
-"""benchmarks/plan_diagnosis.py: returns on the states a model imagines, read off its frames."""
+"""benchmarks/plan_diagnosis.py and apex_plans.py: returns on the states a model imagines, read off
+its frames, and on the simulator's."""
 
 from __future__ import annotations
 
@@ -38,10 +39,10 @@ class SimulatorImagination:
     def rollout(self, samples: int, candidates: torch.Tensor, decode: bool) -> SimpleNamespace:
         states = np.repeat(self.states[self.episode][None], samples, 0)
         params = np.repeat(self.params[self.episode][None], samples, 0)
-        frames = []
+        frames = []  # as SVGWorldModel.rollout: frame k is the state action k is applied to
         for k in range(candidates.shape[1]):
-            states = self.system.step(states, candidates[:, k].double().numpy(), params)
             frames.append(torch.as_tensor(self.system.render_pixels(states)))
+            states = self.system.step(states, candidates[:, k].double().numpy(), params)
         stacked = torch.stack(frames, 1).permute(0, 1, 4, 2, 3).float() / 255
         return SimpleNamespace(frames=stacked)
 
@@ -67,4 +68,22 @@ def test_a_model_that_imagines_the_truth_gets_the_true_returns(plan_diagnosis, m
                                    "cpu")(candidates.double()).numpy()
     np.testing.assert_allclose(imagined, true, atol=0.15)
     assert np.ptp(true, axis=1).min() > 1.0  # the candidates differ by more than the tolerance
+    env.close()
+
+
+def test_apex_plans_true_states_give_the_simulators_returns() -> None:
+    apex_plans = load_benchmark("apex_plans")
+    env = gym.make_vec("NoetherControl/PixelPendulum-v0", num_envs=2,
+                       vectorization_mode="vector_entry_point", image_size=64)
+    env.reset(seed=[5, 6])
+    unwrapped = env.unwrapped
+    start = np.array([[1.2, 0.3], [-2.5, 4.0]])
+    plans = torch.rand(2, 3, 7, 1, generator=torch.Generator().manual_seed(1)) * 4 - 2
+    states = apex_plans.true_states(env, start, plans)
+    assert states.shape == (2, 3, 7, 2)
+    np.testing.assert_array_equal(states[:, :, 0], np.repeat(start[:, None], 3, 1))
+    rewards = unwrapped.system.reward(states.reshape(-1, 2), plans.reshape(-1, 1).double().numpy())
+    true = true_dynamics_objective(unwrapped.system, start, unwrapped.physical_parameters,
+                                   "cpu")(plans.double()).numpy()
+    np.testing.assert_allclose(rewards.reshape(2, 3, 7).sum(-1), true, rtol=1e-10)
     env.close()

@@ -3,6 +3,8 @@ its rewards are the env's."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -77,3 +79,33 @@ def test_a_push_from_rest_moves_the_simulated_pendulum_and_the_model_is_read(pla
     _, pushed = plan_hold.pushed_from_rest(model, 3, env, angles, 0.3, 6)
     # a positive torque turns the pendulum towards positive angles, faster every step
     assert np.all(np.diff(pushed - angles[:, None], axis=1) > 0)
+
+
+class RestImagination:
+    """A stand-in world model that imagines exactly the pendulum started at rest at ``angles``
+    (the function under test reads its decoded frames only): frame ``k`` of a rollout is the
+    simulator's state before action ``k``, as :meth:`SVGWorldModel.rollout` decodes it."""
+
+    def __init__(self, env: gym.vector.VectorEnv, angles: np.ndarray) -> None:
+        self.system = env.unwrapped.system
+        self.params = np.repeat(env.unwrapped.physical_parameters[:1], len(angles), axis=0)
+        self.start = np.stack([angles, np.zeros_like(angles)], axis=1)
+
+    def encode_context(self, frames: torch.Tensor, actions: torch.Tensor) -> None:
+        return None
+
+    def rollout(self, state: None, actions: torch.Tensor, decode: bool) -> SimpleNamespace:
+        states, frames = self.start, []
+        for k in range(actions.shape[1]):
+            frames.append(torch.as_tensor(self.system.render_pixels(states)))
+            states = self.system.step(states, actions[:, k].double().numpy(), self.params)
+        return SimpleNamespace(frames=torch.stack(frames, 1).permute(0, 1, 4, 2, 3) / 255)
+
+
+def test_pushed_from_rest_compares_the_same_steps(plan_hold, env) -> None:
+    angles = np.array([-0.2, 0.0, 0.2])
+    predicted, true = plan_hold.pushed_from_rest(RestImagination(env, angles), 3, env, angles,
+                                                 0.3, 12)
+    assert predicted.shape == true.shape == (3, 12)
+    assert np.abs(np.diff(true, axis=1)).max() > 0.01  # it moves: a step's lag would show
+    np.testing.assert_allclose(predicted, true, atol=0.01)

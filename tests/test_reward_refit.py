@@ -48,7 +48,8 @@ def test_the_refit_model_keeps_every_weight_but_the_reward_head(reward_refit) ->
             torch.testing.assert_close(value, own[name])
 
 
-@pytest.mark.parametrize("reward_input", ["hidden", "hidden_code", "hidden_code_motion"])
+@pytest.mark.parametrize("reward_input", ["hidden", "hidden_code", "hidden_code_motion",
+                                          "code_motion"])
 def test_captured_features_are_what_the_head_reads(reward_refit, reward_input: str) -> None:
     model = reward_refit.with_reward_head(tiny_model(), reward_input)
     frames, actions = windows()
@@ -125,3 +126,15 @@ def test_a_refit_of_a_noether_checkpoint_is_refused(reward_refit, tmp_path: Path
     with pytest.raises(ValueError, match="carries a Noether embedding"):
         reward_refit.save_refit(str(tmp_path / "refit.pt"), tiny_model(), source, refit_args())
     assert not (tmp_path / "refit.pt").exists()
+
+
+def test_depth_errors_report_the_shrinkage_and_the_bias_near_upright(reward_refit) -> None:
+    true = -torch.rand(50, 4, generator=torch.Generator().manual_seed(0)) * 8
+    shrunk = true.clone()
+    shrunk[:, 3] = 0.5 * true[:, 3] - 2.0  # the last step shrunk toward the mean and shifted
+    cells = reward_refit.depth_errors(shrunk, true, (0, 3)).split()
+    assert [float(cell) for cell in cells[:2]] == [1.0, 0.0]
+    assert float(cells[2]) == pytest.approx(0.5, abs=1e-3)
+    near = true[:, 3] > -1
+    expected_bias = (shrunk[:, 3] - true[:, 3])[near].mean().item()
+    assert float(cells[3]) == pytest.approx(expected_bias, abs=1e-3)

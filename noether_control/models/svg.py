@@ -48,7 +48,7 @@ from noether_control.models.layers import (
 
 ENCODER_KINDS = ("dcgan", "vgg")
 FEEDBACKS = ("latent", "pixels")
-REWARD_INPUTS = ("hidden", "hidden_code", "hidden_code_motion")
+REWARD_INPUTS = ("hidden", "hidden_code", "hidden_code_motion", "code_motion")
 REWARD_OUTPUTS = ("reward", "root_cost")
 # Fields that change how the weights are run, not which weights exist: a run may continue a
 # checkpoint with other values (e.g. fine-tune a latent-feedback model with pixel feedback, or
@@ -115,11 +115,13 @@ class SVGConfig:
     """Predict the reward of (frame t, action t) from the LSTM state."""
     reward_input: str = "hidden"
     """What the reward head reads: ``"hidden"`` (the LSTM's top output after the step),
-    ``"hidden_code"`` (that, frame t's code and action t) or ``"hidden_code_motion"`` (those and
+    ``"hidden_code"`` (that, frame t's code and action t), ``"hidden_code_motion"`` (those and
     the predicted change of the code to frame t + 1, which carries the velocity a single frame
-    lacks). A pendulum's reward is a function of frame t's state, which its code holds
-    directly; refit on a frozen 20 000-step model, the head's error within 0.1 rad of upright
-    fell from 0.059 to 0.028 with the code (``benchmarks/reward_refit.py``, docs/rl.md)."""
+    lacks) or ``"code_motion"`` (the code, action and code change without the LSTM state, so
+    the head cannot read the action history). A pendulum's reward is a function of frame t's
+    state, which its code holds directly; refit on a frozen 20 000-step model, the head's
+    error within 0.1 rad of upright fell from 0.059 to 0.028 with the code
+    (``benchmarks/reward_refit.py``, docs/rl.md)."""
     reward_output: str = "reward"
     """What the reward head's output ``y`` is: ``"reward"`` (the reward itself) or
     ``"root_cost"`` (``√(−reward)`` of a reward that is a negated cost, read as ``−y²`` and
@@ -383,9 +385,10 @@ class SVGWorldModel(nn.Module):
             self.prior = LSTMStack(c.g_dim, c.posterior_rnn_size, 1)
             self.prior_out = nn.Linear(c.posterior_rnn_size, 2 * c.z_dim)
         if c.reward_head:
-            reward_in = c.rnn_size + {"hidden": 0, "hidden_code": c.g_dim + c.action_dim,
-                                      "hidden_code_motion": 2 * c.g_dim + c.action_dim}[
-                                          c.reward_input]
+            motion = 2 * c.g_dim + c.action_dim
+            reward_in = {"hidden": c.rnn_size, "hidden_code": c.rnn_size + c.g_dim + c.action_dim,
+                         "hidden_code_motion": c.rnn_size + motion, "code_motion": motion}[
+                             c.reward_input]
             self.reward_net = nn.Sequential(
                 nn.Linear(reward_in, c.rnn_size), nn.ELU(), nn.Linear(c.rnn_size, 1)
             )
@@ -525,6 +528,8 @@ class SVGWorldModel(nn.Module):
             return torch.cat([hidden, code, action], dim=-1)
         if self.config.reward_input == "hidden_code_motion":
             return torch.cat([hidden, code, action, next_code - code], dim=-1)
+        if self.config.reward_input == "code_motion":
+            return torch.cat([code, action, next_code - code], dim=-1)
         return hidden
 
     def gaussian(
