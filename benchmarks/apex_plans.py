@@ -51,10 +51,20 @@ def true_states(env: gym.vector.VectorEnv, start: np.ndarray, plans: torch.Tenso
     return np.stack(states, 1).reshape(episodes, count, horizon, 2)
 
 
+def seed_list(text: str) -> list[int]:
+    """``"1022,1044"`` → ``[1022, 1044]``."""
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="world-model checkpoint or train run directory")
-    parser.add_argument("--seeds", required=True, help="episode seeds, comma-separated")
+    parser.add_argument("--seeds", type=seed_list, required=True,
+                        help="episode seeds, comma-separated")
     parser.add_argument("--at", type=int, required=True, help="the step to compare plans at")
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--horizon", type=int, default=20)
@@ -63,7 +73,7 @@ def main() -> None:
     parser.add_argument("--noise-beta", type=float, default=2.0,
                         help="colour of MPPI's noise along the horizon (0 white, 2 brown)")
     args = parser.parse_args()
-    seeds = [int(seed) for seed in args.seeds.split(",")]
+    seeds = args.seeds
     torch.set_num_threads(1)
     loaded = load_planning_checkpoint(args.checkpoint, torch.device("cpu"))
     model, context = loaded.model.eval(), loaded.context_frames

@@ -87,3 +87,10 @@ def test_apex_plans_true_states_give_the_simulators_returns() -> None:
                                    "cpu")(plans.double()).numpy()
     np.testing.assert_allclose(rewards.reshape(2, 3, 7).sum(-1), true, rtol=1e-10)
     env.close()
+
+
+def test_apex_plans_reads_its_seeds_or_says_what_it_expected() -> None:
+    apex_plans = load_benchmark("apex_plans")
+    assert apex_plans.seed_list("1022,1044") == [1022, 1044]
+    with pytest.raises(Exception, match="expected integers separated by commas, got '1022,a'"):
+        apex_plans.seed_list("1022,a")
