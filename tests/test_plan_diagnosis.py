@@ -3,6 +3,7 @@ its frames, and on the simulator's."""
 
 from __future__ import annotations
 
+import argparse
 from types import SimpleNamespace
 
 import gymnasium as gym
@@ -92,5 +93,6 @@ def test_apex_plans_true_states_give_the_simulators_returns() -> None:
 def test_apex_plans_reads_its_seeds_or_says_what_it_expected() -> None:
     apex_plans = load_benchmark("apex_plans")
     assert apex_plans.seed_list("1022,1044") == [1022, 1044]
-    with pytest.raises(Exception, match="expected integers separated by commas, got '1022,a'"):
+    with pytest.raises(argparse.ArgumentTypeError,
+                       match="expected integers separated by commas, got '1022,a'"):
         apex_plans.seed_list("1022,a")
