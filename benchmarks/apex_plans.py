@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--noise-beta", type=float, default=2.0,
                         help="colour of MPPI's noise along the horizon (0 white, 2 brown)")
     args = parser.parse_args()
-    seeds = args.seeds
+    seeds: list[int] = args.seeds
     torch.set_num_threads(1)
     loaded = load_planning_checkpoint(args.checkpoint, torch.device("cpu"))
     model, context = loaded.model.eval(), loaded.context_frames

@@ -385,10 +385,10 @@ class SVGWorldModel(nn.Module):
             self.prior = LSTMStack(c.g_dim, c.posterior_rnn_size, 1)
             self.prior_out = nn.Linear(c.posterior_rnn_size, 2 * c.z_dim)
         if c.reward_head:
-            motion = 2 * c.g_dim + c.action_dim
+            code_motion = 2 * c.g_dim + c.action_dim  # code, action, code change
             reward_in = {"hidden": c.rnn_size, "hidden_code": c.rnn_size + c.g_dim + c.action_dim,
-                         "hidden_code_motion": c.rnn_size + motion, "code_motion": motion}[
-                             c.reward_input]
+                         "hidden_code_motion": c.rnn_size + code_motion,
+                         "code_motion": code_motion}[c.reward_input]
             self.reward_net = nn.Sequential(
                 nn.Linear(reward_in, c.rnn_size), nn.ELU(), nn.Linear(c.rnn_size, 1)
             )
