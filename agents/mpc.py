@@ -306,14 +306,14 @@ class MPCAgent(_Agent):
                               actions[:, actions.shape[1] - (length - 1):], plan,
                               self.tailor_steps)
 
-    def _context(self, index: Tensor) -> tuple[Tensor, Tensor]:
+    def context(self, index: Tensor) -> tuple[Tensor, Tensor]:
         """The last ``P`` frames of episodes ``index`` and the ``P - 1`` actions between."""
         past = self.actions.shape[1] - (self.context_frames - 1)
         return self.frames[index, -self.context_frames:], self.actions[index, past:]
 
     def _objective(self, indices: np.ndarray, warm: Tensor) -> Objective:
         index = torch.as_tensor(indices, device=self.frames.device)
-        context, past = self._context(index)
+        context, past = self.context(index)
 
         def score(model: PlanningModel, candidates: Tensor) -> Tensor:
             state = model.encode_context(context, past)
@@ -356,7 +356,7 @@ class MPCAgent(_Agent):
         """Decode what the model imagines under the chosen plans of the recorded episodes."""
         index = torch.arange(self.record, device=self.frames.device)
         plan = self.loop.chosen[index]
-        context, past = self._context(index)
+        context, past = self.context(index)
         model = self._planning_model(index, plan)
         with torch.no_grad():
             state = model.encode_context(context, past)

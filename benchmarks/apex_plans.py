@@ -106,7 +106,7 @@ def main() -> None:
     best_plan = best.plan(objective, torch.zeros_like(agent_plan),
                           torch.Generator().manual_seed(0))
     plans = torch.stack([agent_plan, best_plan], 1).float()  # (E, 2, H, A)
-    frames, actions = agent._context(torch.arange(len(seeds)))
+    frames, actions = agent.context(torch.arange(len(seeds)))
     with torch.no_grad():
         state = model.encode_context(frames.repeat_interleave(2, 0),
                                      actions.repeat_interleave(2, 0))

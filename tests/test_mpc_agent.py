@@ -99,7 +99,7 @@ def test_plan_warm_up_plans_from_the_first_frame_repeated() -> None:
     agent.reset(np.ones(2, dtype=np.bool_), rng)
     first = agent.act(observation, rng)
     assert np.all(first != 0)  # planned, not the centre of the box
-    context, past = agent._context(torch.arange(2))
+    context, past = agent.context(torch.arange(2))
     expected = torch.as_tensor(observation)[:, None].expand(-1, P, -1, -1, -1)
     torch.testing.assert_close(context, expected)
     # the actions between the repeated frames are the centre; the one just taken is recorded
@@ -107,7 +107,7 @@ def test_plan_warm_up_plans_from_the_first_frame_repeated() -> None:
     torch.testing.assert_close(past[:, -1], torch.as_tensor(first))
     second, *_ = env.step(first)
     agent.act(second, rng)
-    context, _ = agent._context(torch.arange(2))
+    context, _ = agent.context(torch.arange(2))
     torch.testing.assert_close(context[:, :-1], expected[:, :-1])
     torch.testing.assert_close(context[:, -1], torch.as_tensor(second))
     env.close()
