@@ -5,9 +5,10 @@
     noether-control plan agent=random episodes=20
 
 ``agent`` picks the agent and its planner: ``random`` (uniform actions), MPC through a world-model
-checkpoint (``cem``, ``icem``, ``mppi``, ``gradient``, ``shooting``), or the oracle through the
-true simulator (``oracle_cem``, ``oracle_mppi``). Episode ``i`` is seeded ``seed + i`` whatever
-the agent, so runs with the same ``seed`` are paired episode by episode (see
+checkpoint (``cem``, ``icem``, ``mppi``, ``gradient``, ``shooting``), the oracle through the
+true simulator (``oracle_cem``, ``oracle_mppi``), or the optimal controller of a single
+pendulum (``optimal``: dynamic programming on its true state). Episode ``i`` is seeded
+``seed + i`` whatever the agent, so runs with the same ``seed`` are paired episode by episode (see
 :mod:`noether_control.agents.plan_table`). The run directory receives ``results.json`` and
 ``episodes.gif`` (real frames; for MPC agents beside what the model imagines under the chosen
 plan).
@@ -33,6 +34,7 @@ from noether_control.agents.harness import (
     run_episodes,
 )
 from noether_control.agents.mpc import MPCAgent, MPCConfig, OracleAgent
+from noether_control.agents.optimal import OptimalAgent, StateGrid
 from noether_control.agents.planners import make_planner, planner_config
 from noether_control.agents.policies import SB3Policy, UniformPolicy
 from noether_control.data.env_config import EnvConfig, env_spec, make_vector_env
@@ -51,7 +53,7 @@ from noether_control.runtime import (
     write_json,
 )
 
-AGENT_KINDS = ("random", "mpc", "oracle", "sb3")
+AGENT_KINDS = ("random", "mpc", "oracle", "optimal", "sb3")
 
 
 @dataclass
@@ -60,12 +62,30 @@ class AgentConfig(MPCConfig):
 
     kind: str = "mpc"
     """``random`` (uniform actions), ``mpc`` (plans through ``checkpoint``'s world model),
-    ``oracle`` (plans through the true simulator from the true state) or ``sb3`` (a policy
-    trained in ``checkpoint``'s model by ``noether-control rl``, from ``policy_path``)."""
+    ``oracle`` (plans through the true simulator from the true state), ``optimal`` (greedy on
+    the true value table of a single pendulum, by dynamic programming from the true state) or
+    ``sb3`` (a policy trained in ``checkpoint``'s model by ``noether-control rl``, from
+    ``policy_path``)."""
     policy_path: str | None = None
     """``sb3``: the saved policy (``policy.zip`` of an ``rl`` run)."""
     algo: str = "sac"
     """``sb3``: the algorithm that saved it (``sac`` or ``ppo``)."""
+    grid_angles: int = 256
+    """``optimal``: value-table grid points over ``θ`` in ``[-π, π)``."""
+    grid_speeds: int = 201
+    """``optimal``: value-table grid points over ``θ̇`` in ``[-max_speed, max_speed]``."""
+    grid_torques: int = 41
+    """``optimal``: torques compared in each backup of the table."""
+    candidates: int = 201
+    """``optimal``: torques compared at every step of an episode."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid setting."""
+        super().validate()
+        require_at_least("agent.grid_angles", self.grid_angles, 4, integer=True)
+        require_at_least("agent.grid_speeds", self.grid_speeds, 2, integer=True)
+        require_at_least("agent.grid_torques", self.grid_torques, 2, integer=True)
+        require_at_least("agent.candidates", self.candidates, 2, integer=True)
 
 
 @dataclass
@@ -185,6 +205,10 @@ def build_agent(config: PlanConfig, env: Any, loaded: LoadedModel | None, num_en
     kind = config.agent.kind
     if kind == "random":
         return UniformPolicy(env.single_action_space, num_envs)
+    if kind == "optimal":
+        agent = config.agent
+        return OptimalAgent(env, StateGrid(agent.grid_angles, agent.grid_speeds,
+                                           agent.grid_torques), agent.candidates)
     box = env.single_action_space
     planner = make_planner(config.planner, box.low, box.high)
     if kind == "oracle":
