@@ -32,7 +32,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from noether_control.agents.oracle import true_dynamics_objective
+from noether_control.agents.oracle import policy_rollout, true_dynamics_objective
 from noether_control.agents.planners import Objective, Planner
 from noether_control.agents.policies import (
     ExplorationNoise,
@@ -130,13 +130,15 @@ class RecedingHorizon:
         return ready & (self.since_plan >= self.replan_every)
 
     def step(self, ready: np.ndarray, objective_for: Callable[[np.ndarray, Tensor], Objective],
-             seed: int) -> Tensor:
+             seed: int, propose: Callable[[np.ndarray], Tensor] | None = None) -> Tensor:
         """Plan where due, return the first actions ``(num_envs, A)`` and shift every plan.
 
         ``objective_for(indices, warm_start)`` builds the objective of the due episodes
         ``indices`` (their warm starts ``(E_due, H, A)`` given, e.g. to tailor a model to);
-        ``seed`` seeds the planner's generator for this step. Episodes not ``ready`` get the
-        centre of the box here (the caller overrides them).
+        ``seed`` seeds the planner's generator for this step. ``propose(indices)``, if given,
+        returns other plans ``(E_due, H, A)`` (a policy's rollout): an episode's search starts
+        from it instead of the shifted previous plan where the objective values it higher.
+        Episodes not ``ready`` get the centre of the box here (the caller overrides them).
         """
         due = self.due(ready)
         if due.any():
@@ -145,7 +147,10 @@ class RecedingHorizon:
             warm = self.plans[index]
             self.generator.manual_seed(seed)
             with torch.no_grad():
-                plans = self.planner.plan(objective_for(indices, warm), warm, self.generator)
+                objective = objective_for(indices, warm)
+                if propose is not None:
+                    warm = self._better_start(objective, warm, propose(indices))
+                plans = self.planner.plan(objective, warm, self.generator)
             self.plans[index] = plans.detach().to(self.plans.dtype)
             self.since_plan[due] = 0
         actions = torch.where(torch.as_tensor(ready, device=self.device)[:, None],
@@ -154,6 +159,16 @@ class RecedingHorizon:
         self.plans = torch.cat([self.plans[:, 1:], self.centre.expand(self.num_envs, 1, -1)], 1)
         self.since_plan += 1
         return actions
+
+    def _better_start(self, objective: Objective, warm: Tensor, proposal: Tensor) -> Tensor:
+        """Per episode, whichever of ``warm`` and ``proposal`` ``(E, H, A)`` ``objective``
+        values higher (the warm start on ties), clipped to the action box."""
+        if proposal.shape != warm.shape:
+            raise ValueError(f"proposal: expected plans of shape {tuple(warm.shape)}, got "
+                             f"{tuple(proposal.shape)}")
+        proposal = torch.clamp(proposal.to(warm), self.low, self.high)
+        returns = objective(torch.stack([warm, proposal], dim=1))
+        return torch.where((returns[:, 1] > returns[:, 0])[:, None, None], proposal, warm)
 
 
 class _Agent(ABC):
@@ -376,12 +391,16 @@ class OracleAgent(_Agent):
         seed: seeds :meth:`predict`'s generator.
         terminal_value: optional value of the state each candidate ends in, added to its return
             (see :func:`~noether_control.agents.oracle.true_dynamics_objective`).
+        proposal_policy: optional ``policy(states (E, D) float64) -> actions (E, A)``; its
+            rollout through the true dynamics competes with the shifted previous plan as the
+            planner's warm start (:meth:`RecedingHorizon.step`).
     """
 
     def __init__(self, env: Any, planner: Planner, replan_every: int = 1,
                  exploration_std: float = 0.0, seed: int = 0,
                  exploration_correlation: float = 0.0,
-                 terminal_value: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 terminal_value: Callable[[np.ndarray], np.ndarray] | None = None,
+                 proposal_policy: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         vector = getattr(env, "unwrapped", env)
         if not isinstance(vector, PixelVectorEnv):
             raise TypeError(f"oracle: expected a native noether-control vector env (its true "
@@ -395,6 +414,7 @@ class OracleAgent(_Agent):
                                       box.low, box.high)
         self._rng = np.random.default_rng(seed)
         self.terminal_value = terminal_value
+        self.proposal_policy = proposal_policy
 
     def reset(self, mask: np.ndarray, rng: np.random.Generator | None = None) -> None:
         """Forget the plans (and exploration noise) of the episodes in ``mask``."""
@@ -409,5 +429,13 @@ class OracleAgent(_Agent):
     def act(self, observation: Any, rng: np.random.Generator) -> np.ndarray:
         """Actions float32 ``(num_envs, A)``; the observation is ignored (the state is read)."""
         ready = np.ones(self.num_envs, dtype=np.bool_)
-        actions = self.loop.step(ready, self._objective, int(rng.integers(2**62)))
+        propose = None if self.proposal_policy is None else self._proposal
+        actions = self.loop.step(ready, self._objective, int(rng.integers(2**62)), propose)
         return self._explore(actions, rng).cpu().numpy().astype(np.float32)
+
+    def _proposal(self, indices: np.ndarray) -> Tensor:
+        assert self.proposal_policy is not None
+        plans = policy_rollout(self.env.system, self.env.states[indices],
+                               self.env.physical_parameters[indices], self.proposal_policy,
+                               self.loop.planner.horizon)
+        return torch.as_tensor(plans, dtype=torch.float32, device=self.loop.device)

@@ -81,3 +81,26 @@ def true_dynamics_objective(
         return torch.as_tensor(returns.reshape(E, N), dtype=actions.dtype, device=device)
 
     return objective
+
+
+def policy_rollout(
+    system: PendulumSystemBase,
+    states: NDArray[np.float64],
+    params: NDArray[np.float64],
+    policy: Callable[[NDArray[np.float64]], NDArray[np.floating]],
+    horizon: int,
+) -> NDArray[np.float64]:
+    """The plans ``(E, horizon, A)`` float64 a state ``policy`` (``states (E, D) -> actions
+    (E, A)``) makes from ``states`` ``(E, D)`` through the true dynamics of ``system`` with
+    ``params`` ``(E, P)``; actions are clipped to the torque bound before they are stepped."""
+    limit = float(system.config.max_torque)
+    x = np.array(states, dtype=np.float64)
+    plans = []
+    for _ in range(horizon):
+        actions = np.clip(np.asarray(policy(x), dtype=np.float64), -limit, limit)
+        if actions.shape != (len(x), system.action_dim):
+            raise ValueError(f"policy: expected actions of shape ({len(x)}, "
+                             f"{system.action_dim}), got {actions.shape}")
+        plans.append(actions)
+        x = system.step(x, actions, params)
+    return np.stack(plans, axis=1)

@@ -10,6 +10,7 @@ import torch
 import noether_control  # noqa: F401  (registers the env ids)
 from noether_control.agents.harness import run_episodes
 from noether_control.agents.mpc import MPCAgent, MPCConfig, OracleAgent
+from noether_control.agents.oracle import policy_rollout
 from noether_control.agents.planners import make_planner
 from noether_control.agents.policies import UniformPolicy
 from noether_control.envs.dynamics import angle_normalize
@@ -247,6 +248,43 @@ def test_oracle_plans_toward_its_terminal_value() -> None:
         actions[name] = agent.act(observation, np.random.default_rng(0))
     env.close()
     assert np.all(actions["valued"] > 1.5) and np.all(actions["valued"] > actions["plain"] + 1.0)
+
+
+def test_a_proposed_plan_replaces_the_warm_start_only_where_it_scores_higher() -> None:
+    env = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point",
+                       obs_type="state")
+    box = env.single_action_space
+    # random shooting with one sample returns its warm start: the action shows which it was
+    planner = make_planner({"kind": "random", "samples": 1, "horizon": 5}, box.low, box.high)
+
+    def spin_forward(states: np.ndarray) -> np.ndarray:  # pays for ending the plan at speed
+        return 100.0 * states[:, 1]
+
+    actions = {}
+    for torque in (2.0, -2.0):
+        observation, _ = env.reset(seed=[0, 1])
+        agent = OracleAgent(env, planner, terminal_value=spin_forward,
+                            proposal_policy=lambda states, u=torque: np.full((len(states), 1), u))
+        agent.reset(np.ones(2, dtype=np.bool_))
+        actions[torque] = agent.act(observation, np.random.default_rng(0))
+        stepped = env.unwrapped.states
+    # pushing forward ends faster than the zero warm start: taken; pushing back does not
+    np.testing.assert_array_equal(actions[2.0], 2.0)
+    np.testing.assert_array_equal(actions[-2.0], 0.0)
+    rollout = policy_rollout(env.unwrapped.system, stepped, env.unwrapped.physical_parameters,
+                             lambda states: np.full((len(states), 1), 3.0), 3)
+    manual, states = [], stepped
+    for _ in range(3):
+        manual.append(np.full((2, 1), 2.0))  # clipped to the torque bound
+        states = env.unwrapped.system.step(states, manual[-1], env.unwrapped.physical_parameters)
+    np.testing.assert_array_equal(rollout, np.stack(manual, axis=1))
+    with pytest.raises(ValueError, match=r"policy: expected actions of shape \(2, 1\)"):
+        policy_rollout(env.unwrapped.system, stepped, env.unwrapped.physical_parameters,
+                       lambda states: np.zeros(len(states)), 3)
+    with pytest.raises(ValueError, match=r"proposal: expected plans of shape \(2, 5, 1\)"):
+        agent.loop.step(np.ones(2, dtype=np.bool_), agent._objective, 0,
+                        lambda indices: torch.zeros(len(indices), 4, 1))
+    env.close()
 
 
 def test_harness_pairs_episodes_by_seed_whatever_the_parallelism() -> None:
