@@ -32,6 +32,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
+from noether_control.agents.guide import LatentGuide
 from noether_control.agents.oracle import policy_rollout, true_dynamics_objective
 from noether_control.agents.planners import Objective, Planner
 from noether_control.agents.policies import (
@@ -229,13 +230,20 @@ class MPCAgent(_Agent):
         seed: seeds :meth:`predict`'s generator (``act`` takes the caller's).
         record: keep the imagined frames of the chosen plan for the first ``record``
             episodes after every plan (:attr:`imagined`), for videos.
+        guide: an actor and critic trained in ``model``: the actor's plan through the model
+            competes with the shifted previous plan as the warm start, and the critic's value
+            of the state each candidate ends in is added to its return (untailored models).
     """
 
     def __init__(self, model: SVGWorldModel, planner: Planner, action_space: spaces.Space,
                  num_envs: int, context_frames: int, config: MPCConfig | None = None,
-                 noether: NoetherModule | None = None, seed: int = 0, record: int = 0) -> None:
+                 noether: NoetherModule | None = None, seed: int = 0, record: int = 0,
+                 guide: LatentGuide | None = None) -> None:
         config = config or MPCConfig()
         config.validate()
+        if guide is not None and config.tailor != "none":
+            raise ValueError(f"agent.tailor={config.tailor!r}: a guide plans through the "
+                             "untailored model it was trained in; use agent.tailor=none")
         box = check_box(action_space)
         if box.shape[0] != model.config.action_dim:
             raise ValueError(f"action space: the model was trained on {model.config.action_dim}-"
@@ -255,6 +263,7 @@ class MPCAgent(_Agent):
                                  f"predicted frames, got {planner.horizon}")
         self.model = model
         self.noether = noether
+        self.guide = guide
         self.config = config
         self.num_envs = num_envs
         self.context_frames = context_frames
@@ -330,15 +339,24 @@ class MPCAgent(_Agent):
         index = torch.as_tensor(indices, device=self.frames.device)
         context, past = self.context(index)
 
+        value = None if self.guide is None or self.guide.value_weight == 0 else self.guide.value
+
         def score(model: PlanningModel, candidates: Tensor) -> Tensor:
             state = model.encode_context(context, past)
-            return plan_returns(model, state, candidates)
+            return plan_returns(model, state, candidates, terminal_value=value)
 
         if self.config.tailor == "per_iteration":
             return lambda candidates: score(
                 self._planning_model(index, candidates.mean(dim=1).detach()), candidates)
         model = self._planning_model(index, warm)
         return lambda candidates: score(model, candidates)
+
+    def _proposal(self, indices: np.ndarray) -> Tensor:
+        """The guide's plans ``(E, H, A)`` through the model from episodes ``indices``."""
+        assert self.guide is not None
+        context, past = self.context(torch.as_tensor(indices, device=self.frames.device))
+        state = self.model.encode_context(context, past)
+        return self.guide.propose(state, self.loop.planner.horizon)
 
     def act(self, observation: Any, rng: np.random.Generator) -> np.ndarray:
         """Actions float32 ``(num_envs, A)`` for the batched pixel ``observation``.
@@ -348,7 +366,8 @@ class MPCAgent(_Agent):
         self._push_frames(observation)
         ready = self.seen >= (1 if self.config.warmup_action == "plan" else self.context_frames)
         due = self.loop.due(ready)
-        actions = self.loop.step(ready, self._objective, int(rng.integers(2**62)))
+        propose = None if self.guide is None else self._proposal
+        actions = self.loop.step(ready, self._objective, int(rng.integers(2**62)), propose)
         if not ready.all():
             warmup = self._warmup(rng)
             actions = torch.where(torch.as_tensor(ready, device=actions.device)[:, None],

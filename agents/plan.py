@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from noether_control.agents.guide import LatentGuide
 from noether_control.agents.harness import (
     EpisodeResults,
     mean_return_text,
@@ -78,6 +79,13 @@ class AgentConfig(MPCConfig):
     """``optimal``: torques compared in each backup of the table."""
     candidates: int = 201
     """``optimal``: torques compared at every step of an episode."""
+    guide_path: str | None = None
+    """``mpc``: the SAC ``policy.zip`` of a ``noether-control rl`` run in ``checkpoint``'s
+    model: its actor proposes a warm start through the model, its critic values each plan's
+    end (:class:`~noether_control.agents.guide.LatentGuide`); null: no guide."""
+    guide_value_weight: float = 1.0
+    """``mpc`` with a guide: weight of the critic's value at the end of each plan (0: the
+    actor proposes, nothing is added)."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid setting."""
@@ -86,6 +94,10 @@ class AgentConfig(MPCConfig):
         require_at_least("agent.grid_speeds", self.grid_speeds, 2, integer=True)
         require_at_least("agent.grid_torques", self.grid_torques, 2, integer=True)
         require_at_least("agent.candidates", self.candidates, 2, integer=True)
+        require_at_least("agent.guide_value_weight", self.guide_value_weight, 0)
+        if self.guide_path and self.kind != "mpc":
+            raise ValueError(f"agent.guide_path: a guide steers MPC through a world model "
+                             f"(agent.kind=mpc), got agent.kind={self.kind!r}")
 
 
 @dataclass
@@ -221,8 +233,12 @@ def build_agent(config: PlanConfig, env: Any, loaded: LoadedModel | None, num_en
                                   num_envs)
     mpc = MPCConfig(**{f.name: getattr(config.agent, f.name)
                        for f in dataclasses.fields(MPCConfig)})
+    guide = None
+    if config.agent.guide_path:
+        guide = LatentGuide.load(config.agent.guide_path, loaded.model, box,
+                                 config.agent.guide_value_weight)
     return MPCAgent(loaded.model, planner, box, num_envs, loaded.context_frames, mpc,
-                    noether=loaded.noether, seed=config.seed, record=config.record)
+                    noether=loaded.noether, seed=config.seed, record=config.record, guide=guide)
 
 
 def load_latent_policy(policy_path: str, algo: str, loaded: LoadedModel, action_space: Any,

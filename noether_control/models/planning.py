@@ -20,6 +20,7 @@ tailored parameters held inside.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -63,11 +64,15 @@ class PlanningModel(Protocol):
 def plan_returns(
     model: PlanningModel, state: WorldState, candidates: Tensor,
     generator: torch.Generator | None = None,
+    terminal_value: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Predicted returns ``(E, N)`` of candidate plans ``(E, N, H, A)`` from ``E`` states.
 
     The sum of the predicted rewards over the horizon, every candidate of every episode in one
-    :meth:`PlanningModel.rollout`; differentiable in ``candidates``.
+    :meth:`PlanningModel.rollout`; differentiable in ``candidates``. ``terminal_value``, if
+    given, maps the latent state each candidate ends in (``WorldState.latent()``, ``(E·N, D)``)
+    to a value ``(E·N,)`` added to its return (the model must have ``advance``, as
+    :class:`~noether_control.models.svg.SVGWorldModel` has).
     """
     if candidates.dim() != 4 or candidates.shape[0] != state.batch_size:
         raise ValueError(
@@ -75,5 +80,13 @@ def plan_returns(
         )
     episodes, samples = candidates.shape[:2]
     rows = model.expand(state, samples)
-    rewards = model.rollout(rows, candidates.flatten(0, 1), generator=generator).rewards
-    return rewards.sum(dim=1).reshape(episodes, samples)
+    if terminal_value is None:
+        rewards = model.rollout(rows, candidates.flatten(0, 1), generator=generator).rewards
+        return rewards.sum(dim=1).reshape(episodes, samples)
+    advance = getattr(model, "advance", None)
+    if advance is None:
+        raise ValueError(f"terminal_value: expected a model with advance() (the state a plan "
+                         f"ends in), got {type(model).__name__}")
+    rewards, after = advance(rows, candidates.flatten(0, 1), generator=generator)
+    returns = rewards.sum(dim=1) + terminal_value(after.latent()).to(rewards)
+    return returns.reshape(episodes, samples)
