@@ -18,7 +18,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from noether_control.agents.policies import check_box
+from noether_control.agents.policies import check_box, require_latent_observations
 from noether_control.models.svg import SVGWorldModel, WorldState
 from noether_control.runtime import require_at_least
 
@@ -40,13 +40,7 @@ class LatentGuide:
         if not (hasattr(agent, "actor") and hasattr(agent, "critic")):
             raise ValueError(f"guide: expected a SAC agent (an actor to propose plans and a "
                              f"critic to value their ends), got {type(agent).__name__}")
-        config = model.config
-        latent = (config.g_dim + 2 * config.rnn_layers * config.rnn_size,)
-        shape = tuple(agent.observation_space.shape or ())
-        if shape != latent:
-            raise ValueError(f"guide: the agent observes vectors of shape {shape}, the model's "
-                             f"latent state has shape {latent}; use an agent trained in this "
-                             "model (noether-control rl checkpoint=...)")
+        require_latent_observations(agent.observation_space, model.config.latent_size, "guide")
         self.agent = agent
         self.model = model
         self.value_weight = float(value_weight)

@@ -155,8 +155,8 @@ class WorldModelVecEnv(VecEnv):
         self.tailor_steps = self._tailor_steps()
         size, channels = model.config.image_size, model.config.channels
         if config.observation == "latent":
-            latent = model.config.g_dim + 2 * model.config.rnn_layers * model.config.rnn_size
-            observation_space: spaces.Space = spaces.Box(-np.inf, np.inf, (latent,), np.float32)
+            observation_space: spaces.Space = spaces.Box(-np.inf, np.inf,
+                                                         (model.config.latent_size,), np.float32)
         else:
             observation_space = spaces.Box(0, 255, (size, size, channels * config.frame_stack),
                                            np.uint8)

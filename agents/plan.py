@@ -37,7 +37,11 @@ from noether_control.agents.harness import (
 from noether_control.agents.mpc import MPCAgent, MPCConfig, OracleAgent
 from noether_control.agents.optimal import OptimalAgent, StateGrid
 from noether_control.agents.planners import make_planner, planner_config
-from noether_control.agents.policies import SB3Policy, UniformPolicy
+from noether_control.agents.policies import (
+    SB3Policy,
+    UniformPolicy,
+    require_latent_observations,
+)
 from noether_control.data.env_config import EnvConfig, env_spec, make_vector_env
 from noether_control.data.minari_io import dataset_metadata
 from noether_control.evaluation.evaluate import resolve_checkpoint
@@ -250,13 +254,8 @@ def load_latent_policy(policy_path: str, algo: str, loaded: LoadedModel, action_
 
     device = str(next(loaded.model.parameters()).device)
     policy = SB3Policy.load(policy_path, algo, action_space, num_envs, device=device).model
-    config = loaded.model.config
-    latent = (config.g_dim + 2 * config.rnn_layers * config.rnn_size,)
-    shape = tuple(policy.observation_space.shape or ())
-    if shape != latent:
-        raise ValueError(f"{policy_path}: the policy observes vectors of shape {shape}, the "
-                         f"checkpoint's latent state has shape {latent}; run it with the "
-                         "checkpoint it was trained in")
+    require_latent_observations(policy.observation_space, loaded.model.config.latent_size,
+                                policy_path)
     return LatentPolicyAgent(policy, loaded.model, action_space, num_envs,
                              loaded.context_frames, exploration_std)
 

@@ -457,3 +457,14 @@ def make_policy(
         device=config.device,
         exploration_std=config.exploration_std,
     )
+
+
+def require_latent_observations(observation_space: spaces.Space, latent_size: int,
+                                source: str) -> None:
+    """Refuse a policy from ``source`` whose observations are not a world model's latent
+    vectors of ``latent_size`` (``SVGConfig.latent_size``)."""
+    shape = tuple(observation_space.shape or ())
+    if shape != (latent_size,):
+        raise ValueError(f"{source}: the policy observes vectors of shape {shape}, the "
+                         f"checkpoint's latent state has shape {(latent_size,)}; use it with "
+                         "the checkpoint it was trained in (noether-control rl checkpoint=...)")

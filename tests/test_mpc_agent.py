@@ -230,6 +230,18 @@ def test_oracle_swings_the_pendulum_up() -> None:
     assert results.returns.mean() > -450 > random.returns.mean()
 
 
+def spin_forward(states: np.ndarray) -> np.ndarray:
+    """A terminal value that pays for ending the plan at speed."""
+    return 100.0 * states[:, 1]
+
+
+def first_actions(env: gym.vector.VectorEnv, agent: OracleAgent) -> np.ndarray:
+    """The agent's actions at the start of episodes seeded 0 and 1."""
+    observation, _ = env.reset(seed=[0, 1])
+    agent.reset(np.ones(2, dtype=np.bool_))
+    return agent.act(observation, np.random.default_rng(0))
+
+
 def test_oracle_plans_toward_its_terminal_value() -> None:
     env = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point",
                        obs_type="state")
@@ -237,15 +249,8 @@ def test_oracle_plans_toward_its_terminal_value() -> None:
     # one step: the velocity it ends at grows with the torque whatever the state
     planner = make_planner({"kind": "mppi", "samples": 200, "horizon": 1}, box.low, box.high)
 
-    def spin_forward(states: np.ndarray) -> np.ndarray:  # pays for ending the plan at speed
-        return 100.0 * states[:, 1]
-
-    actions = {}
-    for name, value in (("plain", None), ("valued", spin_forward)):
-        observation, _ = env.reset(seed=[0, 1])
-        agent = OracleAgent(env, planner, terminal_value=value)
-        agent.reset(np.ones(2, dtype=np.bool_))
-        actions[name] = agent.act(observation, np.random.default_rng(0))
+    actions = {name: first_actions(env, OracleAgent(env, planner, terminal_value=value))
+               for name, value in (("plain", None), ("valued", spin_forward))}
     env.close()
     assert np.all(actions["valued"] > 1.5) and np.all(actions["valued"] > actions["plain"] + 1.0)
 
@@ -257,17 +262,12 @@ def test_a_proposed_plan_replaces_the_warm_start_only_where_it_scores_higher() -
     # random shooting with one sample returns its warm start: the action shows which it was
     planner = make_planner({"kind": "random", "samples": 1, "horizon": 5}, box.low, box.high)
 
-    def spin_forward(states: np.ndarray) -> np.ndarray:  # pays for ending the plan at speed
-        return 100.0 * states[:, 1]
-
     actions = {}
     for torque in (2.0, -2.0):
-        observation, _ = env.reset(seed=[0, 1])
         agent = OracleAgent(env, planner, terminal_value=spin_forward,
                             proposal_policy=lambda states, u=torque: np.full((len(states), 1), u))
-        agent.reset(np.ones(2, dtype=np.bool_))
-        actions[torque] = agent.act(observation, np.random.default_rng(0))
-        stepped = env.unwrapped.states
+        actions[torque] = first_actions(env, agent)
+    stepped = env.unwrapped.states
     # pushing forward ends faster than the zero warm start: taken; pushing back does not
     np.testing.assert_array_equal(actions[2.0], 2.0)
     np.testing.assert_array_equal(actions[-2.0], 0.0)

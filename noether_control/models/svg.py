@@ -131,6 +131,11 @@ class SVGConfig:
     state_head: bool = False
     """Regress the true state of the predicted frame from the LSTM state (diagnostics)."""
 
+    @property
+    def latent_size(self) -> int:
+        """Length of :meth:`WorldState.latent`: the code and the LSTM's ``h`` and ``c``."""
+        return self.g_dim + 2 * self.rnn_layers * self.rnn_size
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field that cannot build a model."""
         log = math.log2(self.image_size) if self.image_size > 0 else -1.0
