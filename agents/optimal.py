@@ -73,20 +73,22 @@ class PendulumValueTable:
         max_torque = float(system.config.max_torque)
         angles = -np.pi + 2 * np.pi * np.arange(grid.angles) / grid.angles
         speeds = np.linspace(-self.max_speed, self.max_speed, grid.speeds)
-        self.torques = np.linspace(-max_torque, max_torque, grid.torques)
+        torques = np.linspace(-max_torque, max_torque, grid.torques)
         # every (grid state, torque) pair, torque fastest: row s·T + t
         states = np.stack(np.meshgrid(angles, speeds, indexing="ij"), axis=-1).reshape(-1, 2)
         pairs = np.repeat(states, grid.torques, axis=0)
-        actions = np.tile(self.torques, len(states))[:, None]
+        actions = np.tile(torques, len(states))[:, None]
         rewards = system.reward(pairs, actions)
         columns, weights = self._corners(self._following(pairs, actions))
         rows = np.repeat(np.arange(len(pairs)), 4)
         transition = scipy.sparse.csr_matrix(
             (weights.ravel(), (rows, columns.ravel())), shape=(len(pairs), len(states)))
-        self.values = np.zeros((steps + 1, len(states)))
+        # float32 storage: 40 MB for the default grid and 200 steps; backups in float64
+        self.values = np.zeros((steps + 1, len(states)), dtype=np.float32)
+        value = np.zeros(len(states))
         for k in range(steps):
-            backups = rewards + transition @ self.values[k]
-            self.values[k + 1] = backups.reshape(len(states), grid.torques).max(axis=1)
+            value = (rewards + transition @ value).reshape(len(states), grid.torques).max(axis=1)
+            self.values[k + 1] = value
 
     @property
     def steps(self) -> int:
@@ -199,8 +201,12 @@ class OptimalAgent:
         params = self.env.physical_parameters
         remaining = np.clip(self.episode_steps - self.elapsed, 1, self.episode_steps)
         actions = np.empty((self.num_envs, 1), dtype=np.float32)
-        # one batched evaluation per table: a randomised-physics env has one per episode
-        for key in np.unique(params, axis=0):
+        current = np.unique(params, axis=0)
+        # keep only the running episodes' tables: a randomised-physics env makes one per episode
+        keys = {tuple(float(value) for value in key) for key in current}
+        self._tables = {key: table for key, table in self._tables.items() if key in keys}
+        # one batched evaluation per table
+        for key in current:
             rows = np.flatnonzero((params == key).all(axis=1))
             scores = self.table(key).action_values(states[rows], self.candidates, remaining[rows])
             actions[rows, 0] = self.candidates[scores.argmax(axis=1)]
