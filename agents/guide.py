@@ -1,13 +1,21 @@
-"""An actor and critic trained in the world model, guiding MPC through that model.
+"""An actor and critic on the world model's latent state, guiding MPC through that model.
 
 Planning with a short horizon cannot see past its end: from a pendulum hanging at rest, 20
 steps (1 s) do not reach the top, and MPPI swings twice where the optimum swings once
 (docs/rl.md). A value of the state a plan ends in lets the planner look further, and a policy
 that proposes plans lets its search start where that value is high (as TD-MPC does): with the
 exact value and policy, oracle MPPI plays the optimum. :class:`LatentGuide` takes both from a
-Stable-Baselines3 SAC agent trained inside the model by ``noether-control rl`` (observations
-are the model's latent state ``WorldState.latent()``): its deterministic actor proposes, its
-critic ``min(Q₁, Q₂)(z, π(z))`` values.
+Stable-Baselines3 SAC agent of ``noether-control rl`` (observations are the model's latent
+state ``WorldState.latent()``): its deterministic actor proposes, its critic
+``min(Q₁, Q₂)(z, π(z))`` values.
+
+Where the agent learned decides which latent it reads. Trained inside the model
+(``experience=model``), it saw the model's recurrent state stepped through imagined episodes,
+and reads the state a plan reaches. Trained on real transitions (``experience=real``), it saw
+the encoding of the last ``P`` real frames only (``agents/model_env.LatentHistory``), which the
+zip records as ``latent_window = P``; then every state it reads along a plan is that same
+encoding of the plan's last ``P`` predicted codes (``models/planning.window_latent``), never a
+recurrent state stepped further than it ever saw.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from gymnasium import spaces
 from torch import Tensor
 
 from noether_control.agents.policies import check_box, require_latent_observations
-from noether_control.models.svg import SVGWorldModel, WorldState
+from noether_control.models.svg import SVGWorldModel, as_model_frames
 from noether_control.runtime import require_at_least
 
 
@@ -31,6 +39,10 @@ class LatentGuide:
         model: the world model it was trained in.
         action_space: the env's single-env ``Box(A,)`` (the actor's outputs are scaled to it).
         value_weight: weight of the critic's value at the end of each plan (0: propose only).
+
+    Attributes:
+        window: the agent's ``latent_window``: ``P`` (it reads the encoding of the last ``P``
+            frames), or None when it has none (it reads the model's stepped state).
     """
 
     def __init__(self, agent: Any, model: SVGWorldModel, action_space: spaces.Space,
@@ -44,6 +56,8 @@ class LatentGuide:
         self.agent = agent
         self.model = model
         self.value_weight = float(value_weight)
+        self.window: int | None = getattr(agent, "latent_window", None)
+        require_at_least("latent_window", self.window, 1, integer=True, optional=True)
         device = next(model.parameters()).device
         self.low = torch.as_tensor(box.low, dtype=torch.float32, device=device)
         self.high = torch.as_tensor(box.high, dtype=torch.float32, device=device)
@@ -82,12 +96,30 @@ class LatentGuide:
         return self.value_weight * values.to(latent.device, latent.dtype)
 
     @torch.no_grad()
-    def propose(self, state: WorldState, horizon: int) -> Tensor:
-        """The plan ``(B, horizon, A)`` the actor makes from ``state`` through the model, one
-        model step per action."""
-        plans = []
+    def propose(self, frames: Tensor, actions: Tensor, horizon: int) -> Tensor:
+        """The plan ``(E, horizon, A)`` the actor makes through the model, one model step per
+        action, from the state of ``P`` frames ``(E, P, …)`` and the ``P − 1`` actions
+        ``(E, P − 1, A)`` between them (as :meth:`SVGWorldModel.encode_context` reads them)."""
+        state = self.model.encode_context(frames, actions)
+        if self.window is None:
+            plans = []
+            for _ in range(horizon):
+                chosen = self.actions(state.latent())
+                plans.append(chosen)
+                _, state = self.model.advance(state, chosen[:, None])
+            return torch.stack(plans, dim=1)
+        if frames.shape[1] != self.window:
+            raise ValueError(f"guide: its agent reads the encoding of {self.window} frames, "
+                             f"got a context of {frames.shape[1]}")
+        encoded = self.model.encode(as_model_frames(frames, self.model.config).flatten(0, 1))[0]
+        codes, taken = encoded.unflatten(0, frames.shape[:2]), actions
+        between = self.window - 1
         for _ in range(horizon):
-            actions = self.actions(state.latent())
-            plans.append(actions)
-            _, state = self.model.advance(state, actions[:, None])
-        return torch.stack(plans, dim=1)
+            window = self.model.context_from_codes(codes[:, -self.window:],
+                                                   taken[:, taken.shape[1] - between:],
+                                                   state.skips)
+            chosen = self.actions(window.latent())
+            taken = torch.cat([taken, chosen[:, None]], dim=1)
+            _, state = self.model.advance(state, chosen[:, None])
+            codes = torch.cat([codes, state.code[:, None]], dim=1)
+        return taken[:, taken.shape[1] - horizon:]

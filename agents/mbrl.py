@@ -14,18 +14,21 @@ and evaluates the agent. Each next iteration ``k``:
    (``dataset.base``: a new dataset version, nothing overwritten);
 2. continues the world model from its checkpoint on the grown data (``train.init_from``:
    ``train_steps`` more joint steps with their own lr decay, then the dynamics phase);
-3. makes the agent for the new model and evaluates it on seeded real episodes, episode ``i``
+3. with ``guide_steps`` (``agent=mpc``), learns a SAC actor and critic from every real
+   transition so far, on the new model's latent state (``noether-control rl experience=real``,
+   LOOP's recipe), which then guide the MPC agent's evaluation and next collection;
+4. makes the agent for the new model and evaluates it on seeded real episodes, episode ``i``
    seeded ``eval_seed + i`` in every iteration: ``noether-control plan`` for MPC;
    ``noether-control rl`` (``rl_overrides``), which trains SAC afresh in the new model and
    evaluates it, for SAC.
 
 Every stage is a ``noether-control`` command run in its own directory under the run directory
-(``iter{k}/collect``, ``iter{k}/train``, ``iter{k}/plan`` or ``iter{k}/rl``); a stage whose
-``results.json`` exists is done. A killed loop, run again with the same settings, picks up where
-it stopped: a killed training (or SAC run) resumes from its last checkpoint, a killed collection
-is redone with the same seed (its dataset is written atomically, so no half-written episode
-survives). ``progress.csv`` and ``progress.png``: the mean return against the real
-environment steps behind the model.
+(``iter{k}/collect``, ``iter{k}/train``, ``iter{k}/guide``, ``iter{k}/plan`` or ``iter{k}/rl``);
+a stage whose ``results.json`` exists is done. A killed loop, run again with the same settings,
+picks up where it stopped: a killed training (or SAC run) resumes from its last checkpoint, a
+killed collection is redone with the same seed (its dataset is written atomically, so no
+half-written episode survives). ``progress.csv`` and ``progress.png``: the mean return against
+the real environment steps behind the model.
 """
 
 from __future__ import annotations
@@ -91,9 +94,14 @@ class MBRLConfig:
     """Extra ``noether-control collect`` overrides of every collection."""
     plan_overrides: list[str] = field(default_factory=list)
     """Extra ``noether-control plan`` overrides of every evaluation (``agent=mpc``)."""
+    guide_steps: int = 0
+    """``agent=mpc``: SAC gradient updates on the loop's real transitions after every model
+    (``rl experience=real``); its actor and critic guide the MPC agent. 0: no guide."""
+    guide_value_weight: float = 1.0
+    """Weight of the guide's value at the end of each plan (0: its actor proposes only)."""
     rl_overrides: list[str] = field(default_factory=list)
-    """``agent=sac``: ``noether-control rl`` overrides of every SAC training (its own presets,
-    imagined steps, evaluation env)."""
+    """``noether-control rl`` overrides of every SAC training, in the model (``agent=sac``) or
+    on the real transitions (``guide_steps``): its own presets, steps, evaluation env."""
     eval_episodes: int = 20
     """Seeded real episodes of every evaluation."""
     eval_seed: int = 1000
@@ -107,6 +115,11 @@ class MBRLConfig:
                      "eval_episodes"):
             require_at_least(name, getattr(self, name), 1, integer=True)
         require_at_least("iterations", self.iterations, 0, integer=True)
+        require_at_least("guide_steps", self.guide_steps, 0, integer=True)
+        require_at_least("guide_value_weight", self.guide_value_weight, 0)
+        if self.guide_steps and self.agent != "mpc":
+            raise ValueError(f"guide_steps: a guide steers MPC, got {self.guide_steps} with "
+                             f"agent={self.agent}")
         require_at_least("exploration_std", self.exploration_std, 0)
         require_correlation("exploration_correlation", self.exploration_correlation)
         if self.agent != "mpc" and self.exploration_correlation != 0:
@@ -150,9 +163,11 @@ def run_stage(directory: Path, command: str, overrides: list[str]) -> dict[str, 
 
 
 def collect_stage(config: MBRLConfig, out_dir: Path, iteration: int, base: str | None,
-                  model: Path | None, agent: Path | None) -> dict[str, Any]:
+                  model: Path | None, agent: Path | None, guide: Path | None
+                  ) -> dict[str, Any]:
     """Iteration 0: OU episodes; later: the agent of ``model`` with noise, on top of ``base``
-    (MPC through ``model``, or the SAC policy of the ``agent`` stage trained in it)."""
+    (MPC through ``model``, guided by ``guide``'s policy if given, or the SAC policy of the
+    ``agent`` stage trained in it)."""
     overrides = [f"env={config.env}", f"seed={config.seed + iteration}", "progress=false",
                  f"num_envs={config.collect_num_envs}",
                  f"dataset.root={out_dir / 'datasets'}",
@@ -163,6 +178,9 @@ def collect_stage(config: MBRLConfig, out_dir: Path, iteration: int, base: str |
         if config.agent == "mpc":
             overrides += ["policy=mpc", f"planner@policy.planner={config.planner}",
                           f"policy.exploration_correlation={config.exploration_correlation}"]
+            if guide is not None:
+                overrides += [f"policy.guide_path={guide / 'policy.zip'}",
+                              f"policy.guide_value_weight={config.guide_value_weight}"]
         else:
             assert agent is not None  # the sac stage of the previous iteration
             overrides += ["policy=sb3", f"policy.path={agent / 'policy.zip'}", "policy.algo=sac"]
@@ -187,17 +205,35 @@ def train_stage(config: MBRLConfig, out_dir: Path, iteration: int, data: str,
     return directory
 
 
-def agent_stage(config: MBRLConfig, out_dir: Path, iteration: int, model: Path
+def evaluation_overrides(config: MBRLConfig, model: Path) -> list[str]:
+    """The model and the seeded evaluation episodes every agent stage shares."""
+    return [f"env={config.env}", f"checkpoint={model}", f"episodes={config.eval_episodes}",
+            f"seed={config.eval_seed}"]
+
+
+def guide_stage(config: MBRLConfig, out_dir: Path, iteration: int, model: Path
                 ) -> tuple[Path, dict[str, Any]]:
+    """SAC learned from every real transition of ``model``'s training data on its latent
+    state, evaluated alone on the evaluation episodes (``rl experience=real``)."""
+    directory = out_dir / f"iter{iteration}" / "guide"
+    overrides = [*evaluation_overrides(config, model), "experience=real",
+                 f"steps={config.guide_steps}", *config.rl_overrides]
+    return directory, run_stage(directory, "rl", overrides)
+
+
+def agent_stage(config: MBRLConfig, out_dir: Path, iteration: int, model: Path,
+                guide: Path | None = None) -> tuple[Path, dict[str, Any]]:
     """The agent of ``model`` evaluated on the seeded evaluation episodes: MPC through it
-    (``plan``), or SAC trained in it (``rl``). Returns the stage directory and its results."""
-    common = [f"env={config.env}", f"checkpoint={model}", f"episodes={config.eval_episodes}",
-              f"seed={config.eval_seed}"]
+    (``plan``; guided by ``guide``'s policy if given), or SAC trained in it (``rl``). Returns
+    the stage directory and its results."""
+    common = evaluation_overrides(config, model)
     if config.agent == "mpc":
         directory = out_dir / f"iter{iteration}" / "plan"
-        overrides = [*common, f"agent={config.planner}", "progress=false",
-                     *config.plan_overrides]
-        return directory, run_stage(directory, "plan", overrides)
+        overrides = [*common, f"agent={config.planner}", "progress=false"]
+        if guide is not None:
+            overrides += [f"agent.guide_path={guide / 'policy.zip'}",
+                          f"agent.guide_value_weight={config.guide_value_weight}"]
+        return directory, run_stage(directory, "plan", overrides + config.plan_overrides)
     directory = out_dir / f"iter{iteration}" / "rl"
     return directory, run_stage(directory, "rl", [*common, "algo=sac", *config.rl_overrides])
 
@@ -238,17 +274,23 @@ def model_based_loop(config: MBRLConfig, out_dir: Path) -> dict[str, Any]:
     data: str | None = None
     model: Path | None = None
     agent: Path | None = None
+    guide: Path | None = None
     for iteration in range(config.iterations + 1):
-        collected = collect_stage(config, out_dir, iteration, data, model, agent)
+        collected = collect_stage(config, out_dir, iteration, data, model, agent, guide)
         data = str(collected["path"])
         model = train_stage(config, out_dir, iteration, data, model)
-        agent, evaluation = agent_stage(config, out_dir, iteration, model)
+        guide_return = None
+        if config.guide_steps:
+            guide, alone = guide_stage(config, out_dir, iteration, model)
+            guide_return = alone["mean_return"]
+        agent, evaluation = agent_stage(config, out_dir, iteration, model, guide)
         rows.append({"iteration": iteration, "real_env_steps": collected["total_steps"],
                      "episodes": collected.get("base_episodes", 0) + collected["episodes"],
                      "collection_return": collected["mean_return"],
                      "mean_return": evaluation["mean_return"],
                      "stderr_return": evaluation["stderr_return"],
                      "ms_per_action": evaluation["ms_per_action"],
+                     "guide_return": guide_return,
                      "dataset": data, "model": str(model)})
         write_progress(rows, out_dir, AGENT_LABELS[config.agent])
     document = {"config": asdict(config), "iterations": rows,

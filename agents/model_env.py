@@ -324,6 +324,37 @@ class WorldModelEnv(gym.Env):
         return observations[0], float(rewards[0]), False, bool(dones[0]), {}
 
 
+@torch.no_grad()
+def episode_latents(model: SVGWorldModel, codes: Tensor, actions: Tensor, context_frames: int,
+                    centre: Tensor, skips: list[Tensor] | None = None, chunk: int = 1024
+                    ) -> Tensor:
+    """What :class:`LatentHistory` gives before every decision of one real episode, at once.
+
+    ``codes``: ``(T, g_dim)``, :meth:`SVGWorldModel.encode` of the episode's ``T`` frames;
+    ``actions``: ``(T − 1, A)``, action ``t`` applied to frame ``t``; ``centre``: ``(A,)``, the
+    action assumed between the repeated first frame before ``P`` frames are seen; ``skips``:
+    the frames' encoder features ``(T, …)`` (needed by a model with skips). Returns
+    ``(T, latent size)`` float32: row ``t`` is the state after frame ``t``, the encoding of the
+    last ``P`` frames (windows of ``chunk`` steps go through the model together).
+    """
+    steps = codes.shape[0]
+    if actions.shape[0] != steps - 1:
+        raise ValueError(f"actions: expected {steps - 1} actions between {steps} frames, got "
+                         f"{actions.shape[0]}")
+    width = context_frames
+    padded_codes = torch.cat([codes[:1].expand(width - 1, -1), codes])
+    padded_actions = torch.cat([centre.to(actions).expand(width - 1, -1), actions])
+    window = torch.arange(steps, device=codes.device)[:, None] + torch.arange(
+        width, device=codes.device)
+    latents = []
+    for rows in window.split(chunk):
+        last = None if skips is None else [features[rows[:, -1] - (width - 1)]
+                                           for features in skips]
+        state = model.context_from_codes(padded_codes[rows], padded_actions[rows[:, :-1]], last)
+        latents.append(state.latent())
+    return torch.cat(latents).float()
+
+
 class LatentHistory:
     """The real env's side of the latent observation: the state an imagined episode starts from.
 

@@ -343,7 +343,8 @@ class MPCAgent(_Agent):
 
         def score(model: PlanningModel, candidates: Tensor) -> Tensor:
             state = model.encode_context(context, past)
-            return plan_returns(model, state, candidates, terminal_value=value)
+            return plan_returns(model, state, candidates, terminal_value=value,
+                                value_window=None if self.guide is None else self.guide.window)
 
         if self.config.tailor == "per_iteration":
             return lambda candidates: score(
@@ -355,8 +356,7 @@ class MPCAgent(_Agent):
         """The guide's plans ``(E, H, A)`` through the model from episodes ``indices``."""
         assert self.guide is not None
         context, past = self.context(torch.as_tensor(indices, device=self.frames.device))
-        state = self.model.encode_context(context, past)
-        return self.guide.propose(state, self.loop.planner.horizon)
+        return self.guide.propose(context, past, self.loop.planner.horizon)
 
     def act(self, observation: Any, rng: np.random.Generator) -> np.ndarray:
         """Actions float32 ``(num_envs, A)`` for the batched pixel ``observation``.

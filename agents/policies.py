@@ -94,6 +94,11 @@ class MPCPolicyConfig:
     #: the noise's correlation from one step to the next, in [0, 1): 0 is white noise; 0.9
     #: pushes for about 10 steps (see ExplorationNoise)
     exploration_correlation: float = 0.0
+    #: a SAC policy.zip whose actor proposes plans and whose critic values their ends
+    #: (agents/guide.py); null: no guide
+    guide_path: str | None = None
+    #: weight of the guide's value at the end of each plan (0: its actor proposes only)
+    guide_value_weight: float = 1.0
     #: device of the model and planner: auto | cpu | cuda | cuda:N
     device: str = "auto"
 
@@ -412,7 +417,13 @@ def _mpc_policy(config: MPCPolicyConfig, action_space: spaces.Space, num_envs: i
     planner = make_planner(config.planner, box.low, box.high)
     mpc = MPCConfig(replan_every=config.replan_every, exploration_std=config.exploration_std,
                     exploration_correlation=config.exploration_correlation)
-    return MPCAgent(loaded.model, planner, box, num_envs, loaded.context_frames, mpc)
+    guide = None
+    if config.guide_path:
+        from noether_control.agents.guide import LatentGuide
+
+        guide = LatentGuide.load(config.guide_path, loaded.model, box, config.guide_value_weight)
+    return MPCAgent(loaded.model, planner, box, num_envs, loaded.context_frames, mpc,
+                    guide=guide)
 
 
 def _latent_sb3_policy(config: SB3PolicyConfig, action_space: spaces.Space,

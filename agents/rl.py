@@ -1,8 +1,10 @@
-"""``noether-control rl``: train a Stable-Baselines3 agent inside a learned world model, then
-evaluate it on the real pixel env.
+"""``noether-control rl``: train a Stable-Baselines3 agent inside a learned world model (or on
+the real transitions of its dataset, through its latent state), then evaluate it on the real
+pixel env.
 
     noether-control rl checkpoint=RUN algo=sac steps=50000
     noether-control rl checkpoint=RUN algo=ppo model_env.horizon=20
+    noether-control rl checkpoint=RUN experience=real steps=20000
     noether-control rl experiment=smoke
 
 The agent never touches the real env while it trains: :class:`WorldModelVecEnv` steps
@@ -43,16 +45,23 @@ from noether_control.agents.plan import (
     load_planning_checkpoint,
     run_agent_command,
 )
+from noether_control.agents.real_experience import (
+    fill_replay_buffer,
+    real_transitions,
+    train_offline,
+)
 from noether_control.data.env_config import EnvConfig, env_spec, make_vector_env
 from noether_control.evaluation.evaluate import training_data_settings
 from noether_control.runtime import (
     atomic_path,
     require_at_least,
+    require_choice,
     resolve_device,
     write_json,
 )
 
 ALGOS = ("sac", "ppo")
+EXPERIENCES = ("model", "real")
 _CHECKPOINT = re.compile(r"policy_(\d+)_steps\.zip$")
 _BUFFER = re.compile(r"policy_replay_buffer_(\d+)_steps\.pkl$")
 SAC_BUFFER_SIZE = 1_000_000
@@ -77,6 +86,12 @@ class RLConfig:
     """The world-model checkpoint (file or train run directory) to train in (required)."""
     algo: str = "sac"
     """``sac`` or ``ppo`` (Stable-Baselines3, ``MlpPolicy`` on the latent observation)."""
+    experience: str = "model"
+    """``model``: episodes imagined in the model; ``real``: the real transitions of ``dataset``
+    (SAC, off-policy, no env step; ``steps`` counts gradient updates)."""
+    dataset: str | None = None
+    """``experience=real``: the dataset of real episodes; null: the one the model was trained
+    on."""
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     """Passed to the SB3 constructor, e.g. ``learning_rate``, ``batch_size``, ``buffer_size``
     (SAC's defaults to ``min(1e6, steps)``: give it to extend a run past its first ``steps``
@@ -86,9 +101,12 @@ class RLConfig:
     num_envs: int = 16
     """Imagined episodes stepped together."""
     steps: int = 20_000
-    """Imagined env steps to train for (over all imagined envs)."""
+    """Imagined env steps to train for (over all imagined envs); with ``experience=real``,
+    gradient updates."""
     checkpoint_every: int = 5_000
-    """Save the policy (and SAC's replay buffer) every this many imagined steps; 0: never."""
+    """Save the policy (and SAC's replay buffer) every this many imagined steps (gradient
+    updates with ``experience=real``, which saves no buffer: it is rebuilt from the dataset);
+    0: never."""
     env: EnvConfig = field(default_factory=EnvConfig)
     """The real environment of the evaluation (its action box bounds the imagined actions)."""
     episodes: int = 20
@@ -108,6 +126,10 @@ class RLConfig:
             raise ValueError("checkpoint: expected the world model to train in (checkpoint=PATH, "
                              "a train run directory or a .pt file), got none")
         algorithm_class(self.algo)
+        require_choice("experience", self.experience, EXPERIENCES)
+        if self.experience == "real" and self.algo != "sac":
+            raise ValueError(f"algo: experience=real learns off-policy from stored transitions, "
+                             f"which needs algo=sac, got {self.algo!r}")
         self.model_env.validate()
         for name in ("num_envs", "steps", "episodes", "eval_num_envs"):
             require_at_least(name, getattr(self, name), 1, integer=True)
@@ -161,9 +183,10 @@ def checkpoint_callback(every: int, checkpoints: Path, replay_buffer: bool) -> A
 
 
 def build_algorithm(config: RLConfig, env: WorldModelVecEnv, out_dir: Path,
-                    device: torch.device) -> tuple[Any, int]:
+                    device: torch.device, buffer_size: int | None = None) -> tuple[Any, int]:
     """A fresh SB3 agent, or the one saved last in ``out_dir/checkpoints`` (with its replay
-    buffer); and the imagined steps it has trained for."""
+    buffer); and the imagined steps (or gradient updates) it has trained for. ``buffer_size``:
+    SAC's replay buffer capacity (default: the run's steps, at most SB3's default)."""
     algorithm = algorithm_class(config.algo)
     checkpoints = out_dir / "checkpoints"
     latest = latest_checkpoint(checkpoints)
@@ -171,7 +194,7 @@ def build_algorithm(config: RLConfig, env: WorldModelVecEnv, out_dir: Path,
         kwargs = dict(config.algo_kwargs)
         if config.algo == "sac":
             # a buffer beyond the run's own steps never fills, but is allocated and checkpointed
-            kwargs.setdefault("buffer_size", min(SAC_BUFFER_SIZE, config.steps))
+            kwargs.setdefault("buffer_size", buffer_size or min(SAC_BUFFER_SIZE, config.steps))
         agent = algorithm("MlpPolicy", env, seed=config.seed, device=device, verbose=0,
                           tensorboard_log=str(out_dir / "tensorboard"), **kwargs)
         return agent, 0
@@ -185,8 +208,42 @@ def build_algorithm(config: RLConfig, env: WorldModelVecEnv, out_dir: Path,
     return agent, steps
 
 
+def learn_in_model(config: RLConfig, loaded: LoadedModel, action_space: Any, out_dir: Path,
+                   device: torch.device) -> tuple[Any, int, int]:
+    """SB3's ``learn`` in the imagined env: the agent, the steps it had before, the steps now."""
+    imagined = imagined_env(config, loaded, action_space)
+    agent, done = build_algorithm(config, imagined, out_dir, device)
+    callbacks = []
+    if config.checkpoint_every:
+        # SB3 counts calls (one per vector step), not env steps
+        every = max(1, config.checkpoint_every // config.num_envs)
+        callbacks.append(checkpoint_callback(every, out_dir / "checkpoints",
+                                             replay_buffer=config.algo == "sac"))
+    if config.steps > done:
+        agent.learn(config.steps - done, callback=callbacks, reset_num_timesteps=done == 0,
+                    tb_log_name=config.algo)
+    return agent, done, int(agent.num_timesteps)
+
+
+def learn_from_real(config: RLConfig, loaded: LoadedModel, action_space: Any, env_id: str,
+                    out_dir: Path, device: torch.device) -> tuple[Any, int, int]:
+    """SAC's updates on the real transitions of ``config.dataset``: the agent, the updates it
+    had before, the updates now. The imagined env (one episode) only gives SAC its spaces."""
+    data = config.dataset or training_data_settings(loaded.train_config, None).path
+    transitions = real_transitions(loaded.model, data, loaded.context_frames, action_space,
+                                   env_id)
+    spaces_only = dataclasses.replace(config, num_envs=1)
+    imagined = imagined_env(spaces_only, loaded, action_space)
+    agent, done = build_algorithm(config, imagined, out_dir, device, len(transitions))
+    fill_replay_buffer(agent, transitions)
+    train_offline(agent, config.steps, done, config.checkpoint_every, out_dir / "checkpoints",
+                  loaded.context_frames)
+    return agent, done, max(done, config.steps)
+
+
 def train_in_model(config: RLConfig, out_dir: Path) -> dict[str, Any]:
-    """Train the agent in the model, save ``policy.zip``, evaluate it on the real env."""
+    """Train the agent (in the model, or on real transitions), save ``policy.zip``, evaluate it
+    on the real env."""
     config.validate()
     device = resolve_device(config.device)
     assert config.checkpoint is not None
@@ -196,19 +253,13 @@ def train_in_model(config: RLConfig, out_dir: Path) -> dict[str, Any]:
     real = make_vector_env(config.env, num_eval, obs_type="pixels")
     try:
         check_env_fits(loaded, real, spec.id)
-        imagined = imagined_env(config, loaded, real.single_action_space)
-        agent, done = build_algorithm(config, imagined, out_dir, device)
-        callbacks = []
-        if config.checkpoint_every:
-            # SB3 counts calls (one per vector step), not env steps
-            every = max(1, config.checkpoint_every // config.num_envs)
-            callbacks.append(checkpoint_callback(every, out_dir / "checkpoints",
-                                                 replay_buffer=config.algo == "sac"))
         started = time.perf_counter()
-        remaining = max(config.steps - done, 0)
-        if remaining:
-            agent.learn(remaining, callback=callbacks, reset_num_timesteps=done == 0,
-                        tb_log_name=config.algo)
+        if config.experience == "real":
+            agent, done, trained = learn_from_real(config, loaded, real.single_action_space,
+                                                   spec.id, out_dir, device)
+        else:
+            agent, done, trained = learn_in_model(config, loaded, real.single_action_space,
+                                                  out_dir, device)
         train_seconds = time.perf_counter() - started
         with atomic_path(out_dir / "policy.zip") as temporary:
             agent.save(temporary)
@@ -218,6 +269,8 @@ def train_in_model(config: RLConfig, out_dir: Path) -> dict[str, Any]:
                                np.random.default_rng(config.seed))
     finally:
         real.close()
+    remaining = trained - done
+    unit = "gradient_steps" if config.experience == "real" else "imagined_steps"
     document = {
         "env_id": spec.id,
         "agent": {"kind": "sb3", "algo": config.algo, "policy_path": str(out_dir / "policy.zip")},
@@ -225,11 +278,12 @@ def train_in_model(config: RLConfig, out_dir: Path) -> dict[str, Any]:
         "checkpoint": str(loaded.path),
         "real_env_steps": loaded.real_steps,
         **episode_summary(results),
-        "imagined_steps": int(agent.num_timesteps),
+        "experience": config.experience,
+        unit: trained,
         "resumed_from_steps": done,
         "train_seconds": round(train_seconds, 1),
-        "imagined_steps_per_second": (round(remaining / train_seconds, 1)
-                                      if remaining and train_seconds > 0 else None),
+        f"{unit}_per_second": (round(remaining / train_seconds, 1)
+                               if remaining and train_seconds > 0 else None),
         "model_env": dataclasses.asdict(config.model_env),
         "algo_kwargs": dict(config.algo_kwargs),
         "device": str(device),
@@ -239,9 +293,16 @@ def train_in_model(config: RLConfig, out_dir: Path) -> dict[str, Any]:
     return document
 
 
+def trained_text(document: dict[str, Any]) -> str:
+    """How long the agent of a ``results.json`` trained, in its own unit."""
+    if document.get("experience") == "real":
+        return f"{document['gradient_steps']} gradient steps on real transitions"
+    return f"{document['imagined_steps']} imagined steps"
+
+
 def run(cfg: DictConfig) -> None:
     """Entry point of ``noether-control rl``."""
     run_agent_command(cfg, RLConfig, train_in_model, lambda document: (
-        f"{document['agent']['algo']} trained for {document['imagined_steps']} imagined steps "
+        f"{document['agent']['algo']} trained for {trained_text(document)} "
         f"({document['train_seconds']:.0f} s) on {document['env_id']}: "
         f"{mean_return_text(document)} over {document['episodes']} real episodes"))

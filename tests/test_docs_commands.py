@@ -296,7 +296,8 @@ CHECKS: dict[str, Callable[[Any], None]] = {
 
 def mbrl_stages(config: MBRLConfig) -> list[tuple[str, list[str]]]:
     """``(command, overrides)`` of the loop's stages in its first two iterations (collect with
-    OU, then with the agent; train, then continue; plan or rl), as the loop builds them."""
+    OU, then with the agent; train, then continue; the guide; plan or rl), as the loop builds
+    them."""
     started: list[tuple[str, list[str]]] = []
 
     def record(directory: Path, command: str, overrides: list[str]) -> dict[str, object]:
@@ -304,12 +305,15 @@ def mbrl_stages(config: MBRLConfig) -> list[tuple[str, list[str]]]:
         return {}
 
     run, model, agent = Path("RUN_DIR"), Path("MODEL_DIR"), Path("AGENT_DIR")
+    guide = Path("GUIDE_DIR") if config.guide_steps else None
     with mock.patch.object(mbrl, "run_stage", record):
-        mbrl.collect_stage(config, run, 0, None, None, None)
+        mbrl.collect_stage(config, run, 0, None, None, None, None)
         mbrl.train_stage(config, run, 0, "DATASET", None)
-        mbrl.agent_stage(config, run, 0, model)
+        if guide is not None:
+            mbrl.guide_stage(config, run, 0, model)
+        mbrl.agent_stage(config, run, 0, model, guide)
         if config.iterations >= 1:
-            mbrl.collect_stage(config, run, 1, "DATASET", model, agent)
+            mbrl.collect_stage(config, run, 1, "DATASET", model, agent, guide)
             mbrl.train_stage(config, run, 1, "DATASET", model)
     return started
 

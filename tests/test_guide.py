@@ -48,18 +48,23 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "zip": zip_path, "checkpoint": path}
 
 
+def context(setting: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two copies of one drawn context: frames ``(2, P, C, S, S)``, actions ``(2, P − 1, A)``."""
+    frames, actions = setting["contexts"].draw(np.random.default_rng(0))
+    return frames[None].repeat(2, 1, 1, 1, 1), actions[None].repeat(2, 1, 1)
+
+
 @torch.no_grad()
 def start(setting: dict) -> WorldState:
-    frames, actions = setting["contexts"].draw(np.random.default_rng(0))
-    return setting["model"].encode_context(frames[None].repeat(2, 1, 1, 1, 1),
-                                           actions[None].repeat(2, 1, 1))
+    return setting["model"].encode_context(*context(setting))
 
 
 @torch.no_grad()
 def test_the_actor_proposes_what_sb3_would_do_along_the_models_own_steps(setting: dict) -> None:
     guide = LatentGuide(setting["agent"], setting["model"], BOX)
+    assert guide.window is None
     state = start(setting)
-    plan = guide.propose(state, 4)
+    plan = guide.propose(*context(setting), 4)
     assert plan.shape == (2, 4, 1)
     for step in range(4):
         expected, _ = setting["agent"].predict(state.latent().numpy(), deterministic=True)
@@ -106,8 +111,9 @@ def test_mpc_starts_from_the_actors_plan_where_the_model_scores_it_higher(
         actions = agent.act(first, np.random.default_rng(0))
         # the context it planned from: the first frame repeated, centre actions between
         frames, _ = agent.context(torch.arange(len(draws)))
-        state = model.encode_context(frames, torch.zeros(len(draws), P - 1, 1))
-        proposal = guide.propose(state, 4)
+        past = torch.zeros(len(draws), P - 1, 1)
+        state = model.encode_context(frames, past)
+        proposal = guide.propose(frames, past, 4)
         scores = plan_returns(model, state,
                               torch.stack([torch.zeros_like(proposal), proposal], 1))
         better = scores[:, 1] > scores[:, 0]

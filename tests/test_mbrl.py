@@ -126,6 +126,30 @@ def test_the_sac_loop_trains_in_each_model_and_collects_with_that_policy(tmp_pat
     assert len(grown) == 6
 
 
+def test_a_guided_loop_learns_sac_from_its_real_steps_and_plans_with_it(tmp_path: Path) -> None:
+    out = tmp_path / "guided"
+    done = run_mbrl(out, "guide_steps=64", "guide_value_weight=0.5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads((out / "results.json").read_text())["iterations"]
+    for iteration, real_steps in ((0, 80), (1, 120)):
+        guide = json.loads((out / f"iter{iteration}/guide/results.json").read_text())
+        # SAC learned from every real transition behind this iteration's model, alone
+        assert guide["experience"] == "real" and guide["gradient_steps"] == 64
+        assert guide["checkpoint"].startswith(str(out / f"iter{iteration}/train"))
+        assert guide["real_env_steps"] == real_steps
+        assert rows[iteration]["guide_return"] == guide["mean_return"]
+        # and it guided this iteration's MPC evaluation
+        agent = OmegaConf.load(out / f"iter{iteration}/plan/.hydra/config.yaml").agent
+        assert agent.guide_path == str(out / f"iter{iteration}/guide/policy.zip")
+        assert agent.guide_value_weight == 0.5
+    # the next collection planned with the previous iteration's guide
+    policy = OmegaConf.load(out / "iter1/collect/.hydra/config.yaml").policy
+    assert policy.guide_path == str(out / "iter0/guide/policy.zip")
+    with pytest.raises(ValueError, match=r"guide_steps: a guide steers MPC, got 64 with "
+                                         r"agent=sac"):
+        model_based_loop(MBRLConfig(agent="sac", guide_steps=64), tmp_path)
+
+
 def test_the_20k_preset_spends_20000_real_steps() -> None:
     config = to_dataclass(MBRLConfig, compose_command("mbrl", ["experiment=pendulum_20k"]))
     config.validate()

@@ -65,14 +65,17 @@ def plan_returns(
     model: PlanningModel, state: WorldState, candidates: Tensor,
     generator: torch.Generator | None = None,
     terminal_value: Callable[[Tensor], Tensor] | None = None,
+    value_window: int | None = None,
 ) -> Tensor:
     """Predicted returns ``(E, N)`` of candidate plans ``(E, N, H, A)`` from ``E`` states.
 
     The sum of the predicted rewards over the horizon, every candidate of every episode in one
     :meth:`PlanningModel.rollout`; differentiable in ``candidates``. ``terminal_value``, if
-    given, maps the latent state each candidate ends in (``WorldState.latent()``, ``(E·N, D)``)
-    to a value ``(E·N,)`` added to its return (the model must have ``advance``, as
-    :class:`~noether_control.models.svg.SVGWorldModel` has).
+    given, maps the latent state each candidate ends in (``(E·N, D)``) to a value ``(E·N,)``
+    added to its return (the model must have ``advance``, as
+    :class:`~noether_control.models.svg.SVGWorldModel` has). With ``value_window`` None that
+    latent is the state the model reaches (``WorldState.latent()``); with ``P`` it is
+    :func:`window_latent` of the plan's last ``P`` predicted frames.
     """
     if candidates.dim() != 4 or candidates.shape[0] != state.batch_size:
         raise ValueError(
@@ -83,10 +86,37 @@ def plan_returns(
     if terminal_value is None:
         rewards = model.rollout(rows, candidates.flatten(0, 1), generator=generator).rewards
         return rewards.sum(dim=1).reshape(episodes, samples)
-    advance = getattr(model, "advance", None)
-    if advance is None:
+    if getattr(model, "advance", None) is None:
         raise ValueError(f"terminal_value: expected a model with advance() (the state a plan "
                          f"ends in), got {type(model).__name__}")
-    rewards, after = advance(rows, candidates.flatten(0, 1), generator=generator)
-    returns = rewards.sum(dim=1) + terminal_value(after.latent()).to(rewards)
+    plans = candidates.flatten(0, 1)
+    if value_window is None:
+        rewards, after = model.advance(rows, plans, generator=generator)
+        latent = after.latent()
+    else:
+        rewards, latent = window_latent(model, rows, plans, value_window, generator)
+    returns = rewards.sum(dim=1) + terminal_value(latent).to(rewards)
     return returns.reshape(episodes, samples)
+
+
+def window_latent(model: PlanningModel, state: WorldState, plans: Tensor, window: int,
+                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Rewards ``(B, H)`` of ``plans`` ``(B, H, A)`` from ``state`` and the latent
+    ``(B, D)`` of the state :meth:`context_from_codes` gives of the plan's last ``window``
+    predicted codes and the actions between them: the plan's end as a real agent observes it,
+    from its last ``P`` frames alone (``agents/model_env.LatentHistory``), not as the model's
+    recurrent state after ``H`` more steps."""
+    horizon, tail = plans.shape[1], window - 1
+    if not 0 <= tail < horizon:
+        raise ValueError(f"value window: expected 1 to {horizon} frames (the plan's horizon), "
+                         f"got {window}")
+    advance = model.advance
+    rewards, state = advance(state, plans[:, : horizon - tail], generator=generator)
+    codes, parts = [state.code], [rewards]
+    for step in range(horizon - tail, horizon):
+        reward, state = advance(state, plans[:, step: step + 1], generator=generator)
+        codes.append(state.code)
+        parts.append(reward)
+    windowed = model.context_from_codes(torch.stack(codes, dim=1), plans[:, horizon - tail:],
+                                        state.skips, generator=generator)
+    return torch.cat(parts, dim=1), windowed.latent()
