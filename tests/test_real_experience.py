@@ -5,14 +5,16 @@ reading every state along a plan as the encoding of the plan's last P frames."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from unittest import mock
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from stable_baselines3 import SAC
-from support import PENDULUM_32, SIZE, collect_ou, tiny_checkpoint
+from support import PENDULUM_32, SIZE, collect_ou, load_benchmark, tiny_checkpoint
 from test_rl_command import smoke_config
 
 import noether_control  # noqa: F401  (registers the env ids)
@@ -193,3 +195,21 @@ def test_a_real_experience_guide_reads_plans_as_their_last_p_frames(setting: dic
     torch.testing.assert_close(valued, (stepped.sum(1) + guide.value(latent)).reshape(2, 3))
     with pytest.raises(ValueError, match="value window: expected 1 to 5 frames"):
         window_latent(model, rows, flat, 6)
+
+
+def test_the_critic_benchmark_compares_the_value_and_the_return_at_plan_ends(
+        setting: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    agent = an_agent(setting)
+    agent.latent_window = P
+    agent.save(tmp_path / "policy.zip")
+    argv = ["guide_critic.py", str(setting["checkpoint"]), str(tmp_path / "policy.zip"),
+            setting["data"], "--horizon", "4", "--episodes", "3", "--starts", "2"]
+    with mock.patch.object(sys, "argv", argv):
+        load_benchmark("guide_critic").main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "6 starts, horizon 4, the guide reads the last 3 frames"
+    value, rewards = (line.split("|") for line in lines[-2:])
+    assert value[1].strip() == "critic's value of the plan's end"
+    assert rewards[1].strip() == "4-step return"
+    # the starts' true 4-step returns are the dataset's: pendulum costs, all negative
+    assert float(rewards[2]) < 0
