@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import argparse
 
+import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium import spaces
 
+import noether_control  # noqa: F401  (registers the env ids)
 from noether_control.agents.guide import LatentGuide
 from noether_control.agents.model_env import episode_latents
 from noether_control.agents.plan import load_planning_checkpoint
 from noether_control.data.windows import EpisodeWindows
 from noether_control.models.planning import window_latent
-
-PENDULUM_ACTIONS = spaces.Box(-2.0, 2.0, (1,), np.float32)
 
 
 def main() -> None:
@@ -47,13 +46,17 @@ def main() -> None:
     torch.set_num_threads(1)
     loaded = load_planning_checkpoint(args.checkpoint, torch.device("cpu"))
     model, width = loaded.model, loaded.context_frames
-    guide = LatentGuide.load(args.policy, model, PENDULUM_ACTIONS)
+    if loaded.env_id is None:
+        raise SystemExit(f"{args.checkpoint}: expected a model trained on a registered env's "
+                         f"dataset (its action box bounds the guide's actions), got none")
+    box = gym.make(loaded.env_id).action_space
+    guide = LatentGuide.load(args.policy, model, box)
     window = guide.window if guide.window is not None else width
     windows = EpisodeWindows(args.dataset, 1, "all")
     rng = np.random.default_rng(args.seed)
     chosen = rng.choice(windows.episode_ids, min(args.episodes, len(windows.episode_ids)),
                         replace=False)
-    centre = torch.zeros(model.config.action_dim)
+    centre = torch.as_tensor((box.low + box.high) / 2, dtype=torch.float32)
     rows = []
     with torch.no_grad():
         for episode_id in chosen:
