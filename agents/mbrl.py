@@ -14,16 +14,21 @@ and evaluates the agent. Each next iteration ``k``:
    (``dataset.base``: a new dataset version, nothing overwritten);
 2. continues the world model from its checkpoint on the grown data (``train.init_from``:
    ``train_steps`` more joint steps with their own lr decay, then the dynamics phase);
-3. with ``guide_steps`` (``agent=mpc``), learns a SAC actor and critic from every real
+3. with ``refit_reward``, refits the new model's reward head on its own rollouts
+   (``noether-control refit_reward``, ``refit_overrides``); the agent of every later stage of
+   the iteration (guide, evaluation, next collection) reads the refitted model, while the next
+   iteration continues the trained one;
+4. with ``guide_steps`` (``agent=mpc``), learns a SAC actor and critic from every real
    transition so far, on the new model's latent state (``noether-control rl experience=real``,
    LOOP's recipe), which then guide the MPC agent's evaluation and next collection;
-4. makes the agent for the new model and evaluates it on seeded real episodes, episode ``i``
+5. makes the agent for the new model and evaluates it on seeded real episodes, episode ``i``
    seeded ``eval_seed + i`` in every iteration: ``noether-control plan`` for MPC;
    ``noether-control rl`` (``rl_overrides``), which trains SAC afresh in the new model and
    evaluates it, for SAC.
 
 Every stage is a ``noether-control`` command run in its own directory under the run directory
-(``iter{k}/collect``, ``iter{k}/train``, ``iter{k}/guide``, ``iter{k}/plan`` or ``iter{k}/rl``);
+(``iter{k}/collect``, ``iter{k}/train``, ``iter{k}/refit``, ``iter{k}/guide``, ``iter{k}/plan``
+or ``iter{k}/rl``);
 a stage whose ``results.json`` exists is done. A killed loop, run again with the same settings,
 picks up where it stopped: a killed training (or SAC run) resumes from its last checkpoint, a
 killed collection is redone with the same seed (its dataset is written atomically, so no
@@ -90,6 +95,11 @@ class MBRLConfig:
     the previous), each with a linear lr decay over its own steps."""
     train_overrides: list[str] = field(default_factory=lambda: ["experiment=demo"])
     """``noether-control train`` overrides of every world model (its own presets)."""
+    refit_reward: bool = False
+    """Refit every model's reward head on its own rollouts (``noether-control refit_reward``)
+    and make the agent of the refitted model; the next model continues the trained one."""
+    refit_overrides: list[str] = field(default_factory=list)
+    """``noether-control refit_reward`` overrides of every refit (its own presets)."""
     collect_overrides: list[str] = field(default_factory=list)
     """Extra ``noether-control collect`` overrides of every collection."""
     plan_overrides: list[str] = field(default_factory=list)
@@ -126,7 +136,8 @@ class MBRLConfig:
             raise ValueError(f"exploration_correlation: correlated noise is for agent=mpc, got "
                              f"{self.exploration_correlation} with agent={self.agent}")
         require_choice("agent", self.agent, AGENTS)
-        for name in ("train_overrides", "collect_overrides", "plan_overrides", "rl_overrides"):
+        for name in ("train_overrides", "refit_overrides", "collect_overrides",
+                     "plan_overrides", "rl_overrides"):
             for item in getattr(self, name):
                 if "=" not in str(item) or str(item).startswith("hydra.run.dir"):
                     raise ValueError(f"{name}: expected key=value overrides (the run directory "
@@ -205,6 +216,15 @@ def train_stage(config: MBRLConfig, out_dir: Path, iteration: int, data: str,
     return directory
 
 
+def refit_stage(config: MBRLConfig, out_dir: Path, iteration: int, trained: Path) -> Path:
+    """``trained``'s reward head refitted on its own rollouts; the stage's run directory is the
+    refitted model's checkpoint."""
+    directory = out_dir / f"iter{iteration}" / "refit"
+    run_stage(directory, "refit_reward", [f"checkpoint={trained}", f"seed={config.seed}",
+                                          *config.refit_overrides])
+    return directory
+
+
 def evaluation_overrides(config: MBRLConfig, model: Path) -> list[str]:
     """The model and the seeded evaluation episodes every agent stage shares."""
     return [f"env={config.env}", f"checkpoint={model}", f"episodes={config.eval_episodes}",
@@ -272,13 +292,15 @@ def model_based_loop(config: MBRLConfig, out_dir: Path) -> dict[str, Any]:
     config.validate()
     rows: list[dict[str, Any]] = []
     data: str | None = None
+    trained: Path | None = None
     model: Path | None = None
     agent: Path | None = None
     guide: Path | None = None
     for iteration in range(config.iterations + 1):
         collected = collect_stage(config, out_dir, iteration, data, model, agent, guide)
         data = str(collected["path"])
-        model = train_stage(config, out_dir, iteration, data, model)
+        trained = train_stage(config, out_dir, iteration, data, trained)
+        model = refit_stage(config, out_dir, iteration, trained) if config.refit_reward else trained
         guide_return = None
         if config.guide_steps:
             guide, alone = guide_stage(config, out_dir, iteration, model)

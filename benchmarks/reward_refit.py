@@ -2,7 +2,7 @@
 
     python benchmarks/reward_refit.py CHECKPOINT [--dataset PATH] [--windows 3000] [--episodes 8]
         [--sqrt-cost [--sqrt-cost-input hidden_code_motion]] [--temperature 1.0]
-        [--iterations 1] [--noise-beta 0.0] [--save PATH]
+        [--iterations 1] [--noise-beta 0.0]
 
 From a pendulum checkpoint's model it builds two copies whose reward heads are new, one reading
 the LSTM output (``model.reward_input=hidden``, as trained) and one reading that, frame t's code
@@ -25,8 +25,9 @@ prints
   on the same seeded episodes, split into the swing-up and the hold, with the angle held
   (``--episodes 0`` skips it).
 
-``--save PATH`` writes the last refit as a checkpoint (the source's run config and step, the new
-head), so ``noether-control plan checkpoint=PATH`` and the loop can plan through it.
+The refits are :func:`noether_control.training.reward_head.refit_reward_head` on the windows
+``noether-control refit_reward`` draws (same seed: the same windows), so the command's
+checkpoint of a refit is the model scored here.
 
 Figures are in docs/rl.md.
 """
@@ -34,87 +35,24 @@ Figures are in docs/rl.md.
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 from plan_hold import HOLD, SWING_UP, play
-from torch import Tensor, nn
+from torch import Tensor
 
 import noether_control  # noqa: F401  (registers the env ids)
 from noether_control.agents.mpc import MPCAgent, OracleAgent
 from noether_control.agents.plan import load_planning_checkpoint
 from noether_control.agents.planners import make_planner
-from noether_control.data.windows import EpisodeWindows
+from noether_control.agents.refit_reward import sample_windows
 from noether_control.envs.dynamics import angle_normalize
-from noether_control.models.checkpoint import read_checkpoint, save_checkpoint
 from noether_control.models.svg import REWARD_INPUTS, SVGWorldModel
+from noether_control.training.reward_head import refit_reward_head, rollout_rewards
 
 ANGLE_BANDS = ((0.0, 0.1), (0.1, 0.3), (0.3, 1.5), (1.5, np.pi + 0.01))
 SPEED_BANDS = ((0.0, 1.0), (1.0, 3.0), (3.0, 5.0), (5.0, 8.01))
-
-
-def with_reward_head(model: SVGWorldModel, reward_input: str,
-                     reward_output: str = "reward") -> SVGWorldModel:
-    """A copy of ``model`` whose reward head reads ``reward_input`` and predicts
-    ``reward_output`` (``model.reward_output``), freshly initialised; every other weight is
-    ``model``'s."""
-    copy = SVGWorldModel(dataclasses.replace(model.config, reward_input=reward_input,
-                                             reward_output=reward_output))
-    kept = {name: value for name, value in model.state_dict().items()
-            if not name.startswith("reward_net.")}
-    missing, unexpected = copy.load_state_dict(kept, strict=False)
-    if unexpected or any(not name.startswith("reward_net.") for name in missing):
-        raise ValueError(f"expected only the reward head to differ, got missing {missing}, "
-                         f"unexpected {unexpected}")
-    return copy.eval()
-
-
-@torch.no_grad()
-def reward_features(model: SVGWorldModel, frames: Tensor, actions: Tensor, context: int,
-                    chunk: int = 250) -> Tensor:
-    """What ``model``'s reward head reads ``(B, H, ·)`` along closed-loop rollouts of windows
-    ``frames`` ``(B, P + H, C, S, S)`` under their actions ``(B, P + H, A)``, captured at the
-    head's input so it is exactly the head's view whatever ``model.reward_input``."""
-    captured: list[Tensor] = []
-    hook = model.reward_net.register_forward_pre_hook(
-        lambda _module, inputs: captured.append(inputs[0]))
-    try:
-        rows = []
-        for start in range(0, frames.shape[0], chunk):
-            part = slice(start, start + chunk)
-            state = model.encode_context(frames[part, :context], actions[part, :context - 1])
-            captured.clear()  # the context's own predictor steps ran the head too
-            model.rollout(state, actions[part, context - 1:-1])
-            rows.append(torch.stack(captured, dim=1))
-    finally:
-        hook.remove()
-    return torch.cat(rows)
-
-
-def fit_reward_head(head: nn.Module, features: Tensor, rewards: Tensor, steps: int,
-                    seed: int, batch: int = 512, lr: float = 1e-3) -> None:
-    """Fit ``head`` alone on ``features`` ``(N, ·)`` → ``rewards`` ``(N,)`` by MSE with Adam."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
-    for _ in range(steps):
-        index = torch.randint(0, features.shape[0], (batch,), generator=generator)
-        loss = (head(features[index]).squeeze(-1) - rewards[index]).pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-
-def windows(path: str, length: int, split: str, count: int, seed: int) -> dict[str, Tensor]:
-    """``count`` random windows of ``length`` steps of ``split``, stacked."""
-    dataset = EpisodeWindows(path, length, split=split, stride=3)
-    chosen = np.random.default_rng(seed).choice(len(dataset), min(len(dataset), count),
-                                                replace=False)
-    items = [dataset[int(i)] for i in chosen]
-    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
 
 
 def band_errors(predicted: Tensor, true: Tensor, values: Tensor,
@@ -160,9 +98,6 @@ def main() -> None:
                         help="also refit a head on √(−reward), read as −output²")
     parser.add_argument("--sqrt-cost-input", default="hidden_code", choices=REWARD_INPUTS,
                         help="what the √cost head reads (model.reward_input)")
-    parser.add_argument("--save", metavar="PATH",
-                        help="write the last refit (the √cost one with --sqrt-cost, else the "
-                             "hidden_code one) as a checkpoint that plan and mbrl load")
     args = parser.parse_args()
     if args.episodes < 0:
         parser.error(f"--episodes: expected ≥ 0, got {args.episodes}")
@@ -174,37 +109,24 @@ def main() -> None:
     trained, context = loaded.model, loaded.context_frames
     length = context + args.horizon
     dataset = args.dataset or loaded.train_config["data"]["path"]
-    train = windows(dataset, length, "train", args.windows, seed=0)
-    val = windows(dataset, length, "val", args.windows // 5, seed=1)
+    data = loaded.train_config.get("data") or {}
+    train = sample_windows(dataset, length, "train", args.windows, 3, 0, data)
+    val = sample_windows(dataset, length, "val", args.windows // 5, 3, 1, data)
     steps = slice(context - 1, length - 1)
     angles = angle_normalize(val["states"][:, steps, 0])
     models = {"checkpoint's head": trained}
-    rewards = train["rewards"][:, steps].flatten()
     refits = [("hidden", "reward"), ("hidden_code", "reward")] + [
         (args.sqrt_cost_input, "root_cost")] * args.sqrt_cost
-    features = {}  # the head's input does not depend on the head: one rollout per reward_input
     for reward_input, reward_output in refits:
-        torch.manual_seed(0)
-        model = with_reward_head(trained, reward_input, reward_output)
-        if reward_input not in features:
-            features[reward_input] = reward_features(model, train["frames"], train["actions"],
-                                                     context).flatten(0, 1)
-        # the head is fitted in its own output space, as training fits it (reward_loss)
-        target = (-rewards).clamp_min(0).sqrt() if reward_output == "root_cost" else rewards
-        fit_reward_head(model.reward_net, features[reward_input], target, args.fit_steps, seed=0)
         name = (f"√cost on {reward_input}" if reward_output == "root_cost"
                 else f"refit on {reward_input}")
-        models[name] = model.eval()
-    if args.save:
-        save_refit(args.save, model, loaded.path, args)
+        models[name] = refit_reward_head(trained, train["frames"], train["actions"],
+                                         train["rewards"], context, reward_input, reward_output,
+                                         args.fit_steps, seed=0)
     print(f"checkpoint {loaded.path} ({loaded.real_steps} real steps); {len(train['frames'])} "
           f"training windows of {dataset}, {args.horizon}-step rollouts")
-    predicted = {}
-    for name, model in models.items():
-        with torch.no_grad():
-            state = model.encode_context(val["frames"][:, :context],
-                                         val["actions"][:, :context - 1])
-            predicted[name] = model.rollout(state, val["actions"][:, context - 1:-1]).rewards
+    predicted = {name: rollout_rewards(model, val["frames"], val["actions"], context)
+                 for name, model in models.items()}
     for what, values, bands in (("|θ| (rad)", angles, ANGLE_BANDS),
                                 ("|θ̇| (rad/s)", val["states"][:, steps, 1], SPEED_BANDS)):
         print(f"reward error on {len(val['frames'])} validation windows, bias and RMSE by {what}:")
@@ -220,25 +142,6 @@ def main() -> None:
         print(f"{name:<28}{depth_errors(model_rewards, val['rewards'][:, steps], depths)}")
     if args.episodes > 0:
         compare_planning(models, context, args)
-
-
-def save_refit(path: str, model: SVGWorldModel, source: Path, args: argparse.Namespace) -> None:
-    """Write ``model`` as a checkpoint ``path`` that ``plan``, ``mbrl`` and ``train.init_from``
-    read like a trained one: the source checkpoint's run config and step, the new head."""
-    payload = read_checkpoint(source)
-    if (payload.get("extra") or {}).get("noether"):
-        raise ValueError(f"--save: checkpoint {str(source)!r} carries a Noether embedding g_φ, "
-                         "which a refit checkpoint would drop; expected a plain world model")
-    config = copy.deepcopy(payload["config"])
-    config.setdefault("model", {}).update(reward_input=model.config.reward_input,
-                                          reward_output=model.config.reward_output)
-    refit = {"source": str(source), "windows": args.windows, "horizon": args.horizon,
-             "fit_steps": args.fit_steps,
-             "dataset": args.dataset or config.get("data", {}).get("path")}
-    written = save_checkpoint(path, model=model, optimizer=None, step=payload["step"],
-                              config=config, rng={}, extra={"reward_refit": refit})
-    print(f"saved the {model.config.reward_input} / {model.config.reward_output} refit to "
-          f"{written}")
 
 
 def compare_planning(models: dict[str, SVGWorldModel], context: int,

@@ -58,6 +58,10 @@ COMMANDS: dict[str, Command] = {
         "noether_control.agents.plan_table",
         "several plan results side by side, paired by episode seed",
     ),
+    "refit_reward": Command(
+        "noether_control.agents.refit_reward",
+        "refit a trained world model's reward head on its own rollouts, for planning",
+    ),
     "rl": Command(
         "noether_control.agents.rl",
         "train an SB3 agent inside a world model, then evaluate it on the real env",

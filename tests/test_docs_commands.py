@@ -48,6 +48,7 @@ from noether_control.agents.plan import PlanConfig
 from noether_control.agents.plan_table import PlanTableConfig
 from noether_control.agents.planners import planner_config
 from noether_control.agents.policies import MPCPolicyConfig, policy_config
+from noether_control.agents.refit_reward import RefitRewardConfig
 from noether_control.agents.rl import RLConfig
 from noether_control.cli import COMMANDS, DEBUG_FLAG, command_help, one_line, usage
 from noether_control.data.env_config import EnvConfig, make_vector_env
@@ -242,6 +243,7 @@ CONFIG_CLASSES: dict[str, type] = {
     "plan": PlanConfig,
     "plan_table": PlanTableConfig,
     "rl": RLConfig,
+    "refit_reward": RefitRewardConfig,
     "mbrl": MBRLConfig,
     "discover": DiscoverConfig,
     "demo": DemoConfig,
@@ -288,6 +290,7 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "plan": check_plan,
     "plan_table": check_plan_table,
     "rl": check_rl,
+    "refit_reward": RefitRewardConfig.validate,
     "mbrl": MBRLConfig.validate,
     "discover": DiscoverConfig.validate,
     "demo": check_stages,
@@ -296,8 +299,8 @@ CHECKS: dict[str, Callable[[Any], None]] = {
 
 def mbrl_stages(config: MBRLConfig) -> list[tuple[str, list[str]]]:
     """``(command, overrides)`` of the loop's stages in its first two iterations (collect with
-    OU, then with the agent; train, then continue; the guide; plan or rl), as the loop builds
-    them."""
+    OU, then with the agent; train, then continue; the refit; the guide; plan or rl), as the
+    loop builds them."""
     started: list[tuple[str, list[str]]] = []
 
     def record(directory: Path, command: str, overrides: list[str]) -> dict[str, object]:
@@ -309,6 +312,8 @@ def mbrl_stages(config: MBRLConfig) -> list[tuple[str, list[str]]]:
     with mock.patch.object(mbrl, "run_stage", record):
         mbrl.collect_stage(config, run, 0, None, None, None, None)
         mbrl.train_stage(config, run, 0, "DATASET", None)
+        if config.refit_reward:
+            mbrl.refit_stage(config, run, 0, Path("TRAINED_DIR"))
         if guide is not None:
             mbrl.guide_stage(config, run, 0, model)
         mbrl.agent_stage(config, run, 0, model, guide)

@@ -33,7 +33,7 @@ def episodes(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("mbrl") / "run"
-    done = run_mbrl(out, "exploration_correlation=0.5")
+    done = run_mbrl(out, "exploration_correlation=0.5", "refit_reward=true")
     assert done.returncode == 0, done.stdout + done.stderr
     return out
 
@@ -60,6 +60,22 @@ def test_the_loop_grows_the_data_continues_the_model_and_evaluates(loop: Path) -
     evaluation = json.loads((loop / "iter1/plan/results.json").read_text())
     assert evaluation["seeds"] == [1000, 1001] and evaluation["real_env_steps"] == 120
     assert (loop / "progress.csv").read_text().count("\n") == 3
+
+
+def test_with_refit_reward_the_agents_read_the_refit_and_the_model_continues_the_trained(
+        loop: Path) -> None:
+    for iteration in (0, 1):
+        refit = json.loads((loop / f"iter{iteration}/refit/results.json").read_text())
+        assert refit["checkpoint"] == str(loop / f"iter{iteration}/train/checkpoints/last.pt")
+        assert refit["config"]["reward_output"] == "root_cost"
+        evaluation = json.loads((loop / f"iter{iteration}/plan/results.json").read_text())
+        assert evaluation["checkpoint"] == str(loop / f"iter{iteration}/refit/checkpoints/last.pt")
+    policy = OmegaConf.load(loop / "iter1/collect/.hydra/config.yaml").policy
+    assert policy.checkpoint == str(loop / "iter0/refit")
+    train = OmegaConf.load(loop / "iter1/train/.hydra/config.yaml").train
+    assert train.init_from == str(loop / "iter0/train/checkpoints/last.pt")
+    rows = json.loads((loop / "results.json").read_text())["iterations"]
+    assert [row["model"] for row in rows] == [str(loop / "iter0/refit"), str(loop / "iter1/refit")]
     assert (loop / "progress.png").stat().st_size > 0
 
 
@@ -69,12 +85,12 @@ def test_a_loop_killed_while_collecting_resumes_to_the_same_dataset(loop: Path,
     shutil.copytree(loop, killed)
     # as if killed during iteration 1's collection: its dataset (written atomically) and every
     # later stage never happened
-    for stale in ("iter1/collect", "iter1/train", "iter1/plan",
+    for stale in ("iter1/collect", "iter1/train", "iter1/refit", "iter1/plan",
                   "datasets/noether-control/mbrl/iter1-v0"):
         shutil.rmtree(killed / stale)
     for stale in ("results.json", "progress.csv", "progress.png"):
         (killed / stale).unlink()
-    done = run_mbrl(killed, "exploration_correlation=0.5")
+    done = run_mbrl(killed, "exploration_correlation=0.5", "refit_reward=true")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "iter0/collect" not in done.stdout  # finished stages are not redone
     for (a, r), (b, s) in zip(episodes(loop / "datasets/noether-control/mbrl/iter1-v0"),
