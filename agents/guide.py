@@ -100,7 +100,13 @@ class LatentGuide:
         """The plan ``(E, horizon, A)`` the actor makes through the model, one model step per
         action, from the state of ``P`` frames ``(E, P, …)`` and the ``P − 1`` actions
         ``(E, P − 1, A)`` between them (as :meth:`SVGWorldModel.encode_context` reads them)."""
-        state = self.model.encode_context(frames, actions)
+        frames = as_model_frames(frames, self.model.config)
+        if self.window is not None and frames.shape[1] != self.window:
+            raise ValueError(f"guide: its agent reads the encoding of {self.window} frames, "
+                             f"got a context of {frames.shape[1]}")
+        # the context's codes serve both the state and the actor's first window: encoded once
+        codes, skips = self.model.encode_frames(frames)
+        state = self.model.context_from_codes(codes, actions, skips)
         if self.window is None:
             plans = []
             for _ in range(horizon):
@@ -108,11 +114,7 @@ class LatentGuide:
                 plans.append(chosen)
                 _, state = self.model.advance(state, chosen[:, None])
             return torch.stack(plans, dim=1)
-        if frames.shape[1] != self.window:
-            raise ValueError(f"guide: its agent reads the encoding of {self.window} frames, "
-                             f"got a context of {frames.shape[1]}")
-        encoded = self.model.encode(as_model_frames(frames, self.model.config).flatten(0, 1))[0]
-        codes, taken = encoded.unflatten(0, frames.shape[:2]), actions
+        taken = actions
         between = self.window - 1
         for _ in range(horizon):
             window = self.model.context_from_codes(codes[:, -self.window:],

@@ -559,7 +559,7 @@ class SVGWorldModel(nn.Module):
         """
         self.check_inputs(frames, actions, frames.shape[1])
         self.check_adapt(adapt, frames.shape[0])
-        codes, last_skips = self._encode_frames(frames, adapt)
+        codes, last_skips = self.encode_frames(frames, adapt)
         lstm, code, prior = self._context_steps(codes, actions, frames.shape[1], adapt, generator)
         return WorldState(lstm, code, last_skips, prior)
 
@@ -584,7 +584,7 @@ class SVGWorldModel(nn.Module):
                 f"shape {expected}, got {getattr(actions, 'shape', type(actions).__name__)}"
             )
         self.check_adapt(adapt, batch)
-        codes, last_skips = self._encode_frames(frames, adapt)
+        codes, last_skips = self.encode_frames(frames, adapt)
         return self.context_from_codes(codes, actions, last_skips, adapt, generator=generator)
 
     def context_from_codes(
@@ -612,8 +612,10 @@ class SVGWorldModel(nn.Module):
         """``state`` with each row repeated for ``n`` candidates (:meth:`WorldState.expand`)."""
         return state.expand(n)
 
-    def _encode_frames(self, frames: Tensor, adapt: Adapt | None) -> tuple[Tensor, list[Tensor]]:
-        """Codes ``(B, P, g_dim)`` of ``(B, P, C, S, S)`` frames and the last frame's skips."""
+    def encode_frames(self, frames: Tensor, adapt: Adapt | None = None
+                      ) -> tuple[Tensor, list[Tensor]]:
+        """Codes ``(B, P, g_dim)`` of ``(B, P, C, S, S)`` frames in [0, 1] and the last frame's
+        skips: what :meth:`context_from_codes` reads."""
         batch, n_frames = frames.shape[:2]
         codes, skips = self.encode(frames.flatten(0, 1), adapt)
         last_skips = [s.unflatten(0, (batch, n_frames))[:, -1] for s in skips]
