@@ -33,6 +33,7 @@ from torch import Tensor
 
 from noether_control.agents.plan import LoadedModel, load_planning_checkpoint
 from noether_control.data.windows import EpisodeWindows
+from noether_control.evaluation.evaluate import DataSettings, training_data_settings
 from noether_control.models.checkpoint import read_checkpoint, save_checkpoint
 from noether_control.models.svg import REWARD_INPUTS, REWARD_OUTPUTS, SVGWorldModel
 from noether_control.runtime import (
@@ -93,17 +94,17 @@ class RefitRewardConfig:
             raise ValueError(f"lr: expected a number > 0, got {self.lr!r}")
 
 
-def sample_windows(path: str, length: int, split: str, count: int, stride: int, seed: int,
-                   data: dict[str, Any]) -> dict[str, Tensor]:
-    """Up to ``count`` random windows of ``length`` steps of ``split`` (the split settings of
-    the checkpoint's ``data`` config), each of the dataset's columns stacked: ``frames (N,
-    length, C, S, S)``, ``actions (N, length, A)``, ``rewards (N, length)``, ``states``..."""
-    split_settings = {"split_fractions": tuple(data.get("split_fractions", (0.8, 0.1, 0.1))),
-                      "seed": int(data.get("split_seed", 0))}
+def sample_windows(data: DataSettings, length: int, split: str, count: int, stride: int,
+                   seed: int) -> dict[str, Tensor]:
+    """Up to ``count`` random windows of ``length`` steps of ``split`` of ``data`` (the dataset
+    and the split of the checkpoint's training run), each of the dataset's columns stacked:
+    ``frames (N, length, C, S, S)``, ``actions (N, length, A)``, ``rewards (N, length)``,
+    ``states``..."""
     try:
-        dataset = EpisodeWindows(path, length, split=split, stride=stride, **split_settings)
+        dataset = EpisodeWindows(data.path, length, split=split, stride=stride,
+                                 split_fractions=data.split_fractions, seed=data.split_seed)
     except ValueError as error:
-        raise ValueError(f"{split} windows of {length} steps from {path}: {error}") from error
+        raise ValueError(f"{split} windows of {length} steps from {data.path}: {error}") from error
     chosen = np.random.default_rng(seed).choice(len(dataset), min(len(dataset), count),
                                                 replace=False)
     items = [dataset[int(i)] for i in chosen]
@@ -161,19 +162,14 @@ def refit_reward(config: RefitRewardConfig, out_dir: Path) -> dict[str, Any]:
         raise ValueError(f"checkpoint: {str(loaded.path)!r} carries a Noether embedding g_φ, "
                          "whose tailoring would change the features the head is fitted on; "
                          "expected a plain world model")
-    data = loaded.train_config.get("data") or {}
-    dataset = config.dataset or data.get("path")
-    if not dataset:
-        raise ValueError(f"dataset: the checkpoint {str(loaded.path)!r} names no training data; "
-                         "give dataset=PATH")
+    data = training_data_settings(loaded.train_config, config.dataset)
     context = loaded.context_frames
     length = context + config.horizon
     start = time.perf_counter()
-    train = sample_windows(dataset, length, "train", config.windows, config.stride,
-                           config.seed, data)
+    train = sample_windows(data, length, "train", config.windows, config.stride, config.seed)
     try:
-        val = sample_windows(dataset, length, "val", max(1, config.windows // 5), config.stride,
-                             config.seed + 1, data)
+        val = sample_windows(data, length, "val", max(1, config.windows // 5), config.stride,
+                             config.seed + 1)
         scored_on = "val"
     except ValueError as error:
         # a few-episode dataset may hold no validation episode: score on what was fitted
@@ -191,12 +187,12 @@ def refit_reward(config: RefitRewardConfig, out_dir: Path) -> dict[str, Any]:
     predicted = {name: rollout_rewards(model, val["frames"], val["actions"], context).cpu()
                  for name, model in heads.items()}
     saved = save_refit(out_dir / "checkpoints" / "last.pt", refit, loaded, {
-        "source": str(loaded.path), "dataset": str(dataset), "windows": len(train["frames"]),
+        "source": str(loaded.path), "dataset": data.path, "windows": len(train["frames"]),
         "horizon": config.horizon, "fit_steps": config.fit_steps, "seed": config.seed})
     plot_rewards(predicted, true, out_dir / "rewards.png")
     document = {
         "config": asdict(config), "checkpoint": str(loaded.path), "saved": str(saved),
-        "dataset": str(dataset), "real_env_steps": loaded.real_steps,
+        "dataset": data.path, "real_env_steps": loaded.real_steps,
         "train_windows": len(train["frames"]), "scored_on": scored_on,
         "scored_windows": len(val["frames"]),
         "near_goal_reward": float(true[near_goal].min()), "fit_seconds": fit_seconds,

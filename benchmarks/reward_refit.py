@@ -48,6 +48,7 @@ from noether_control.agents.plan import load_planning_checkpoint
 from noether_control.agents.planners import make_planner
 from noether_control.agents.refit_reward import sample_windows
 from noether_control.envs.dynamics import angle_normalize
+from noether_control.evaluation.evaluate import training_data_settings
 from noether_control.models.svg import REWARD_INPUTS, SVGWorldModel
 from noether_control.training.reward_head import refit_reward_head, rollout_rewards
 
@@ -108,10 +109,9 @@ def main() -> None:
     loaded = load_planning_checkpoint(args.checkpoint, torch.device("cpu"))
     trained, context = loaded.model, loaded.context_frames
     length = context + args.horizon
-    dataset = args.dataset or loaded.train_config["data"]["path"]
-    data = loaded.train_config.get("data") or {}
-    train = sample_windows(dataset, length, "train", args.windows, 3, 0, data)
-    val = sample_windows(dataset, length, "val", args.windows // 5, 3, 1, data)
+    data = training_data_settings(loaded.train_config, args.dataset)
+    train = sample_windows(data, length, "train", args.windows, 3, 0)
+    val = sample_windows(data, length, "val", args.windows // 5, 3, 1)
     steps = slice(context - 1, length - 1)
     angles = angle_normalize(val["states"][:, steps, 0])
     models = {"checkpoint's head": trained}
@@ -124,7 +124,7 @@ def main() -> None:
                                          train["rewards"], context, reward_input, reward_output,
                                          args.fit_steps, seed=0)
     print(f"checkpoint {loaded.path} ({loaded.real_steps} real steps); {len(train['frames'])} "
-          f"training windows of {dataset}, {args.horizon}-step rollouts")
+          f"training windows of {data.path}, {args.horizon}-step rollouts")
     predicted = {name: rollout_rewards(model, val["frames"], val["actions"], context)
                  for name, model in models.items()}
     for what, values, bands in (("|θ| (rad)", angles, ANGLE_BANDS),

@@ -21,6 +21,7 @@ from noether_control.agents.refit_reward import (
     reward_errors,
     sample_windows,
 )
+from noether_control.evaluation.evaluate import training_data_settings
 from noether_control.models.checkpoint import read_checkpoint, save_checkpoint
 from noether_control.models.svg import SVGConfig, SVGWorldModel
 from noether_control.noether.config import NoetherConfig
@@ -166,8 +167,8 @@ def test_the_command_saves_a_refit_that_plans_as_fitted(checkpoint: Path, tmp_pa
 
 
 def refit_windows(checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    data = read_checkpoint(checkpoint)["config"]["data"]
-    drawn = sample_windows(data["path"], P + 4, "train", 40, 3, 0, data)
+    data = training_data_settings(read_checkpoint(checkpoint)["config"], None)
+    drawn = sample_windows(data, P + 4, "train", 40, 3, 0)
     return drawn["frames"], drawn["actions"], drawn["rewards"]
 
 
@@ -198,6 +199,10 @@ def test_bad_settings_are_refused(checkpoint: Path, tmp_path: Path) -> None:
     noether = save_checkpoint(tmp_path / "noether.pt", model=model, optimizer=None, step=1,
                               config=read_checkpoint(checkpoint)["config"], rng={},
                               extra={"noether": conserved.checkpoint_state()})
+    unsplit = save_checkpoint(tmp_path / "unsplit.pt", model=tiny_model(), optimizer=None, step=1,
+                              config={"data": {"path": "somewhere", "n_past": P}}, rng={})
+    with pytest.raises(ValueError, match=r"expected data\.split_fractions, data\.split_seed"):
+        refit_reward(smoke_config(unsplit), tmp_path)
     with pytest.raises(ValueError, match="carries a Noether embedding"):
         refit_reward(smoke_config(noether), tmp_path)
     assert not (tmp_path / "checkpoints").exists()
