@@ -37,12 +37,17 @@ def tiny_model(dtype: torch.dtype = torch.float32, **changes: object) -> SVGWorl
 def noether_for(model: SVGWorldModel, dtype: torch.dtype = torch.float32, *,
                 embedding: str = "hidden", tailored: str = "lstm", steps: int = 1,
                 lr: float = 0.5, optimizer: str = "sgd", learnable_lr: bool = False,
-                **changes: object) -> NoetherModule:
+                action_work: bool = False, **changes: object) -> NoetherModule:
     torch.manual_seed(1)
     inner = TailoringConfig(steps=steps, lr=lr, optimizer=optimizer, learnable_lr=learnable_lr)
-    config = NoetherConfig(enabled=True, embedding=EmbeddingConfig(input=embedding, dim=4, width=8),
-                           tailored=tailored, inner=inner, **changes)
-    return NoetherModule(config, model.config).to(dtype)
+    shape = EmbeddingConfig(input=embedding, dim=4, width=8, action_work=action_work)
+    config = NoetherConfig(enabled=True, embedding=shape, tailored=tailored, inner=inner,
+                           **changes)
+    noether = NoetherModule(config, model.config).to(dtype)
+    if action_work:
+        # A fresh work head is zero (g equals the action-blind one); give it a say.
+        torch.nn.init.normal_(noether.embedding.work.weight, std=0.1)
+    return noether
 
 
 def window(batch: int = 3, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
@@ -103,6 +108,82 @@ def test_frame_embedding_sees_both_frames_of_a_pair() -> None:
     assert not torch.allclose(embedding(frames), embedding(swapped))
 
 
+def _work_embedding(action_dim: int = 2) -> ConservedEmbedding:
+    torch.manual_seed(3)
+    embedding = ConservedEmbedding(
+        EmbeddingConfig(input="frames", dim=4, width=4, action_work=True), channels=1,
+        image_size=8, action_dim=action_dim,
+    )
+    torch.nn.init.normal_(embedding.work.weight)
+    return embedding
+
+
+def test_a_fresh_action_work_embedding_is_the_action_blind_one() -> None:
+    torch.manual_seed(3)
+    blind = ConservedEmbedding(EmbeddingConfig(input="frames", dim=4, width=4), channels=1,
+                               image_size=8)
+    torch.manual_seed(3)
+    aware = ConservedEmbedding(EmbeddingConfig(input="frames", dim=4, width=4, action_work=True),
+                               channels=1, image_size=8, action_dim=2)
+    frames = torch.rand(2, 5, 1, 8, 8)
+    torch.testing.assert_close(aware(frames, torch.randn(2, 4, 2)), blind(frames))
+
+
+def test_action_work_subtracts_the_work_of_each_action_over_its_own_pair() -> None:
+    embedding = _work_embedding()
+    frames, actions = torch.rand(2, 5, 1, 8, 8), torch.randn(2, 4, 2)
+    balance = embedding(frames, actions)
+    pairs = torch.cat([frames[:, :-1], frames[:, 1:]], dim=2).flatten(0, 1)
+    features = embedding.net[:-1](pairs)
+    values = embedding.net[-1](features).unflatten(0, (2, 4))
+    rates = embedding.work(features).unflatten(0, (2, 4)).unflatten(-1, (4, 2))
+    # c_t − c_{t−1} = q_t − q_{t−1} − a_t · U(x_t, x_{t+1}); the first pair is q itself.
+    work = (rates * actions[:, :, None, :]).sum(-1)
+    torch.testing.assert_close(balance[:, 0], values[:, 0])
+    torch.testing.assert_close(balance.diff(dim=1), values.diff(dim=1) - work[:, 1:])
+    # Without torque the pair value is what is conserved.
+    torch.testing.assert_close(embedding(frames, torch.zeros(2, 4, 2)), values)
+    # Action 0 drives the first pair, against which everything is measured: it does not count.
+    changed = actions.clone()
+    changed[:, 0] += 1.0
+    torch.testing.assert_close(embedding(frames, changed), balance)
+
+
+def test_action_work_needs_the_actions_in_their_layout() -> None:
+    embedding = _work_embedding()
+    frames = torch.rand(2, 5, 1, 8, 8)
+    with pytest.raises(ValueError, match="expected the actions"):
+        embedding(frames)
+    with pytest.raises(ValueError, match=r"expected actions \(B=2, >= 4, A=2\), got \(2, 3, 2\)"):
+        embedding(frames, torch.zeros(2, 3, 2))
+    with pytest.raises(ValueError, match=r"A=2\), got \(2, 4, 1\)"):
+        embedding(frames, torch.zeros(2, 4, 1))
+    with pytest.raises(ValueError, match="action_work: expected input=frames"):
+        EmbeddingConfig(input="hidden", action_work=True).validate()
+
+
+@pytest.mark.parametrize("include_context", [True, False])
+def test_conservation_reads_the_actions_aligned_with_the_embedded_frames(
+    include_context: bool,
+) -> None:
+    model = tiny_model()
+    noether = noether_for(model, embedding="frames", action_work=True,
+                          include_context=include_context)
+    frames, actions = window()
+    context = frames[:, :N_PAST]
+    with torch.no_grad():
+        rollout = noether.rollout(model, noether.initial_params(model, 3, context), context,
+                                  actions, HORIZON)
+        embedded = rollout.frames
+        first = N_PAST
+        if include_context:
+            embedded, first = torch.cat([context, rollout.frames], 1), 0
+        expected = conservation_loss(noether.embedding(embedded, actions[:, first:]))
+        torch.testing.assert_close(noether.conservation(rollout, context, actions), expected)
+        with pytest.raises(ValueError, match="expected the actions"):
+            noether.conservation(rollout, context)
+
+
 def test_embedding_rejects_wrong_shapes_and_configs() -> None:
     embedding = ConservedEmbedding(EmbeddingConfig(input="hidden"), hidden_size=8)
     with pytest.raises(ValueError, match=r"expected \(B, T, 8\)"):
@@ -133,7 +214,8 @@ def test_noether_config_validation() -> None:
     [("hidden", "lstm", "adam", 0.02, {}), ("hidden", "lstm", "sgd", 1e3, {"loss": "both"}),
      ("frames", "norm", "adam", 0.02, {"include_context": True, "loss": "first"}),
      ("hidden", "all", "adam", 1e-3, {}),
-     ("hidden", "lstm", "sgd", 0.5, {"scale_free": True})],
+     ("hidden", "lstm", "sgd", 0.5, {"scale_free": True}),
+     ("frames", "lstm", "adam", 0.02, {"include_context": True, "action_work": True})],
 )
 def test_inner_loop_lowers_the_conservation_loss(
     embedding: str, tailored: str, optimizer: str, lr: float, changes: dict[str, object]

@@ -286,3 +286,21 @@ def test_torchrun_two_processes_meta_train_like_one(dataset: str, runs: dict[str
         moved = distance(state(one), state(e1))
         assert moved > 0
         assert distance(state(two), state(one)) < 1e-2 * moved, key
+
+
+def test_action_aware_frame_embedding_meta_trains_and_compares(
+    runs: dict[str, Path], dataset: str, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "frames_work"
+    train_world_model(train_config("experiment=noether_smoke", "noether=frames_work",
+                                   f"data.path={dataset}", *TINY), run_dir)
+    payload = read_checkpoint(run_dir / "checkpoints" / "last.pt")
+    work = payload["extra"]["noether"]["state"]["embedding.work.weight"]
+    assert work.abs().sum() > 0  # meta-training moved the work head off its zero start
+    config = CompareConfig(
+        runs={"baseline": str(runs["baseline"]), "noether": str(run_dir)}, horizon=4,
+        batch_size=4, sweep_steps=[0, 3], sweep_sequences=4, probe_windows=8, device="cpu",
+    )
+    saved = compare(config, tmp_path / "compare")
+    assert saved["probe"]["input"] == "frames" and saved["probe"]["n_test"] > 0
+    assert saved["sweep"]["conservation"][1] < saved["sweep"]["conservation"][0]

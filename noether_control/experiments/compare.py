@@ -221,13 +221,14 @@ def inner_step_sweep(
         context, truth = frames[:, :n_past], frames[:, n_past : n_past + horizon]
         true_motion_sum += float(motion(truth, context[:, -1]).mean(1).sum())
 
-        def record(step: int, rollout: Any, context: Tensor = context,
-                   truth: Tensor = truth) -> None:
+        def record(step: int, rollout: Any, context: Tensor = context, truth: Tensor = truth,
+                   actions: Tensor = actions) -> None:
             if step in mse_sum:
                 with torch.no_grad():  # called inside the inner loop, where gradients are on
                     error = (rollout.frames - truth) ** 2
                     mse_sum[step] += float(error.mean((1, 2, 3, 4)).sum())
-                    conservation_sum[step] += float(noether.conservation(rollout, context).sum())
+                    conservation_sum[step] += float(
+                        noether.conservation(rollout, context, actions).sum())
                     motion_sum[step] += float(motion(rollout.frames, context[:, -1]).mean(1).sum())
 
         params = noether.tailor(model, context, actions, horizon, steps=last, second_order=False,
@@ -283,7 +284,8 @@ def embedding_along_truth(
     source = noether.config.embedding.input
     raw: Tensor | None
     if source == "frames":
-        embedded, raw, energy = noether.embedding(frames), None, energy[:, 1:]
+        actions = batch["actions"].to(device=device, dtype=torch.float32)
+        embedded, raw, energy = noether.embedding(frames, actions), None, energy[:, 1:]
     elif source == "state":
         raw = batch["states"].to(device=device, dtype=torch.float32)
         embedded = noether.embedding(raw)

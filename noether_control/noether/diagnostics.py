@@ -58,7 +58,7 @@ def inner_gradient_split(
                     rollout = noether.rollout(model, params, context, actions, horizon, generator)
             else:
                 rollout = noether.rollout(model, params, context, actions, horizon, generator)
-            loss = noether.conservation(rollout, context).sum()
+            loss = noether.conservation(rollout, context, actions).sum()
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         return torch.cat([
             (torch.zeros_like(value) if grad is None else grad).flatten(1)

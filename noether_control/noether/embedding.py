@@ -13,6 +13,12 @@ inputs are supported (``EmbeddingConfig.input``):
     sees velocity, which one frame cannot.
 ``state``
     Low-dimensional states ``(B, T, state_dim)`` (e.g. the world model's state head), via an MLP.
+
+A controlled system conserves nothing by itself: the torque does work. With
+``EmbeddingConfig.action_work`` (``frames`` only) g_φ returns its pair value minus the learned
+work of the actions since the first pair, ``c_t = q_t − Σ_{1≤s≤t} a_s · U_φ(x_s, x_{s+1})``, the
+form of the energy balance ``E_t − E_0 = Σ τ_s Δθ_s``: the work is linear in the action and read
+from the pair over which the action acts, so with zero torque ``q`` itself is what is conserved.
 """
 
 from __future__ import annotations
@@ -36,12 +42,21 @@ class EmbeddingConfig:
     width: int = 64
     """Hidden units of the MLPs (``hidden``/``state``); first conv channels (``frames``, the
     second conv has twice as many)."""
+    action_work: bool = False
+    """``frames`` only: subtract the learned work of the actions, so that g_φ is conserved in
+    the balance sense a driven system allows (module docstring). Its head starts at zero, so a
+    fresh embedding equals the action-blind one."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field that cannot build an embedding."""
         if self.input not in EMBEDDING_INPUTS:
             raise ValueError(
                 f"noether.embedding.input: expected one of {EMBEDDING_INPUTS}, got {self.input!r}"
+            )
+        if self.action_work and self.input != "frames":
+            raise ValueError(
+                "noether.embedding.action_work: expected input=frames (the work is read from the "
+                f"frame pair an action acts over), got input={self.input!r}"
             )
         for name in ("dim", "width"):
             if getattr(self, name) < 1:
@@ -59,6 +74,7 @@ class ConservedEmbedding(nn.Module):
         channels, image_size: frame layout (``frames`` input).
         hidden_size: LSTM units of the world model (``hidden`` input).
         state_dim: state size (``state`` input).
+        action_dim: action size A (``action_work``).
 
     Examples are independent (no batch statistics), as per-example tailoring requires.
     """
@@ -71,6 +87,7 @@ class ConservedEmbedding(nn.Module):
         image_size: int = 64,
         hidden_size: int = 128,
         state_dim: int = 0,
+        action_dim: int = 1,
     ) -> None:
         super().__init__()
         config.validate()
@@ -88,6 +105,14 @@ class ConservedEmbedding(nn.Module):
                 nn.Conv2d(width, 2 * width, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
                 nn.Flatten(), nn.Linear(2 * width * (image_size // 4) ** 2, dim),
             )
+            if config.action_work:
+                if action_dim < 1:
+                    raise ValueError(f"action_work embedding: expected action_dim >= 1, got "
+                                     f"{action_dim}")
+                self.action_dim = action_dim
+                self.work = nn.Linear(2 * width * (image_size // 4) ** 2, dim * action_dim)
+                nn.init.zeros_(self.work.weight)
+                nn.init.zeros_(self.work.bias)
         else:
             size = hidden_size if config.input == "hidden" else state_dim
             if size < 1:
@@ -107,13 +132,15 @@ class ConservedEmbedding(nn.Module):
         """How many fewer embeddings than input steps (1 for frame pairs, else 0)."""
         return 1 if self.config.input == "frames" else 0
 
-    def forward(self, sequence: Tensor) -> Tensor:
+    def forward(self, sequence: Tensor, actions: Tensor | None = None) -> Tensor:
         """Embed every step of ``sequence``.
 
         Args:
             sequence: float ``(B, T, *features)``: frames ``(B, T, C, H, W)`` in [0, 1] (pairs
                 ``(t-1, t)`` are formed here, T ≥ 2), LSTM activations ``(B, T, rnn_size)`` or
                 states ``(B, T, state_dim)``.
+            actions: ``action_work`` only (required there): float ``(B, ≥ T - 1, A)``, action
+                ``t`` applied to frame ``t`` of ``sequence``.
 
         Returns:
             Float ``(B, T - steps_lost, k)``.
@@ -133,4 +160,25 @@ class ConservedEmbedding(nn.Module):
                 f"got {tuple(sequence.shape)}"
             )
         batch, steps = sequence.shape[:2]
-        return self.net(sequence.flatten(0, 1)).unflatten(0, (batch, steps))
+        if not self.config.action_work:
+            return self.net(sequence.flatten(0, 1)).unflatten(0, (batch, steps))
+        features = self.net[:-1](sequence.flatten(0, 1))
+        values = self.net[-1](features).unflatten(0, (batch, steps))
+        work = self.work(features).unflatten(0, (batch, steps)).unflatten(-1, (-1, self.action_dim))
+        return values - self._accumulated_work(work, actions, steps)
+
+    def _accumulated_work(self, work: Tensor, actions: Tensor | None, pairs: int) -> Tensor:
+        """``Σ_{1≤s≤t} a_s · U_s`` for every pair ``t`` (0 at the first pair), ``(B, pairs, k)``,
+        from the per-pair work rates ``work`` ``(B, pairs, k, A)``."""
+        if actions is None:
+            raise ValueError("action_work embedding: expected the actions applied to the frames, "
+                             "got none")
+        if (actions.dim() != 3 or actions.shape[0] != work.shape[0] or actions.shape[1] < pairs
+                or actions.shape[2] != self.action_dim):
+            raise ValueError(
+                f"action_work embedding: expected actions (B={work.shape[0]}, >= {pairs}, "
+                f"A={self.action_dim}), got {tuple(actions.shape)}"
+            )
+        # Pair s = (x_s, x_{s+1}) is the motion that action s drives.
+        done = torch.einsum("btka,bta->btk", work[:, 1:], actions[:, 1:pairs].to(work.dtype))
+        return torch.cat([torch.zeros_like(done[:, :1]), done], 1).cumsum(1)

@@ -94,7 +94,7 @@ class NoetherModule(nn.Module):
         self.embedding = ConservedEmbedding(
             config.embedding, channels=model_config.channels,
             image_size=model_config.image_size, hidden_size=model_config.rnn_size,
-            state_dim=model_config.state_dim,
+            state_dim=model_config.state_dim, action_dim=model_config.action_dim,
         )
         self.inner_lr = InnerLearningRate(config.inner.lr) if config.inner.learnable_lr else None
         if config.scale_free:
@@ -166,8 +166,12 @@ class NoetherModule(nn.Module):
 
         return single
 
-    def embed(self, rollout: Rollout, context: Tensor) -> Tensor:
-        """g_φ along a rollout ``(B, T', k)`` (with the true context frames when configured)."""
+    def embed(self, rollout: Rollout, context: Tensor, actions: Tensor | None = None) -> Tensor:
+        """g_φ along a rollout ``(B, T', k)`` (with the true context frames when configured).
+
+        ``actions`` ``(B, ≥ P + H - 1, A)``, action ``t`` applied to frame ``t`` of the window
+        (context first), are needed by an ``action_work`` embedding only.
+        """
         source = self.config.embedding.input
         if source == "hidden":
             return self.embedding(rollout.hidden)
@@ -176,14 +180,18 @@ class NoetherModule(nn.Module):
                 raise ValueError("state embedding: expected a model with a state head, got none")
             return self.embedding(rollout.states)
         frames = rollout.frames
+        first = 0
         if self.config.include_context:
             frames = torch.cat([context.to(frames.dtype), frames], dim=1)
-        return self.embedding(frames)
+        else:
+            first = context.shape[1]
+        return self.embedding(frames, None if actions is None else actions[:, first:])
 
-    def conservation(self, rollout: Rollout, context: Tensor) -> Tensor:
+    def conservation(self, rollout: Rollout, context: Tensor,
+                     actions: Tensor | None = None) -> Tensor:
         """Per-example conservation loss ``(B,)`` of g_φ along ``rollout`` (divided by g_φ's
-        variance with ``scale_free``)."""
-        embeddings = self.embed(rollout, context)
+        variance with ``scale_free``); ``actions`` as for :meth:`embed`."""
+        embeddings = self.embed(rollout, context, actions)
         loss = conservation_loss(embeddings, self.config.loss)
         if not self.config.scale_free:
             return loss
@@ -254,7 +262,7 @@ class NoetherModule(nn.Module):
             if on_rollout is not None:
                 on_rollout(calls[0], rollout)
             calls[0] += 1
-            return self.conservation(rollout, context)
+            return self.conservation(rollout, context, actions)
 
         return tailor(
             initial, None, loss, steps=steps, lr=self.lr(), optimizer=inner.optimizer,
@@ -290,7 +298,7 @@ class NoetherModule(nn.Module):
         if generator is not None:
             generator.set_state(start)  # the tailored rollout replays the inner loop's draws
         rollout = self.rollout(model, params, context, actions, horizon, generator)
-        after = self.conservation(rollout, context)
+        after = self.conservation(rollout, context, actions)
         before = first[0] if first else after
         return TailoredPrediction(rollout.frames, before.detach(), after.detach(), params,
                                   rollout.rewards,
