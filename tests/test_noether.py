@@ -134,10 +134,10 @@ def test_action_work_subtracts_the_work_of_each_action_over_its_own_pair() -> No
     frames, actions = torch.rand(2, 5, 1, 8, 8), torch.randn(2, 4, 2)
     balance = embedding(frames, actions)
     pairs = torch.cat([frames[:, :-1], frames[:, 1:]], dim=2).flatten(0, 1)
-    features = embedding.net[:-1](pairs)
-    values = embedding.net[-1](features).unflatten(0, (2, 4))
-    rates = embedding.work(features).unflatten(0, (2, 4)).unflatten(-1, (4, 2))
-    # c_t − c_{t−1} = q_t − q_{t−1} − a_t · U(x_t, x_{t+1}); the first pair is q itself.
+    values = embedding.net(pairs).unflatten(0, (2, 4))
+    rates = embedding.work(values).unflatten(-1, (4, 2))
+    # c_t − c_{t−1} = q_t − q_{t−1} − a_t · U(q_t), q_t the value of (x_t, x_{t+1}); the first
+    # pair is q itself.
     work = (rates * actions[:, :, None, :]).sum(-1)
     torch.testing.assert_close(balance[:, 0], values[:, 0])
     torch.testing.assert_close(balance.diff(dim=1), values.diff(dim=1) - work[:, 1:])

@@ -16,9 +16,12 @@ inputs are supported (``EmbeddingConfig.input``):
 
 A controlled system conserves nothing by itself: the torque does work. With
 ``EmbeddingConfig.action_work`` (``frames`` only) g_φ returns its pair value minus the learned
-work of the actions since the first pair, ``c_t = q_t − Σ_{1≤s≤t} a_s · U_φ(x_s, x_{s+1})``, the
-form of the energy balance ``E_t − E_0 = Σ τ_s Δθ_s``: the work is linear in the action and read
-from the pair over which the action acts, so with zero torque ``q`` itself is what is conserved.
+work of the actions since the first pair, ``c_t = q_t − Σ_{1≤s≤t} a_s · U_φ(q_s)``, the form of
+the energy balance ``E_t − E_0 = Σ τ_s Δθ_s``: the work is linear in the action and read from
+the value of the pair over which the action acts (``q_s`` of ``(x_s, x_{s+1})``, which sees the
+velocity), so with zero torque ``q`` itself is what is conserved. ``U_φ`` is linear in ``q_s``
+rather than in the conv features: on ``k`` inputs, not thousands, an outer Adam step from its
+zero start moves the work by a small amount instead of swamping ``q``.
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ class ConservedEmbedding(nn.Module):
                     raise ValueError(f"action_work embedding: expected action_dim >= 1, got "
                                      f"{action_dim}")
                 self.action_dim = action_dim
-                self.work = nn.Linear(2 * width * (image_size // 4) ** 2, dim * action_dim)
+                self.work = nn.Linear(dim, dim * action_dim)
                 nn.init.zeros_(self.work.weight)
                 nn.init.zeros_(self.work.bias)
         else:
@@ -162,9 +165,8 @@ class ConservedEmbedding(nn.Module):
         batch, steps = sequence.shape[:2]
         if not self.config.action_work:
             return self.net(sequence.flatten(0, 1)).unflatten(0, (batch, steps))
-        features = self.net[:-1](sequence.flatten(0, 1))
-        values = self.net[-1](features).unflatten(0, (batch, steps))
-        work = self.work(features).unflatten(0, (batch, steps)).unflatten(-1, (-1, self.action_dim))
+        values = self.net(sequence.flatten(0, 1)).unflatten(0, (batch, steps))
+        work = self.work(values).unflatten(-1, (-1, self.action_dim))
         return values - self._accumulated_work(work, actions, steps)
 
     def _accumulated_work(self, work: Tensor, actions: Tensor | None, pairs: int) -> Tensor:
