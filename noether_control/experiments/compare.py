@@ -52,7 +52,6 @@ from noether_control.noether.bundle import TrainedBundle, load_bundle
 from noether_control.noether.config import NoetherConfig
 from noether_control.noether.diagnostics import inner_gradient_split
 from noether_control.noether.meta import NoetherModule
-from noether_control.noether.tailoring import TailoringConfig
 from noether_control.runtime import (
     atomic_path,
     resolve_device,
@@ -693,12 +692,11 @@ class DemoComparisonConfig:
     """Run the stage."""
     meta_steps: int = 50
     """E₂: further steps, plain (more-steps control) or meta-trained (Noether)."""
-    noether: NoetherConfig = field(default_factory=lambda: NoetherConfig(
-        enabled=True, inner=TailoringConfig(steps=1, lr=1.0, learnable_lr=True)))
-    """Noether settings of the meta-trained run (``enabled`` is forced on). The inner lr starts
-    at 1, not the ``noether`` group's 100: from the demo's converged world model, 50 meta steps
-    at 100 more than doubled the MSE at horizon 10 (3.8e-3 → 8.6e-3, the control 3.8e-3), at 1
-    it rose 15% (4.4e-3); ``experiment=noether_cpu`` starts at 1 for the same reason."""
+    noether: NoetherConfig = field(default_factory=lambda: NoetherConfig(enabled=True))
+    """Noether settings of the meta-trained run (``enabled`` is forced on), the ``noether``
+    group's: its inner lr starts at 1 because from the demo's converged world model, 50 meta
+    steps at 100 more than doubled the MSE at horizon 10 (3.8e-3 → 8.6e-3, the control 3.8e-3),
+    at 1 it rose 15% (4.4e-3)."""
     horizon: int = 10
     """Test horizon of the comparison."""
     max_sequences: int = 32

@@ -39,7 +39,7 @@ class NoetherConfig:
     (``train.lr`` and its schedule): their own Adam parameter group, so g_φ, which starts from
     scratch when meta-training starts, can learn faster than the pre-trained model moves."""
     inner: TailoringConfig = field(
-        default_factory=lambda: TailoringConfig(steps=1, lr=100.0, learnable_lr=True))
+        default_factory=lambda: TailoringConfig(steps=1, lr=1.0, learnable_lr=True))
     """The inner loop at training time (steps K, lr, sgd/adam, second order, learnable lr)."""
     test_inner_steps: int | None = None
     """Inner steps at test time; ``None``: the same as ``inner.steps``."""
