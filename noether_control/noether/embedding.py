@@ -163,9 +163,9 @@ class ConservedEmbedding(nn.Module):
                 f"got {tuple(sequence.shape)}"
             )
         batch, steps = sequence.shape[:2]
-        if not self.config.action_work:
-            return self.net(sequence.flatten(0, 1)).unflatten(0, (batch, steps))
         values = self.net(sequence.flatten(0, 1)).unflatten(0, (batch, steps))
+        if not self.config.action_work:
+            return values
         work = self.work(values).unflatten(-1, (-1, self.action_dim))
         return values - self._accumulated_work(work, actions, steps)
 
