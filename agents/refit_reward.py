@@ -98,8 +98,9 @@ def sample_windows(data: DataSettings, length: int, split: str, count: int, stri
                    seed: int) -> dict[str, Tensor]:
     """Up to ``count`` random windows of ``length`` steps of ``split`` of ``data`` (the dataset
     and the split of the checkpoint's training run), each of the dataset's columns stacked:
-    ``frames (N, length, C, S, S)``, ``actions (N, length, A)``, ``rewards (N, length)``,
-    ``states``..."""
+    ``frames (N, length, C, S, S)`` uint8 as the dataset stores them (3000 windows of 18 frames
+    at 64 px: 0.66 GB, not 2.65 GB as float), ``actions (N, length, A)``, ``rewards (N,
+    length)``, ``states``..."""
     try:
         dataset = EpisodeWindows(data.path, length, split=split, stride=stride,
                                  split_fractions=data.split_fractions, seed=data.split_seed)
@@ -107,7 +108,11 @@ def sample_windows(data: DataSettings, length: int, split: str, count: int, stri
         raise ValueError(f"{split} windows of {length} steps from {data.path}: {error}") from error
     chosen = np.random.default_rng(seed).choice(len(dataset), min(len(dataset), count),
                                                 replace=False)
-    items = [dataset[int(i)] for i in chosen]
+    items = []
+    for index in chosen:  # each window's frames back to the dataset's bytes as it is read
+        item = dataset[int(index)]
+        item["frames"] = item["frames"].mul_(255.0).round_().to(torch.uint8).contiguous()
+        items.append(item)
     return {key: torch.stack([item[key] for item in items]) for key in items[0]}
 
 

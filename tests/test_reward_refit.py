@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -21,6 +22,7 @@ from noether_control.agents.refit_reward import (
     reward_errors,
     sample_windows,
 )
+from noether_control.data.windows import EpisodeWindows
 from noether_control.evaluation.evaluate import training_data_settings
 from noether_control.models.checkpoint import read_checkpoint, save_checkpoint
 from noether_control.models.svg import SVGConfig, SVGWorldModel
@@ -80,6 +82,20 @@ def test_captured_features_are_what_the_head_reads(reward_input: str) -> None:
     torch.testing.assert_close(rollout_rewards(model, frames, actions, P), rollout.rewards)
     if reward_input == "hidden":
         torch.testing.assert_close(features, rollout.hidden)
+
+
+def test_uint8_windows_give_the_features_and_rewards_of_their_float_frames() -> None:
+    model = with_reward_head(tiny_model(), "hidden_code_motion")
+    frames, actions = windows()
+    stored = (frames * 255).round().to(torch.uint8)
+    exact = stored.float() / 255
+    # as a dataset's (H, W, C) pixels arrive: channels last in memory, which must not matter
+    stored = stored.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    torch.testing.assert_close(reward_features(model, stored, actions, P, chunk=4),
+                               reward_features(model, exact, actions, P, chunk=4),
+                               rtol=0, atol=0)
+    torch.testing.assert_close(rollout_rewards(model, stored, actions, P),
+                               rollout_rewards(model, exact, actions, P), rtol=0, atol=0)
 
 
 def test_fitting_the_head_lowers_its_error() -> None:
@@ -170,6 +186,18 @@ def refit_windows(checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor, torch.T
     data = training_data_settings(read_checkpoint(checkpoint)["config"], None)
     drawn = sample_windows(data, P + 4, "train", 40, 3, 0)
     return drawn["frames"], drawn["actions"], drawn["rewards"]
+
+
+def test_sampled_windows_hold_the_dataset_bytes(checkpoint: Path) -> None:
+    data = training_data_settings(read_checkpoint(checkpoint)["config"], None)
+    drawn = sample_windows(data, P + 4, "train", 5, 3, 0)
+    assert drawn["frames"].dtype == torch.uint8
+    windows_of_split = EpisodeWindows(data.path, P + 4, split="train", stride=3,
+                                      split_fractions=data.split_fractions, seed=data.split_seed)
+    chosen = np.random.default_rng(0).choice(len(windows_of_split), 5, replace=False)
+    for index, item in zip(chosen, drawn["frames"], strict=True):
+        torch.testing.assert_close(item.float() / 255, windows_of_split[int(index)]["frames"],
+                                   rtol=0, atol=0)
 
 
 def test_without_validation_episodes_the_refit_is_scored_on_its_training_windows(

@@ -12,7 +12,9 @@ recorded actions, and fits a fresh head (of any ``model.reward_input`` and
                               reward_input="hidden_code_motion", reward_output="root_cost",
                               steps=6000, seed=0)
 
-Shapes: windows ``frames (B, P + H, C, S, S)`` in ``[0, 1]``, ``actions (B, P + H, A)`` and
+Shapes: windows ``frames (B, P + H, C, S, S)``, float in ``[0, 1]`` or uint8 (a quarter of the
+memory for thousands of windows; only the context frames are converted, chunk by chunk),
+``actions (B, P + H, A)`` and
 ``rewards (B, P + H)``, where the rollout from the ``P`` context frames under actions
 ``P − 1 … P + H − 2`` predicts the rewards of those actions, ``rewards[:, P − 1 : −1]``.
 """
@@ -43,6 +45,17 @@ def with_reward_head(model: SVGWorldModel, reward_input: str,
     return refit.to(next(model.parameters()).device).eval()
 
 
+def context_frames(frames: Tensor, context: int) -> Tensor:
+    """The first ``context`` frames of windows ``frames`` as float in ``[0, 1]`` (uint8 frames
+    are read as 0 … 255, as the datasets store them)."""
+    first = frames[:, :context]
+    if first.dtype != torch.uint8:
+        return first
+    # In the standard layout: a channels-last copy would send the convolutions down another
+    # kernel, whose rounding differs from the float windows' (features off by ~3e-4).
+    return first.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+
+
 @torch.no_grad()
 def reward_features(model: SVGWorldModel, frames: Tensor, actions: Tensor, context: int,
                     chunk: int = 250) -> Tensor:
@@ -56,7 +69,8 @@ def reward_features(model: SVGWorldModel, frames: Tensor, actions: Tensor, conte
         rows = []
         for start in range(0, frames.shape[0], chunk):
             part = slice(start, start + chunk)
-            state = model.encode_context(frames[part, :context], actions[part, :context - 1])
+            state = model.encode_context(context_frames(frames[part], context),
+                                         actions[part, :context - 1])
             captured.clear()  # the context's own predictor steps ran the head too
             model.rollout(state, actions[part, context - 1:-1])
             rows.append(torch.stack(captured, dim=1))
@@ -69,7 +83,7 @@ def reward_features(model: SVGWorldModel, frames: Tensor, actions: Tensor, conte
 def rollout_rewards(model: SVGWorldModel, frames: Tensor, actions: Tensor, context: int
                     ) -> Tensor:
     """The rewards ``(B, H)`` ``model`` predicts along closed-loop rollouts of the windows."""
-    state = model.encode_context(frames[:, :context], actions[:, :context - 1])
+    state = model.encode_context(context_frames(frames, context), actions[:, :context - 1])
     return model.rollout(state, actions[:, context - 1:-1]).rewards
 
 
