@@ -98,8 +98,8 @@ def sample_windows(data: DataSettings, length: int, split: str, count: int, stri
                    seed: int) -> dict[str, Tensor]:
     """Up to ``count`` random windows of ``length`` steps of ``split`` of ``data`` (the dataset
     and the split of the checkpoint's training run), each of the dataset's columns stacked:
-    ``frames (N, length, C, S, S)`` uint8 as the dataset stores them (3000 windows of 18 frames
-    at 64 px: 0.66 GB, not 2.65 GB as float), ``actions (N, length, A)``, ``rewards (N,
+    ``frames (N, length, C, S, S)`` uint8 as the dataset stores them (3000 windows of 19 frames
+    at 64 px: 0.70 GB, not 2.80 GB as float), ``actions (N, length, A)``, ``rewards (N,
     length)``, ``states``..."""
     try:
         dataset = EpisodeWindows(data.path, length, split=split, stride=stride,
