@@ -46,6 +46,7 @@ from noether_control.runtime import (
     write_json,
 )
 from noether_control.training.reward_head import refit_reward_head, rollout_rewards
+from noether_control.training.train import collate
 
 NEAR_GOAL_FRACTION = 0.1
 """The share of validation steps, those with the highest true rewards, scored as near the goal."""
@@ -113,7 +114,7 @@ def sample_windows(data: DataSettings, length: int, split: str, count: int, stri
         item = dataset[int(index)]
         item["frames"] = item["frames"].mul_(255.0).round_().to(torch.uint8).contiguous()
         items.append(item)
-    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+    return collate(items)
 
 
 def reward_errors(predicted: Tensor, true: Tensor, near_goal: Tensor) -> dict[str, float]:

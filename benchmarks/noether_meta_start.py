@@ -41,7 +41,7 @@ from noether_control.noether.config import NoetherConfig
 from noether_control.noether.meta import NoetherModule
 from noether_control.runtime import to_dataclass
 from noether_control.training.config import TrainCommandConfig
-from noether_control.training.train import compute_losses
+from noether_control.training.train import collate, compute_losses
 
 TRAIN_CONF = Path(noether_control.__file__).resolve().parent / "conf" / "commands" / "train"
 
@@ -86,8 +86,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     batches = []
     for _ in range(args.batches):
-        items = [data[int(i)] for i in rng.choice(len(data), size, replace=False)]
-        batches.append({key: torch.stack([item[key] for item in items]) for key in items[0]})
+        batches.append(collate([data[int(i)] for i in rng.choice(len(data), size, replace=False)]))
     model.train()
     reconstruct = train_config.train.recon_weight > 0
 

@@ -180,11 +180,9 @@ class NoetherModule(nn.Module):
                 raise ValueError("state embedding: expected a model with a state head, got none")
             return self.embedding(rollout.states)
         frames = rollout.frames
-        first = 0
+        first = 0 if self.config.include_context else context.shape[1]
         if self.config.include_context:
             frames = torch.cat([context.to(frames.dtype), frames], dim=1)
-        else:
-            first = context.shape[1]
         return self.embedding(frames, None if actions is None else actions[:, first:])
 
     def conservation(self, rollout: Rollout, context: Tensor,
