@@ -311,6 +311,30 @@ def test_scale_free_loss_and_inner_step_ignore_the_scale_of_g() -> None:
             ).abs().max() > 1e-6
 
 
+def test_meta_step_metrics_measure_g_scale_and_the_inner_step() -> None:
+    model = tiny_model(torch.float64)
+    frames, actions = window(dtype=torch.float64)
+    noether = noether_for(model, torch.float64, lr=0.05)
+    _, metrics = noether.train_forward(model, frames, actions, N_PAST)
+    context = frames[:, :N_PAST]
+    initial = noether.initial_params(model, 3, context)
+    tailored = noether.tailor(model, context, actions, HORIZON)
+    by_hand = torch.stack([
+        (tailored[name] - value).flatten(1).square().sum(1) for name, value in initial.items()
+    ]).sum(0).sqrt().mean()
+    torch.testing.assert_close(metrics["train/inner_step"], by_hand.float())
+    assert metrics["train/inner_lr"].item() == pytest.approx(0.05)
+    rollout = noether.rollout(model, initial, context, actions, HORIZON)
+    embeddings = noether.embed(rollout, context)
+    torch.testing.assert_close(metrics["train/embedding_variance"],
+                               embeddings.flatten(0, 1).var(0, correction=0).sum().float())
+    # g ten times larger: variance ×100, and one plain SGD step ×100 as long (the loss is
+    # quadratic in g), which is why an unbounded g destabilises the meta step.
+    _, scaled = _scaled_copy(noether, 10.0).train_forward(model, frames, actions, N_PAST)
+    for name in ("train/embedding_variance", "train/inner_step"):
+        assert scaled[name].item() == pytest.approx(100.0 * metrics[name].item(), rel=1e-4)
+
+
 def test_scale_free_test_time_loss_uses_the_running_variance_per_example() -> None:
     model = tiny_model(torch.float64)
     noether = noether_for(model, torch.float64, scale_free=True)
@@ -392,6 +416,44 @@ def test_second_order_meta_gradient_matches_finite_differences(tailored: str) ->
     approx_dir = sum(float((g * d).sum()) for g, d in zip(approx, directions, strict=False)
                      if g is not None)
     assert approx_dir != pytest.approx(numeric, rel=1e-5)
+
+
+@pytest.mark.parametrize("tailored", ["lstm", "norm"])
+def test_model_second_order_off_keeps_g_second_order_and_the_model_first_order(
+        tailored: str) -> None:
+    dtype = torch.float64
+    model = tiny_model(dtype, skips=True)
+    frames, actions = window(2, dtype)
+    weights = list(model.parameters())
+
+    def gradients(first_order: bool = False, **changes: object
+                  ) -> tuple[list[Tensor], list[Tensor]]:
+        noether = noether_for(model, dtype, tailored=tailored, steps=2, lr=100.0,
+                              learnable_lr=True, **changes)
+        noether.config.inner.second_order = not first_order
+        grads = torch.autograd.grad(_outer_loss(model, noether, frames, actions),
+                                    weights + list(noether.parameters()), allow_unused=True)
+        as_tensors = [torch.zeros_like(p) if g is None else g for g, p in
+                      zip(grads, weights + list(noether.parameters()), strict=True)]
+        return as_tensors[:len(weights)], as_tensors[len(weights):]
+
+    full_model, full_g = gradients()
+    split_model, split_g = gradients(model_second_order=False)
+    first_model, _ = gradients(first_order=True)
+    # The model's weights get the first-order gradient...
+    for split, first in zip(split_model, first_model, strict=True):
+        torch.testing.assert_close(split, first, rtol=1e-10, atol=1e-14)
+    assert any(not torch.allclose(s, f) for s, f in zip(split_model, full_model, strict=True))
+    # ...while g_φ and the inner lr keep their full second-order meta-gradient.
+    assert any(g.abs().sum() > 0 for g in split_g)
+    for split, full in zip(split_g, full_g, strict=True):
+        torch.testing.assert_close(split, full, rtol=1e-8, atol=1e-14)
+
+
+def test_model_second_order_off_refuses_all_weights_tailoring() -> None:
+    model = tiny_model()
+    with pytest.raises(ValueError, match="model_second_order=false: expected tailored=lstm"):
+        noether_for(model, tailored="all", model_second_order=False)
 
 
 # ---------------------------------------------------------------------------- checkpoints

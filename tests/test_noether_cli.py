@@ -105,6 +105,10 @@ def test_pretraining_matches_the_baseline_then_meta_training_departs(runs: dict[
                   for name in ("model", "embedding", "inner_lr")]
         assert min(groups) > 0
         assert math.hypot(*groups) == pytest.approx(float(row["train/grad_norm"]), rel=1e-4)
+        # and the inner loop's scale: g's spread, the tailored step, the learned inner lr
+        assert float(row["train/embedding_variance"]) > 0
+        assert float(row["train/inner_step"]) > 0
+        assert float(row["train/inner_lr"]) > 0
     assert "train/grad_norm_model" not in (runs["baseline"] / "metrics.csv").read_text()
 
 

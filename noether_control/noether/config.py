@@ -38,6 +38,14 @@ class NoetherConfig:
     """g_φ's (and the learned inner lr's) outer learning rate as a multiple of the model's
     (``train.lr`` and its schedule): their own Adam parameter group, so g_φ, which starts from
     scratch when meta-training starts, can learn faster than the pre-trained model moves."""
+    model_second_order: bool = True
+    """Let the second-order meta-gradient (through the inner step) reach the model's weights.
+    False: the inner step sees the model's weights as constants, so they are trained by the
+    outer loss at the tailored parameters alone (first order), while g_φ and the inner lr still
+    learn through the inner step (their only path). With a frame-pair g_φ the path through the
+    inner step dominates the model's meta-gradient and points against the prediction's own
+    gradient (docs/noether.md). ``tailored=lstm`` or ``norm`` only: with ``all`` the tailored
+    parameters are the weights themselves."""
     inner: TailoringConfig = field(
         default_factory=lambda: TailoringConfig(steps=1, lr=1.0, learnable_lr=True))
     """The inner loop at training time (steps K, lr, sgd/adam, second order, learnable lr)."""
@@ -59,6 +67,10 @@ class NoetherConfig:
                 "noether.include_context: expected embedding.input=frames (the context has no "
                 f"predicted activations or states), got embedding.input={self.embedding.input!r}"
             )
+        if not self.model_second_order and self.tailored == "all":
+            raise ValueError("noether.model_second_order=false: expected tailored=lstm or norm "
+                             "(with tailored=all the tailored parameters are the model's own "
+                             "weights), got tailored='all'")
         require_at_least("noether.test_inner_steps", self.test_inner_steps, 0, integer=True,
                          optional=True)
         require_at_least("noether.pretrain_steps", self.pretrain_steps, 0, integer=True)

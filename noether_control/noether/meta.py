@@ -16,7 +16,8 @@ prediction is then made with the adapted parameters. Which parameters (``Noether
 
 Meta-training back-propagates the training loss of the *tailored* model through the inner
 steps into the model and g_φ (second order by default; ``inner.second_order=false`` gives the
-first-order approximation). :class:`NoetherModule` holds g_φ (and a learnable inner learning
+first-order approximation; ``model_second_order=false`` keeps the second order for g_φ and the
+inner lr only). :class:`NoetherModule` holds g_φ (and a learnable inner learning
 rate); ``noether-control train`` saves its state in the checkpoint's ``extra["noether"]``.
 """
 
@@ -125,8 +126,12 @@ class NoetherModule(nn.Module):
         actions: Tensor,
         horizon: int,
         generator: torch.Generator | None = None,
+        *,
+        constant_weights: bool = False,
     ) -> Rollout:
-        """The model's closed-loop prediction of ``horizon`` frames with tailored ``params``.
+        """The model's closed-loop prediction of ``horizon`` frames with tailored ``params``
+        (``constant_weights``: with the model's own weights detached, so no gradient reaches
+        them through this rollout).
 
         ``context``: ``(B, P, C, S, S)``; ``actions``: ``(B, ≥ P + horizon - 1, A)``, action
         ``t`` applied to frame ``t``. Returns frames ``(B, horizon, ...)`` (the same as
@@ -148,6 +153,12 @@ class NoetherModule(nn.Module):
             )
             frames, rewards, hidden = out[:3]
             states = out[3] if len(out) > 3 else None
+        elif constant_weights:
+            weights = {name: value.detach() for name, value in model.named_parameters()}
+            state = functional_verb(model, weights, "observe", context, actions[:, :n_past],
+                                    params, generator=generator)
+            frames, rewards, hidden, states = functional_verb(
+                model, weights, "imagine", state, future, params, generator=generator)
         else:
             state = model.observe(context, actions[:, :n_past], params, generator=generator)
             frames, rewards, hidden, states = model.imagine(state, future, params,
@@ -256,7 +267,8 @@ class NoetherModule(nn.Module):
         def loss(params: Params, _: Any) -> Tensor:
             if generator is not None:
                 generator.set_state(start)
-            rollout = self.rollout(model, params, context, actions, horizon, generator)
+            rollout = self.rollout(model, params, context, actions, horizon, generator,
+                                   constant_weights=not self.config.model_second_order)
             if on_rollout is not None:
                 on_rollout(calls[0], rollout)
             calls[0] += 1
@@ -314,18 +326,29 @@ class NoetherModule(nn.Module):
         inner loop conserves g_φ along the closed-loop prediction of frames ``n_past … T-1``
         from the context, exactly as at test time; the returned output is differentiable
         through it (second order unless ``inner.second_order=false``) into the model, g_φ and a
-        learnable lr. Metrics: the detached mean conservation loss before tailoring
-        (``train/conservation``).
+        learnable lr. Metrics, all detached: the mean conservation loss before tailoring
+        (``train/conservation``), g_φ's variance over the batch's untailored predictions
+        (``train/embedding_variance``: its scale, which sets the inner gradient's), the mean
+        per-example length of the whole inner update (``train/inner_step``) and the inner lr
+        (``train/inner_lr``).
         """
         horizon = frames.shape[1] - n_past
         first: list[Tensor] = []
+        spread: list[Tensor] = []
 
         def record(step: int, losses: Tensor) -> None:
             if step == 0:
                 first.append(losses.mean())
 
+        def measure_spread(step: int, rollout: Rollout) -> None:
+            if step == 0:
+                with torch.no_grad():
+                    embeddings = self.embed(rollout, context, actions)
+                    spread.append(embeddings.flatten(0, 1).float().var(0, correction=0).sum())
+
         context = frames[:, :n_past]
-        params = self.tailor(model, context, actions, horizon, callback=record)
+        params = self.tailor(model, context, actions, horizon, callback=record,
+                             on_rollout=measure_spread)
         if self.config.tailored == "all":
             if teacher is not None or noise is not None:
                 raise ValueError("noether.tailored=all trains with train.rollout=teacher on a "
@@ -342,8 +365,21 @@ class NoetherModule(nn.Module):
         else:
             out = model(frames, actions, n_past, teacher=teacher, noise=noise, adapt=params,
                         reconstruct=reconstruct)
-        metrics = {"train/conservation": first[0].detach()} if first else {}
+        metrics = {"train/inner_step": self.step_length(model, params, context),
+                   "train/inner_lr": torch.as_tensor(self.lr()).detach().float().reshape(())}
+        if first:
+            metrics["train/conservation"] = first[0].detach()
+            metrics["train/embedding_variance"] = spread[0]
         return out, metrics
+
+    def step_length(self, model: SVGWorldModel, params: Params, like: Tensor) -> Tensor:
+        """Mean over examples of ``‖params − untailored‖₂`` over all tailored parameters
+        (detached): how far the inner loop moved each example's model."""
+        initial = self.initial_params(model, like.shape[0], like)
+        batch = like.shape[0]
+        squares = [(params[name].detach() - value.detach()).reshape(batch, -1).float().square()
+                   .sum(1) for name, value in initial.items()]
+        return torch.stack(squares).sum(0).sqrt().mean()
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
