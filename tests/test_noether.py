@@ -327,7 +327,7 @@ def test_meta_step_metrics_measure_g_scale_and_the_inner_step() -> None:
     rollout = noether.rollout(model, initial, context, actions, HORIZON)
     embeddings = noether.embed(rollout, context)
     torch.testing.assert_close(metrics["train/embedding_variance"],
-                               embeddings.flatten(0, 1).var(0, correction=0).sum().float())
+                               embeddings.flatten(0, 1).var(0, correction=0).sum())
     # g ten times larger: variance ×100, and one plain SGD step ×100 as long (the loss is
     # quadratic in g), which is why an unbounded g destabilises the meta step.
     _, scaled = _scaled_copy(noether, 10.0).train_forward(model, frames, actions, N_PAST)

@@ -219,8 +219,7 @@ class NoetherModule(nn.Module):
         if updates > 0 and not meta_training:
             seen = 1.0 - (1.0 - VARIANCE_MOMENTUM) ** updates
             return self.embedding_variance / seen + VARIANCE_EPS
-        wide = torch.promote_types(embeddings.dtype, torch.float32)
-        own = embeddings.flatten(0, 1).to(wide).var(0, correction=0).sum()
+        own = total_variance(embeddings)
         if not meta_training:
             return own.detach() + VARIANCE_EPS
         with torch.no_grad():
@@ -343,8 +342,7 @@ class NoetherModule(nn.Module):
         def measure_spread(step: int, rollout: Rollout) -> None:
             if step == 0:
                 with torch.no_grad():
-                    embeddings = self.embed(rollout, context, actions)
-                    spread.append(embeddings.flatten(0, 1).float().var(0, correction=0).sum())
+                    spread.append(total_variance(self.embed(rollout, context, actions)))
 
         context = frames[:, :n_past]
         params = self.tailor(model, context, actions, horizon, callback=record,
@@ -366,7 +364,8 @@ class NoetherModule(nn.Module):
             out = model(frames, actions, n_past, teacher=teacher, noise=noise, adapt=params,
                         reconstruct=reconstruct)
         metrics = {"train/inner_step": self.step_length(model, params, context),
-                   "train/inner_lr": torch.as_tensor(self.lr()).detach().float().reshape(())}
+                   "train/inner_lr": torch.as_tensor(self.lr(), device=frames.device)
+                   .detach().float().reshape(())}
         if first:
             metrics["train/conservation"] = first[0].detach()
             metrics["train/embedding_variance"] = spread[0]
@@ -387,6 +386,13 @@ class NoetherModule(nn.Module):
         config = asdict(self.config)
         config["inner"]["adam_betas"] = list(self.config.inner.adam_betas)
         return {"config": config, "state": self.state_dict()}
+
+
+def total_variance(embeddings: Tensor) -> Tensor:
+    """g_φ's variance over examples and steps of ``embeddings`` ``(B, T', k)``, summed over the
+    k dimensions (in at least float32)."""
+    wide = torch.promote_types(embeddings.dtype, torch.float32)
+    return embeddings.flatten(0, 1).to(wide).var(0, correction=0).sum()
 
 
 def noether_config_from(stored: dict[str, Any]) -> NoetherConfig:
