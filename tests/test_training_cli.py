@@ -73,6 +73,7 @@ def test_every_train_preset_composes_with_every_noether_config(preset: str, noet
     assert config.noether.enabled == (noether != "off")
     if noether in ("frames_context", "frames_work"):
         assert config.noether.embedding.input == "frames" and config.noether.include_context
+    assert config.noether.model_second_order == (noether not in ("frames_context", "frames_work"))
     assert config.noether.embedding.action_work == (noether == "frames_work")
     assert config.noether.scale_free == (noether == "scale_free")
 
