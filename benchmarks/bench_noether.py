@@ -9,7 +9,8 @@ Prints two ratios (the project's targets in brackets):
   same batch  [≤ 2×].
 
 Usage: ``python benchmarks/bench_noether.py [--model dcgan64|vgg|svg_lp] [--batch 16]
-[--n-future 10] [--device auto] [--tailored lstm] [--embedding hidden] [--threads 1]``
+[--n-future 10] [--device auto] [--tailored lstm] [--embedding hidden] [--threads 1]
+[--first-order | --model-first-order]``
 (``--model``: a model config of ``conf/model``; default: the default model). Timings are medians
 of repeats.
 """
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--tailored", default="lstm", choices=["lstm", "norm", "all"])
     parser.add_argument("--embedding", default="hidden", choices=["hidden", "frames"])
     parser.add_argument("--first-order", action="store_true")
+    parser.add_argument("--model-first-order", action="store_true",
+                        help="noether.model_second_order=false: second order for g_φ only")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto")
@@ -76,7 +79,7 @@ def main() -> None:
     model = SVGWorldModel(SVGConfig(image_size=args.image_size, **architecture)).to(device)
     noether = NoetherModule(
         NoetherConfig(enabled=True, embedding=EmbeddingConfig(input=args.embedding),
-                      tailored=args.tailored,
+                      tailored=args.tailored, model_second_order=not args.model_first_order,
                       inner=TailoringConfig(steps=1, lr=0.1, second_order=not args.first_order,
                                             learnable_lr=True)),
         model.config,
@@ -125,7 +128,8 @@ def main() -> None:
     zero = timed(tailored(0), device, args.repeats)
     many = timed(tailored(k), device, args.repeats)
     per_step = (many - zero) / k
-    order = "first" if args.first_order else "second"
+    order = ("first" if args.first_order
+             else "g-second" if args.model_first_order else "second")
     print(f"model {args.model or 'default'}, device {device}, threads {args.threads}, "
           f"batch {args.batch}, window "
           f"{args.n_past}+{args.n_future}, {args.image_size}px, tailored={args.tailored}, "
