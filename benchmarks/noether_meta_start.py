@@ -27,8 +27,8 @@ as the ratio of their norms and the cosine of the second-order part with the pla
 lr: how the meta-gradient looks partway through meta-training.
 
 Prints one row per variant, lr and g_φ seed (``--g-seeds``; mean, min and max over the
-batches); ``--out`` writes them as JSON. Figures: docs/noether.md ("The first meta step on a
-trained model").
+batches); ``--out`` writes them as JSON. Figures: docs/noether.md ("The first meta step, an
+action-aware g, a longer context" and "The path through the inner step into the model").
 """
 
 from __future__ import annotations
