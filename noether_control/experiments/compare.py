@@ -220,19 +220,20 @@ def inner_step_sweep(
         context, truth = frames[:, :n_past], frames[:, n_past : n_past + horizon]
         true_motion_sum += float(motion(truth, context[:, -1]).mean(1).sum())
 
-        def record(step: int, rollout: Any, context: Tensor = context, truth: Tensor = truth,
-                   actions: Tensor = actions) -> None:
+        def record(step: int, rollout: Any, embeddings: Tensor, context: Tensor = context,
+                   truth: Tensor = truth) -> None:
             if step in mse_sum:
                 with torch.no_grad():  # called inside the inner loop, where gradients are on
                     error = (rollout.frames - truth) ** 2
                     mse_sum[step] += float(error.mean((1, 2, 3, 4)).sum())
-                    conservation_sum[step] += float(
-                        noether.conservation(rollout, context, actions).sum())
+                    conservation_sum[step] += float(noether.conservation_of(embeddings).sum())
                     motion_sum[step] += float(motion(rollout.frames, context[:, -1]).mean(1).sum())
 
         params = noether.tailor(model, context, actions, horizon, steps=last, second_order=False,
                                 on_rollout=record)
-        record(last, noether.rollout(model, params, context, actions, horizon))
+        with torch.no_grad():
+            final = noether.rollout(model, params, context, actions, horizon)
+            record(last, final, noether.embed(final, context, actions))
         count += frames.shape[0]
     if count == 0:
         raise ValueError("sweep: expected at least one test window, got none")

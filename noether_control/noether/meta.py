@@ -200,7 +200,10 @@ class NoetherModule(nn.Module):
                      actions: Tensor | None = None) -> Tensor:
         """Per-example conservation loss ``(B,)`` of g_φ along ``rollout`` (divided by g_φ's
         variance with ``scale_free``); ``actions`` as for :meth:`embed`."""
-        embeddings = self.embed(rollout, context, actions)
+        return self.conservation_of(self.embed(rollout, context, actions))
+
+    def conservation_of(self, embeddings: Tensor) -> Tensor:
+        """:meth:`conservation` of g_φ's values ``(B, T', k)`` already computed by :meth:`embed`."""
         loss = conservation_loss(embeddings, self.config.loss)
         if not self.config.scale_free:
             return loss
@@ -239,15 +242,16 @@ class NoetherModule(nn.Module):
         second_order: bool | None = None,
         generator: torch.Generator | None = None,
         callback: StepCallback | None = None,
-        on_rollout: Callable[[int, Rollout], None] | None = None,
+        on_rollout: Callable[[int, Rollout, Tensor], None] | None = None,
     ) -> Params:
         """Per-example parameters after ``steps`` (default ``inner.steps``) inner steps.
 
         Each inner step rolls the model out ``horizon`` frames in closed loop from ``context``
         ``(B, P, C, S, S)`` under ``actions`` ``(B, ≥ P + horizon - 1, A)`` and descends the
         conservation loss. A stochastic model replays the same latent draws at every step.
-        ``callback(step, losses)`` and ``on_rollout(step, rollout)`` see the losses ``(B,)`` and
-        the rollout of the parameters after ``step`` inner steps (``step < steps``).
+        ``callback(step, losses)`` and ``on_rollout(step, rollout, embeddings)`` see the losses
+        ``(B,)``, and the rollout and g_φ's values along it ``(B, T', k)`` (still carrying the
+        inner loop's graph), of the parameters after ``step`` inner steps (``step < steps``).
         """
         shortest = self.config.min_horizon(context.shape[1])
         if horizon < shortest:
@@ -268,10 +272,11 @@ class NoetherModule(nn.Module):
                 generator.set_state(start)
             rollout = self.rollout(model, params, context, actions, horizon, generator,
                                    constant_weights=not self.config.model_second_order)
+            embeddings = self.embed(rollout, context, actions)
             if on_rollout is not None:
-                on_rollout(calls[0], rollout)
+                on_rollout(calls[0], rollout, embeddings)
             calls[0] += 1
-            return self.conservation(rollout, context, actions)
+            return self.conservation_of(embeddings)
 
         return tailor(
             initial, None, loss, steps=steps, lr=self.lr(), optimizer=inner.optimizer,
@@ -296,7 +301,7 @@ class NoetherModule(nn.Module):
             if step == 0:
                 first.append(losses)
 
-        def keep_untailored(step: int, rollout: Rollout) -> None:
+        def keep_untailored(step: int, rollout: Rollout, _: Tensor) -> None:
             if step == 0:
                 untailored.append(rollout.frames.detach())
 
@@ -339,10 +344,9 @@ class NoetherModule(nn.Module):
             if step == 0:
                 first.append(losses.mean())
 
-        def measure_spread(step: int, rollout: Rollout) -> None:
+        def measure_spread(step: int, _: Rollout, embeddings: Tensor) -> None:
             if step == 0:
-                with torch.no_grad():
-                    spread.append(total_variance(self.embed(rollout, context, actions)))
+                spread.append(total_variance(embeddings.detach()))
 
         context = frames[:, :n_past]
         params = self.tailor(model, context, actions, horizon, callback=record,
@@ -374,8 +378,8 @@ class NoetherModule(nn.Module):
     def step_length(self, model: SVGWorldModel, params: Params, like: Tensor) -> Tensor:
         """Mean over examples of ``‖params − untailored‖₂`` over all tailored parameters
         (detached): how far the inner loop moved each example's model."""
-        initial = self.initial_params(model, like.shape[0], like)
         batch = like.shape[0]
+        initial = self.initial_params(model, batch, like)
         squares = [(params[name].detach() - value.detach()).reshape(batch, -1).float().square()
                    .sum(1) for name, value in initial.items()]
         return torch.stack(squares).sum(0).sqrt().mean()
