@@ -2,7 +2,8 @@
 
     python benchmarks/noether_oracle.py CHECKPOINT [--windows 48] [--horizon 25]
         [--lrs 0.01 0.03 0.1] [--steps 1 2 5 10] [--tailored lstm norm]
-        [--mode consecutive|start] [--select-horizon H] [--out FILE.json]
+        [--mode consecutive|start|future] [--oracle-frames F] [--select-horizon H]
+        [--out FILE.json]
 
 The oracle check of the Noether lever (``noether_control/noether/oracle.py``): the model's
 predicted frames are read as angles (its own encoder and a linear probe of (cos θ, sin θ)
@@ -10,6 +11,12 @@ fitted on training frames) and tailored, per test window, to keep the pendulum's
 energy balance (energy change = work of the torque), step by step (``--mode consecutive``) or
 every energy against the true first one (``--mode start``). If even the true law does not lower the
 error at long horizons, the tailored parameters are the bottleneck, not g_φ.
+
+``--mode future`` measures the lever itself: the inner loss is the prediction's MSE against the
+true frames of the first ``--oracle-frames F`` predicted steps (default: the whole horizon).
+With F = horizon it is the most any per-example signal could buy with these parameters in K
+steps; with F < horizon, how far a perfect signal about the near future carries to the later
+frames.
 
 For every tailored group (``lstm``: the LSTM output's (γ, β); ``norm``: every normalisation
 layer's) and inner lr (normalised gradient steps of that length), the inner loop runs
@@ -69,11 +76,35 @@ def fit_probe(model: SVGWorldModel, settings: Any, length: int) -> tuple[AnglePr
     return probe, probe.r2(model, *frames_and_states("test", 32))
 
 
+FUTURE = "future"
+
+
+def true_future_loss(predicted: torch.Tensor, truth: torch.Tensor, frames: int) -> torch.Tensor:
+    """``(B,)`` MSE of the first ``frames`` predicted frames ``(B, H, C, S, S)`` against the
+    true ones: the inner loss of ``--mode future``."""
+    if not 1 <= frames <= predicted.shape[1]:
+        raise ValueError(f"--oracle-frames: expected 1 … {predicted.shape[1]}, got {frames}")
+    return (predicted[:, :frames] - truth[:, :frames].to(predicted)).square().mean((1, 2, 3, 4))
+
+
 def run_setting(
     model: SVGWorldModel, probe: AngleProbe, physics: PendulumPhysics, batches: Iterable[dict],
     n_past: int, horizon: int, tailored: str, lr: float, steps: list[int], mode: str,
+    oracle_frames: int | None = None,
 ) -> dict[str, Any]:
-    """Per-window MSE ``(N, H)``, motion and residual after each K in ``steps`` (and K = 0)."""
+    """Per-window MSE ``(N, H)``, motion and residual after each K in ``steps`` (and K = 0).
+
+    ``mode``: a :data:`BALANCE_MODES` energy balance (the residual is its loss), or
+    ``future``: the true frames' MSE over the first ``oracle_frames`` predicted steps (default
+    ``horizon``; the residual is that loss)."""
+    frames_seen = horizon if oracle_frames is None else oracle_frames
+
+    def inner_loss(context: torch.Tensor, predicted: torch.Tensor, truth: torch.Tensor,
+                   actions: torch.Tensor) -> torch.Tensor:
+        if mode == FUTURE:
+            return true_future_loss(predicted, truth, frames_seen)
+        return oracle_loss(model, probe, physics, context, predicted, actions, mode)
+
     tailoring = NoetherModule(NoetherConfig(enabled=True, tailored=tailored), model.config)
     recorded = [0, *steps]
     mse: dict[int, list[torch.Tensor]] = {k: [] for k in recorded}
@@ -86,14 +117,13 @@ def run_setting(
         context, truth = frames[:, :n_past], frames[:, n_past:n_past + horizon]
         true_motion.append(motion(truth, context[:, -1]).mean(1))
         with torch.no_grad():
-            true_residual.append(oracle_loss(model, probe, physics, context, truth, actions,
-                                             mode))
+            true_residual.append(inner_loss(context, truth, truth, actions))
         params = tailoring.initial_params(model, frames.shape[0], context)
 
         def loss(current: dict[str, torch.Tensor], _: object, context: torch.Tensor = context,
-                 actions: torch.Tensor = actions) -> torch.Tensor:
+                 actions: torch.Tensor = actions, truth: torch.Tensor = truth) -> torch.Tensor:
             rollout = tailoring.rollout(model, current, context, actions, horizon)
-            return oracle_loss(model, probe, physics, context, rollout.frames, actions, mode)
+            return inner_loss(context, rollout.frames, truth, actions)
 
         done = 0
         for k in recorded:
@@ -106,8 +136,7 @@ def run_setting(
                 predicted = tailoring.rollout(model, params, context, actions, horizon).frames
                 mse[k].append((predicted - truth).square().mean((2, 3, 4)))
                 moved[k].append(motion(predicted, context[:, -1]).mean(1))
-                residual[k].append(oracle_loss(model, probe, physics, context, predicted,
-                                               actions, mode))
+                residual[k].append(inner_loss(context, predicted, truth, actions))
     return {
         "steps": recorded,
         "mse": {k: torch.cat(v) for k, v in mse.items()},
@@ -127,7 +156,8 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.03, 0.1])
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10])
     parser.add_argument("--tailored", nargs="+", default=["lstm", "norm"])
-    parser.add_argument("--mode", choices=BALANCE_MODES, default="consecutive")
+    parser.add_argument("--mode", choices=(*BALANCE_MODES, FUTURE), default="consecutive")
+    parser.add_argument("--oracle-frames", type=int, default=None)
     parser.add_argument("--select-horizon", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", default=None)
@@ -156,7 +186,7 @@ def main() -> None:
     for tailored in args.tailored:
         for lr in args.lrs:
             result = run_setting(model, probe, physics, loader("val", args.val_windows), n_past,
-                                 horizon, tailored, lr, steps, args.mode)
+                                 horizon, tailored, lr, steps, args.mode, args.oracle_frames)
             for k in result["steps"]:
                 mean = result["mse"][k].mean(0)
                 row = {"tailored": tailored, "lr": lr, "steps": k, "mse_h1": float(mean[0]),
@@ -173,7 +203,8 @@ def main() -> None:
     print(f"best on validation at h{select}: tailored={best['tailored']} lr={best['lr']} "
           f"K={best['steps']}")
     test = run_setting(model, probe, physics, loader("test", args.windows), n_past, horizon,
-                       best["tailored"], best["lr"], [best["steps"]], args.mode)
+                       best["tailored"], best["lr"], [best["steps"]], args.mode,
+                       args.oracle_frames)
     test_windows = loader("test", args.windows).dataset
     base = getattr(test_windows, "dataset", test_windows)
     indices = getattr(test_windows, "indices", range(len(base)))
@@ -194,7 +225,8 @@ def main() -> None:
     if args.out:
         document = {
             "checkpoint": str(resolve_checkpoint(args.checkpoint)), "probe_r2": probe_r2,
-            "horizon": horizon, "mode": args.mode, "validation": grid, "best": best,
+            "horizon": horizon, "mode": args.mode, "oracle_frames": args.oracle_frames,
+            "validation": grid, "best": best,
             "test": {"windows": int(tailored_mse.shape[0]),
                      "mse_untailored": untailored_mse.mean(0).tolist(),
                      "mse_tailored": tailored_mse.mean(0).tolist(),

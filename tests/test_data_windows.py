@@ -59,7 +59,7 @@ def synthetic_episode(episode: int, steps: int):
         code[:-1].astype(np.float64) * 0.25,
         np.zeros(steps, bool),
         np.arange(steps) == steps - 1,
-        {"state": state, "energy": code * 2.0, "gravity": np.full(steps + 1, 9.81)},
+        {"state": state, "energy": code * 2.0, "gravity": np.full(steps + 1, 9.0 + episode)},
     )
 
 
@@ -165,6 +165,16 @@ def test_episode_returns_every_step_of_one_split_episode(dataset: Path) -> None:
     other = next(i for i in range(10) if i not in windows.episode_ids)
     with pytest.raises(ValueError, match=r"episode_id: expected one of this 'train' split"):
         windows.episode(other)
+
+
+def test_episode_constants_are_the_scalar_infos_fixed_along_an_episode(dataset: Path) -> None:
+    windows = EpisodeWindows(dataset, 5, "train", split_fractions=(0.6, 0.2, 0.2), seed=1)
+    for episode_id in windows.episode_ids:
+        # energy varies along the episode and state is not a scalar: only gravity is constant
+        assert windows.episode_constants(int(episode_id)) == {"gravity": 9.0 + episode_id}
+    other = next(i for i in range(10) if i not in windows.episode_ids)
+    with pytest.raises(ValueError, match=r"episode_id: expected one of this 'train' split"):
+        windows.episode_constants(other)
 
 
 def test_mirrored_windows_add_the_mirror_image_of_every_window(dataset: Path) -> None:

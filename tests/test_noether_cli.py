@@ -254,6 +254,14 @@ def test_compare_report(runs: dict[str, Path], tmp_path: Path) -> None:
     assert saved["probe"]["n_test"] > 0 and saved["probe"]["input"] == "hidden"
     assert 0 <= saved["probe"]["variance"]["within_fraction"] <= 1
     assert 0 <= saved["probe"]["energy_variance"]["within_fraction"] <= 1
+    explained = saved["probe"]["explained_by"]
+    # fixed physics: every episode stores the same constants, so there is no physics group
+    assert set(explained) == {"angle", "velocity", "energy", "torque", "torque_sum",
+                              "state_basis", "step", "all"}
+    assert all(group["r2"] <= 1 for group in explained.values())
+    assert explained["energy"]["within_fraction"] == pytest.approx(
+        saved["probe"]["energy_variance"]["within_fraction"])
+    assert explained["step"]["within_fraction"] == pytest.approx(1.0)
     assert (tmp_path / "comparison.png").stat().st_size > 0
     assert (tmp_path / "sweep.png").stat().st_size > 0
     assert document["targets"] == saved["targets"]

@@ -8,8 +8,10 @@ import torch
 from noether_control.experiments.compare import (
     linear_probe_r2,
     paired_difference,
+    quantity_groups,
     targets,
     variance_split,
+    what_g_encodes,
 )
 
 
@@ -71,6 +73,85 @@ def test_linear_probe_r2() -> None:
     assert linear_probe_r2(features[:100], unrelated[:100], features[100:], unrelated[100:]) < 0.1
     with pytest.raises(ValueError, match="varies"):
         linear_probe_r2(features[:100], target[:100], features[100:], torch.ones(100))
+
+
+def test_linear_probe_r2_pools_several_targets_by_their_variance() -> None:
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(400, 2, generator=generator, dtype=torch.float64)
+    exact = features @ torch.tensor([1.0, 2.0], dtype=torch.float64)
+    noise = torch.randn(400, generator=generator, dtype=torch.float64)
+    both = torch.stack([exact, noise * exact.std()], 1)  # equal variances: half is explained
+    assert linear_probe_r2(features[:200], both[:200], features[200:], both[200:]) == \
+        pytest.approx(0.5, abs=0.1)
+    small_noise = torch.stack([exact, 0.01 * noise], 1)  # the noise's share is 1e-4 of it
+    assert linear_probe_r2(features[:200], small_noise[:200], features[200:],
+                           small_noise[200:]) == pytest.approx(1.0, abs=1e-3)
+
+
+def _pendulum_truth(windows: int, steps: int, seed: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    theta = torch.rand(windows, 1, generator=generator, dtype=torch.float64) * 6.0 \
+        + torch.linspace(0, 2, steps, dtype=torch.float64)
+    velocity = torch.randn(windows, steps, generator=generator, dtype=torch.float64)
+    return {"states": torch.stack([theta, velocity], -1),
+            "energy": 0.5 * velocity**2 + 5.0 * theta.cos(),
+            "actions": torch.randn(windows, steps, 1, generator=generator, dtype=torch.float64)}
+
+
+def test_quantity_groups_shapes_and_contents() -> None:
+    truth = _pendulum_truth(5, 7, seed=0)
+    groups = quantity_groups(truth)
+    theta, velocity = truth["states"].unbind(-1)
+    assert set(groups) == {"angle", "velocity", "energy", "torque", "torque_sum", "state_basis",
+                           "step", "all"}
+    torch.testing.assert_close(groups["torque_sum"][:, 2], truth["actions"][:, :3].sum(1))
+    torch.testing.assert_close(groups["angle"], torch.stack([theta.cos(), theta.sin()], -1))
+    torch.testing.assert_close(groups["velocity"], torch.stack([velocity, velocity**2], -1))
+    assert groups["state_basis"].shape == (5, 7, 11) and groups["step"].shape == (5, 7, 6)
+    assert groups["step"][:, 0].sum() == 0 and (groups["step"][:, 1:].sum(-1) == 1).all()
+    assert groups["all"].shape == (5, 7, 11 + 1 + 1 + 1 + 6)
+    with_physics = quantity_groups(truth, torch.arange(10.0).reshape(5, 2))
+    assert (with_physics["physics"][:, 3] == torch.arange(10.0).reshape(5, 2)).all()
+    assert with_physics["all"].shape[-1] == groups["all"].shape[-1] + 2
+    with pytest.raises(ValueError, match=r"expected \(N, T, 2L\)"):
+        quantity_groups({**truth, "states": truth["states"][..., :1]})
+    with pytest.raises(ValueError, match=r"constants: expected \(5, c\)"):
+        quantity_groups(truth, torch.zeros(4, 2))
+
+
+def test_what_g_encodes_names_the_quantity_an_embedding_tracks() -> None:
+    fit, test = _pendulum_truth(40, 12, seed=1), _pendulum_truth(40, 12, seed=2)
+    fit_constants = torch.rand(40, 1, generator=torch.Generator().manual_seed(3)) + 1
+    test_constants = torch.rand(40, 1, generator=torch.Generator().manual_seed(4)) + 1
+
+    def encode(truth: dict[str, torch.Tensor], constants: torch.Tensor,
+               kind: str) -> torch.Tensor:
+        theta = truth["states"][..., 0]
+        if kind == "angle":  # an embedding of the angle: the pendulum's position, not conserved
+            return torch.stack([theta.cos(), 2.0 * theta.sin()], -1)
+        if kind == "energy":
+            return truth["energy"][..., None]
+        if kind == "torque_sum":  # the work of the actions, with a constant lever
+            return 3.0 * truth["actions"].cumsum(1)
+        if kind == "step":  # a transient of the predictor's state, the same in every window
+            return torch.linspace(0, 1, theta.shape[1], dtype=torch.float64)[None, :, None] \
+                .expand(theta.shape[0], -1, 2) ** 2
+        return constants.double()[:, None, :].expand(-1, theta.shape[1], -1)  # physics
+
+    for kind, expected in (("angle", "angle"), ("energy", "energy"), ("step", "step"),
+                           ("torque_sum", "torque_sum"), ("physics", "physics")):
+        found = what_g_encodes(
+            encode(fit, fit_constants, kind), quantity_groups(fit, fit_constants),
+            encode(test, test_constants, kind), quantity_groups(test, test_constants))
+        assert found[expected]["r2"] == pytest.approx(1.0, abs=1e-6), kind
+        assert found["all"]["r2"] == pytest.approx(1.0, abs=1e-6), kind
+        # the energy holds cos θ, so the angle and the energy explain part of each other
+        others = [name for name in ("angle", "energy", "step", "torque_sum", "physics")
+                  if name != expected and {name, expected} != {"angle", "energy"}]
+        assert all(found[name]["r2"] < 0.5 for name in others), (kind, found)
+    assert found["physics"]["within_fraction"] == 0.0  # constant along every window
+    assert found["step"]["within_fraction"] == pytest.approx(1.0)  # the same in every window
+    assert 0.0 < found["angle"]["within_fraction"] < 1.0
 
 
 def test_targets_follow_the_measured_intervals() -> None:

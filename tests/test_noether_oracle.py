@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from support import load_benchmark
 from torch import Tensor
 
 from noether_control.envs.dynamics import pendulum_step
@@ -142,3 +143,22 @@ def test_oracle_tailoring_lowers_the_energy_balance_violation_of_the_prediction(
         start_after = oracle_loss(model, probe, physics, context, noether.rollout(
             model, anchored, context, actions, horizon).frames, actions, "start")
     assert bool((start_after < start_before).all())
+
+
+def test_true_future_tailoring_lowers_the_error_on_the_frames_it_sees() -> None:
+    bench = load_benchmark("noether_oracle")
+    model, _ = tiny()
+    generator = torch.Generator().manual_seed(2)
+    frames = torch.rand(4, 9, 1, 32, 32, generator=generator)
+    batch = {"frames": frames, "actions": torch.rand(4, 9, 1, generator=generator) * 4 - 2}
+    probe = AngleProbe.fit(model, frames.flatten(0, 1), torch.randn(36, generator=generator))
+    result = bench.run_setting(model, probe, PendulumPhysics(), [batch], 3, 6, "norm", 0.05,
+                               [5], "future", 2)
+    before, after = result["mse"][0], result["mse"][5]
+    # the inner loss is the true error of the first 2 predicted frames: it must fall there
+    assert result["residual"][5] < result["residual"][0]
+    assert float(after[:, :2].mean()) < float(before[:, :2].mean())
+    assert result["residual"][0] == pytest.approx(float(before[:, :2].mean()), rel=1e-5)
+    assert result["true_residual"] == 0.0  # the truth has no error against itself
+    with pytest.raises(ValueError, match=r"--oracle-frames: expected 1 … 6, got 7"):
+        bench.true_future_loss(frames[:, 3:], frames[:, 3:], 7)

@@ -247,6 +247,28 @@ class EpisodeWindows(Dataset[dict[str, torch.Tensor]]):
             )
         return dict(self._episode(int(episode_id))[1])
 
+    def episode_constants(self, episode_id: int) -> dict[str, float]:
+        """The per-episode constants stored in an episode's ``infos`` (for the pendulum family:
+        its ``gravity``, ``mass``/``length`` or ``mass1``…, ``damping``): every scalar column
+        that keeps one value along the episode, by name, sorted. Empty when there is none."""
+        if episode_id not in self.episode_ids:
+            raise ValueError(
+                f"episode_id: expected one of this {self.split!r} split's episode_ids, "
+                f"got {episode_id}"
+            )
+        infos = self._file()[f"episode_{int(episode_id)}"].get("infos")
+        constants: dict[str, float] = {}
+        if not isinstance(infos, h5py.Group):
+            return constants
+        for name in sorted(infos):
+            column = infos[name]
+            if not isinstance(column, h5py.Dataset) or column.ndim != 1:
+                continue
+            values = column[()]
+            if np.issubdtype(values.dtype, np.number) and np.all(values == values[0]):
+                constants[name] = float(values[0])
+        return constants
+
     def fingerprint(self) -> str:
         """SHA-256 of this split's episodes (ids, actions, states): the same data gives the same
         string wherever the file lies; another collection (seed, env, policy) another one."""

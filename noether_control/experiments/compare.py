@@ -10,8 +10,10 @@ Three parts, written to the run directory:
 2. **Inner-step sweep** (``sweep.png``): the reference run tailored with 0, 1, 2, 5, … 500 test
    inner steps (one inner loop of the largest K, recorded at each K): task MSE, conservation
    loss and predicted motion (beside the true frames' motion) against K.
-3. **Linear probe** of the true mechanical energy from g_φ along true trajectories of held-out
-   episodes: fitted on the validation split, R² on the test split.
+3. **Linear probes** along true trajectories of held-out episodes, fitted on the validation
+   split, R² on the test split: of the true mechanical energy from g_φ, and of g_φ from groups
+   of true quantities (angle, velocity, energy, torque, physics, the step in the window), which
+   says what g_φ tracks when it is not the energy.
 
 Every run's predicted motion (mean |x̂ₜ − x̂ₜ₋₁| per horizon) is reported beside the true frames'
 motion: a tailoring that lowers the conservation loss by slowing the prediction down is visible
@@ -162,11 +164,13 @@ def linear_probe_r2(
     """R² on the test set of a least-squares linear fit (with bias) on the training set.
 
     Args:
-        train_features, test_features: float ``(N, d)``; train_target, test_target: ``(N,)``.
+        train_features, test_features: float ``(N, d)``; train_target, test_target: ``(N,)``,
+            or ``(N, m)`` for several targets fitted at once.
 
     Returns:
-        ``1 − SS_res / SS_tot`` on the test set (1: perfect; 0: no better than the test mean;
-        negative: worse).
+        ``1 − SS_res / SS_tot`` on the test set, each summed over the targets (so a target
+        contributes in proportion to its variance): 1: perfect; 0: no better than the test
+        mean; negative: worse.
     """
     if train_features.dim() != 2 or test_features.dim() != 2:
         raise ValueError(f"features: expected (N, d), got {tuple(train_features.shape)} and "
@@ -175,12 +179,19 @@ def linear_probe_r2(
             test_target.shape[0]:
         raise ValueError("expected one target per feature row")
     def design(x: Tensor) -> Tensor:
-        return torch.cat([x.double(), x.new_ones(x.shape[0], 1, dtype=torch.float64)], 1)
+        x = x.detach().double().cpu()
+        return torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
 
-    weights = torch.linalg.lstsq(design(train_features), train_target.double()[:, None]).solution
-    predicted = (design(test_features) @ weights).squeeze(1)
-    target = test_target.double()
-    total = ((target - target.mean()) ** 2).sum()
+    def columns(target: Tensor) -> Tensor:
+        return target.detach().double().cpu().reshape(target.shape[0], -1)
+
+    # the SVD driver gives the minimum-norm fit when features repeat one another (the energy is
+    # a combination of the state basis), where QR-based drivers lose accuracy
+    weights = torch.linalg.lstsq(design(train_features), columns(train_target),
+                                 driver="gelsd").solution
+    predicted = design(test_features) @ weights
+    target = columns(test_target)
+    total = ((target - target.mean(0)) ** 2).sum()
     if total <= 0:
         raise ValueError("probe: expected a test target that varies, got a constant")
     return float(1 - ((target - predicted) ** 2).sum() / total)
@@ -271,24 +282,29 @@ def inner_gradient_paths(
 def embedding_along_truth(
     model: SVGWorldModel, noether: NoetherModule, batch: Mapping[str, Tensor], n_past: int,
     device: torch.device | str = "cpu",
-) -> tuple[Tensor, Tensor | None, Tensor]:
-    """g_φ along a true trajectory, the raw input it reads, and the true energy, step-aligned.
+) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+    """g_φ along a true trajectory, the raw input it reads, and the true quantities, step-aligned.
 
-    ``frames`` input: pairs ``(t-1, t)`` ↔ energy of frame ``t``; ``hidden``: the LSTM
-    activations after the true frame ``t`` (teacher-forced) ↔ energy of frame ``t``; ``state``:
-    the true state ``t``. Returns ``(embeddings (B, T', k), raw (B, T', d) or None for frames,
-    energy (B, T'))`` for the ``B`` windows of ``batch``.
+    ``frames`` input: pairs ``(t-1, t)`` ↔ frame ``t``'s state and energy, and the torque
+    ``t-1`` that drove the pair; ``hidden``: the LSTM activations after the true frame ``t``
+    and action ``t`` (teacher-forced) ↔ frame ``t``'s state and energy, torque ``t``;
+    ``state``: the true state ``t`` ↔ itself, torque ``t``. Returns ``(embeddings (B, T', k),
+    raw (B, T', d) or None for frames, truth)`` for the ``B`` windows of ``batch``, ``truth``
+    holding float64 ``energy (B, T')``, ``states (B, T', S)`` and ``actions (B, T', A)``.
     """
     frames = batch["frames"].to(device=device, dtype=torch.float32)
-    energy = batch["energy"].to(device=device, dtype=torch.float64)
+    truth = {key: batch[key].to(device=device, dtype=torch.float64)
+             for key in ("energy", "states", "actions")}
     source = noether.config.embedding.input
     raw: Tensor | None
     if source == "frames":
         actions = batch["actions"].to(device=device, dtype=torch.float32)
-        embedded, raw, energy = noether.embedding(frames, actions), None, energy[:, 1:]
+        embedded, raw = noether.embedding(frames, actions), None
+        steps, torque = slice(1, None), slice(None, -1)
     elif source == "state":
         raw = batch["states"].to(device=device, dtype=torch.float32)
         embedded = noether.embedding(raw)
+        steps = torque = slice(None)
     else:
         captured: list[Tensor] = []
         handle = model.predictor.register_forward_hook(
@@ -304,8 +320,95 @@ def embedding_along_truth(
         finally:
             handle.remove()
         raw = torch.stack(captured, 1)
-        embedded, energy = noether.embedding(raw), energy[:, :-1]
-    return embedded, raw, energy
+        embedded = noether.embedding(raw)
+        steps = torque = slice(None, -1)
+    aligned = {"energy": truth["energy"][:, steps], "states": truth["states"][:, steps],
+               "actions": truth["actions"][:, torque]}
+    return embedded, raw, aligned
+
+
+def quantity_groups(truth: Mapping[str, Tensor], constants: Tensor | None = None
+                    ) -> dict[str, Tensor]:
+    """Named groups of true quantities per step, the candidates for what g_φ encodes.
+
+    Args:
+        truth: ``energy (N, T)``, ``states (N, T, 2L)`` (the ``L`` angles, then their angular
+            velocities, as the pendulum family stores them) and ``actions (N, T, A)``, as
+            :func:`embedding_along_truth` aligns them.
+        constants: ``(N, c)`` the constants of each window's episode (its physics), or None.
+
+    Returns:
+        ``(N, T, d)`` float64 per group: ``angle`` (cos and sin of each angle), ``velocity``
+        (each angular velocity and its square), ``energy``, ``torque``, ``torque_sum`` (the
+        torque summed along the window up to the step: what an embedding that integrates the
+        actions, as the ``action_work`` one does, tracks), ``state_basis`` (a
+        nonlinear basis of the state: cos and sin of 1–3 times each angle, each velocity to
+        the powers 1–3, and each velocity times the cos and sin of its angle), ``step`` (one-hot
+        of the step's place in its window: what an LSTM started at the window's first frame
+        knows besides the frames), ``physics`` (the constants, when given) and ``all`` (every
+        group side by side, less ``angle`` and ``velocity``, which ``state_basis`` holds).
+    """
+    states = truth["states"].double()
+    if states.dim() != 3 or states.shape[-1] % 2:
+        raise ValueError(f"states: expected (N, T, 2L) angles then velocities, got "
+                         f"{tuple(states.shape)}")
+    angles, velocities = states.chunk(2, dim=-1)
+    harmonics = torch.arange(1, 4, dtype=torch.float64)
+    phases = (angles[..., None] * harmonics).flatten(-2)
+    windows, steps = states.shape[:2]
+    groups = {
+        "angle": torch.cat([angles.cos(), angles.sin()], -1),
+        "velocity": torch.cat([velocities, velocities**2], -1),
+        "energy": truth["energy"].double()[..., None],
+        "torque": truth["actions"].double(),
+        "torque_sum": truth["actions"].double().cumsum(1),
+        "state_basis": torch.cat([phases.cos(), phases.sin(), velocities, velocities**2,
+                                  velocities**3, velocities * angles.cos(),
+                                  velocities * angles.sin()], -1),
+        # the first step is the bias's: a full one-hot would repeat it
+        "step": torch.eye(steps, dtype=torch.float64)[:, 1:].expand(windows, -1, -1),
+    }
+    if constants is not None:
+        if constants.dim() != 2 or constants.shape[0] != states.shape[0]:
+            raise ValueError(f"constants: expected ({states.shape[0]}, c), got "
+                             f"{tuple(constants.shape)}")
+        groups["physics"] = constants.double()[:, None, :].expand(-1, states.shape[1], -1)
+    groups["all"] = torch.cat([features for name, features in groups.items()
+                               if name not in ("angle", "velocity")], -1)
+    return groups
+
+
+def what_g_encodes(
+    fit_embedded: Tensor, fit_groups: Mapping[str, Tensor], test_embedded: Tensor,
+    test_groups: Mapping[str, Tensor],
+) -> dict[str, dict[str, float]]:
+    """How much of g_φ each group of true quantities explains, and how conserved each group is.
+
+    Args:
+        fit_embedded, test_embedded: g_φ ``(N, T, k)`` along true windows of the fitting and
+            the scored episodes; fit_groups, test_groups: :func:`quantity_groups` of the same
+            windows.
+
+    Returns:
+        Per group: ``r2``, the share of g_φ's variance on the scored windows (all ``k``
+        components together) that a linear map of the group fitted on the other episodes
+        explains; and ``within_fraction``, the mean over the group's quantities of each one's
+        :func:`variance_split` on the scored windows (0: constant along every window). An
+        embedding that the ``angle`` group explains and whose explaining group moves along
+        every window is not conserved along true motion: making it constant along a
+        prediction means stopping the pendulum.
+    """
+    found: dict[str, dict[str, float]] = {}
+    for name, fit_features in fit_groups.items():
+        test_features = test_groups[name]
+        fractions = [variance_split(test_features[..., i:i + 1])["within_fraction"]
+                     for i in range(test_features.shape[-1])]
+        found[name] = {
+            "r2": linear_probe_r2(fit_features.flatten(0, 1), fit_embedded.flatten(0, 1),
+                                  test_features.flatten(0, 1), test_embedded.flatten(0, 1)),
+            "within_fraction": float(np.nanmean(fractions)),
+        }
+    return found
 
 
 def variance_split(embedded: Tensor) -> dict[str, float]:
@@ -338,20 +441,35 @@ def variance_split(embedded: Tensor) -> dict[str, float]:
 def energy_probe(
     model: SVGWorldModel, noether: NoetherModule, train_batches: Iterable[Mapping[str, Tensor]],
     test_batches: Iterable[Mapping[str, Tensor]], n_past: int, device: torch.device | str,
+    train_constants: Tensor | None = None, test_constants: Tensor | None = None,
 ) -> dict[str, Any]:
-    """R² of linear probes of the true energy: from g_φ and from the raw input g_φ reads; and
-    g_φ's :func:`variance_split` along the test windows, beside the true energy's."""
-    def gather(batches: Iterable[Mapping[str, Tensor]]) -> tuple[Tensor, Tensor | None, Tensor]:
+    """R² of linear probes of the true energy: from g_φ and from the raw input g_φ reads;
+    g_φ's :func:`variance_split` along the test windows, beside the true energy's; and
+    :func:`what_g_encodes` (``explained_by``), with the windows' episode constants
+    (``(N, c)`` per loader, in its order) as the ``physics`` group where given."""
+    def gather(batches: Iterable[Mapping[str, Tensor]]
+               ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
         parts = [embedding_along_truth(model, noether, b, n_past, device) for b in batches]
         raw = None if parts[0][1] is None else torch.cat([p[1] for p in parts])  # type: ignore[misc]
-        return torch.cat([p[0] for p in parts]), raw, torch.cat([p[2] for p in parts])
+        truth = {key: torch.cat([p[2][key] for p in parts]) for key in parts[0][2]}
+        return torch.cat([p[0] for p in parts]), raw, truth
 
-    train_g, train_raw, train_energy = gather(train_batches)
-    test_g, test_raw, test_energy = gather(test_batches)
+    train_g, train_raw, train_truth = gather(train_batches)
+    test_g, test_raw, test_truth = gather(test_batches)
+    train_energy, test_energy = train_truth["energy"], test_truth["energy"]
     raw_r2 = None
     if train_raw is not None and test_raw is not None:
         raw_r2 = linear_probe_r2(train_raw.flatten(0, 1), train_energy.flatten(),
                                  test_raw.flatten(0, 1), test_energy.flatten())
+    if (train_constants is None) != (test_constants is None):
+        raise ValueError("energy_probe: expected episode constants for both splits or neither")
+    if train_constants is not None and test_constants is not None:
+        # a constant must vary in the fitted windows for its coefficient to be learned (on
+        # fixed physics none does, and there is no physics group)
+        varying = (train_constants != train_constants[:1]).any(0)
+        train_constants, test_constants = train_constants[:, varying], test_constants[:, varying]
+        if not bool(varying.any()):
+            train_constants = test_constants = None
     return {
         "input": noether.config.embedding.input,
         "r2": linear_probe_r2(train_g.flatten(0, 1), train_energy.flatten(),
@@ -359,6 +477,9 @@ def energy_probe(
         "r2_raw_input": raw_r2,
         "variance": variance_split(test_g) if test_g.shape[0] > 1 else None,
         "energy_variance": variance_split(test_energy[..., None])
+        if test_g.shape[0] > 1 else None,
+        "explained_by": what_g_encodes(train_g, quantity_groups(train_truth, train_constants),
+                                       test_g, quantity_groups(test_truth, test_constants))
         if test_g.shape[0] > 1 else None,
         "n_train": int(train_g.shape[0] * train_g.shape[1]),
         "n_test": int(test_g.shape[0] * test_g.shape[1]),
@@ -449,11 +570,32 @@ def _windows_loader(data: Any, window: int, split: str, count: int | None,
     return DataLoader(spread_subset(windows, count), batch_size=batch_size, shuffle=False)
 
 
+def _base_windows(windows: Any) -> tuple[EpisodeWindows, list[int]]:
+    """The ``EpisodeWindows`` under ``windows`` (itself or nested ``Subset``s of it) and the
+    index there of each of ``windows``' items."""
+    indices: list[int] = list(range(len(windows)))
+    while isinstance(windows, Subset):
+        indices = [int(windows.indices[i]) for i in indices]
+        windows = windows.dataset
+    return windows, indices
+
+
 def _episode_of_each_window(windows: Any) -> Tensor:
     """The episode id ``(N,)`` of each window of an ``EpisodeWindows`` or a ``Subset`` of one."""
-    if isinstance(windows, Subset):
-        return torch.tensor([windows.dataset.window_index(i)[0] for i in windows.indices])
-    return torch.tensor([windows.window_index(i)[0] for i in range(len(windows))])
+    base, indices = _base_windows(windows)
+    return torch.tensor([base.window_index(i)[0] for i in indices])
+
+
+def _episode_constants_of_each_window(windows: Any) -> Tensor | None:
+    """``(N, c)`` the stored constants (physics) of each window's episode, in the order of
+    ``windows``; None when the episodes store none."""
+    base, _ = _base_windows(windows)
+    rows = [base.episode_constants(int(e)) for e in _episode_of_each_window(windows)]
+    if not rows or not rows[0]:
+        return None
+    names = sorted(rows[0])
+    return torch.tensor([[row.get(name, math.nan) for name in names] for row in rows],
+                        dtype=torch.float64)
 
 
 def targets(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -625,7 +767,10 @@ def _reference_diagnostics(config: CompareConfig, model: SVGWorldModel, noether:
             probe_test = DataLoader(Subset(test_windows, range(half, len(test_windows))),
                                     batch_size=config.batch_size)
             fit_on = "first half of the test windows"
-        found["probe"] = energy_probe(model, noether, probe_fit, probe_test, data.n_past, device)
+        found["probe"] = energy_probe(
+            model, noether, probe_fit, probe_test, data.n_past, device,
+            _episode_constants_of_each_window(probe_fit.dataset),
+            _episode_constants_of_each_window(probe_test.dataset))
         found["probe"]["fit_on"] = fit_on
     return found
 
@@ -669,6 +814,10 @@ def format_report(document: Mapping[str, Any], horizons: Sequence[int] = (1, 5, 
             lines.append(f"share of variance within test windows: g "
                          f"{probe['variance']['within_fraction']:.3f}, true energy "
                          f"{probe['energy_variance']['within_fraction']:.3f}")
+        if probe.get("explained_by"):
+            shares = ", ".join(f"{name} {group['r2']:.2f}"
+                               for name, group in probe["explained_by"].items())
+            lines.append(f"share of g's variance explained (linear R²) by: {shares}")
     return "\n".join(lines)
 
 
