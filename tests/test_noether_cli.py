@@ -259,8 +259,9 @@ def test_compare_report(runs: dict[str, Path], tmp_path: Path) -> None:
     assert set(explained) == {"angle", "velocity", "energy", "torque", "torque_sum",
                               "state_basis", "step", "all"}
     assert all(group["r2"] <= 1 for group in explained.values())
-    assert explained["energy"]["within_fraction"] == pytest.approx(
-        saved["probe"]["energy_variance"]["within_fraction"])
+    # g reads the LSTM outputs: the loss's first is the one after the first predicted frame
+    assert saved["probe"]["explained_from_step"] == saved["n_past"]
+    assert 0 <= saved["probe"]["variance_from_step"]["within_fraction"] <= 1
     assert explained["step"]["within_fraction"] == pytest.approx(1.0)
     assert (tmp_path / "comparison.png").stat().st_size > 0
     assert (tmp_path / "sweep.png").stat().st_size > 0

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from noether_control.experiments.compare import (
+    embedding_along_truth,
+    first_conserved_step,
     linear_probe_r2,
     paired_difference,
     quantity_groups,
@@ -13,6 +15,10 @@ from noether_control.experiments.compare import (
     variance_split,
     what_g_encodes,
 )
+from noether_control.models.svg import SVGConfig, SVGWorldModel
+from noether_control.noether.config import NoetherConfig
+from noether_control.noether.embedding import EmbeddingConfig
+from noether_control.noether.meta import NoetherModule
 
 
 def test_paired_difference_interval_on_known_data() -> None:
@@ -188,3 +194,38 @@ def test_variance_split_separates_conserved_from_varying_embeddings() -> None:
     assert variance_split(100 * mixed)["within_fraction"] == pytest.approx(fraction)
     with pytest.raises(ValueError, match=r"expected \(N >= 2, T >= 2, k\)"):
         variance_split(conserved[:1])
+
+
+@pytest.mark.parametrize(("source", "include_context"),
+                         [("hidden", False), ("frames", False), ("frames", True)])
+def test_first_conserved_step_aligns_truth_with_what_the_loss_reads(
+    source: str, include_context: bool,
+) -> None:
+    torch.manual_seed(0)
+    # pixel feedback: the predictor reads its predicted frames as the teacher-forced pass reads
+    # the true ones (with latent feedback it reads the code, not the decoded frame re-encoded)
+    model = SVGWorldModel(SVGConfig(image_size=32, channels=1, action_dim=1, width=4, g_dim=16,
+                                    rnn_size=8, rnn_layers=1, action_embed_dim=2,
+                                    feedback="pixels"))
+    noether = NoetherModule(NoetherConfig(
+        enabled=True, embedding=EmbeddingConfig(input=source, dim=2, width=4),
+        include_context=include_context), model.config)
+    n_past, horizon = 3, 5
+    generator = torch.Generator().manual_seed(1)
+    frames = torch.rand(2, n_past + horizon, 1, 32, 32, generator=generator)
+    actions = torch.rand(2, n_past + horizon, 1, generator=generator)
+    context = frames[:, :n_past]
+    with torch.no_grad():
+        rollout = noether.rollout(model, noether.initial_params(model, 2, context), context,
+                                  actions, horizon)
+        conserved = noether.embed(rollout, context, actions)
+        # the model's own prediction taken as the truth: g along it, from the first step the
+        # loss reads, is the sequence the conservation loss reads
+        window = {"frames": torch.cat([context, rollout.frames], 1), "actions": actions,
+                  "states": torch.zeros(2, n_past + horizon, 2),
+                  "energy": torch.zeros(2, n_past + horizon)}
+        along, _, _ = embedding_along_truth(model, noether, window, n_past)
+    start = first_conserved_step(noether, n_past)
+    torch.testing.assert_close(along[:, start:start + conserved.shape[1]], conserved,
+                               atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(along[:, start + 1], conserved[:, 0], atol=1e-4)

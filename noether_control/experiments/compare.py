@@ -438,6 +438,17 @@ def variance_split(embedded: Tensor) -> dict[str, float]:
             "within_fraction": within / total if total > 0 else float("nan")}
 
 
+def first_conserved_step(noether: NoetherModule, n_past: int) -> int:
+    """The first step of :func:`embedding_along_truth`'s output that the conservation loss of a
+    rollout reads: the LSTM output after the first predicted frame (``hidden``), the first pair
+    of predicted frames (``frames``; the first pair of the window with the true context
+    included), the first predicted state (``state``)."""
+    source = noether.config.embedding.input
+    if source == "frames":
+        return 0 if noether.config.include_context else n_past
+    return n_past
+
+
 def energy_probe(
     model: SVGWorldModel, noether: NoetherModule, train_batches: Iterable[Mapping[str, Tensor]],
     test_batches: Iterable[Mapping[str, Tensor]], n_past: int, device: torch.device | str,
@@ -445,7 +456,9 @@ def energy_probe(
 ) -> dict[str, Any]:
     """R² of linear probes of the true energy: from g_φ and from the raw input g_φ reads;
     g_φ's :func:`variance_split` along the test windows, beside the true energy's; and
-    :func:`what_g_encodes` (``explained_by``), with the windows' episode constants
+    :func:`what_g_encodes` (``explained_by``) and g_φ's :func:`variance_split`
+    (``variance_from_step``) over the steps the conservation loss reads (from
+    ``explained_from_step``, :func:`first_conserved_step`), with the windows' episode constants
     (``(N, c)`` per loader, in its order) as the ``physics`` group where given."""
     def gather(batches: Iterable[Mapping[str, Tensor]]
                ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
@@ -470,6 +483,19 @@ def energy_probe(
         train_constants, test_constants = train_constants[:, varying], test_constants[:, varying]
         if not bool(varying.any()):
             train_constants = test_constants = None
+    start = first_conserved_step(noether, n_past)
+
+    def conserved(values: Tensor) -> Tensor:
+        return values[:, start:]
+
+    explained = variance_from_start = None
+    if test_g.shape[0] > 1 and test_g.shape[1] - start > 1:
+        variance_from_start = variance_split(conserved(test_g))
+        explained = what_g_encodes(
+            conserved(train_g),
+            quantity_groups({k: conserved(v) for k, v in train_truth.items()}, train_constants),
+            conserved(test_g),
+            quantity_groups({k: conserved(v) for k, v in test_truth.items()}, test_constants))
     return {
         "input": noether.config.embedding.input,
         "r2": linear_probe_r2(train_g.flatten(0, 1), train_energy.flatten(),
@@ -478,9 +504,9 @@ def energy_probe(
         "variance": variance_split(test_g) if test_g.shape[0] > 1 else None,
         "energy_variance": variance_split(test_energy[..., None])
         if test_g.shape[0] > 1 else None,
-        "explained_by": what_g_encodes(train_g, quantity_groups(train_truth, train_constants),
-                                       test_g, quantity_groups(test_truth, test_constants))
-        if test_g.shape[0] > 1 else None,
+        "explained_by": explained,
+        "explained_from_step": start,
+        "variance_from_step": variance_from_start,
         "n_train": int(train_g.shape[0] * train_g.shape[1]),
         "n_test": int(test_g.shape[0] * test_g.shape[1]),
         "fit_on": "val split", "scored_on": "test windows",
