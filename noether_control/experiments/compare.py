@@ -616,12 +616,13 @@ def _episode_constants_of_each_window(windows: Any) -> Tensor | None:
     """``(N, c)`` the stored constants (physics) of each window's episode, in the order of
     ``windows``; None when the episodes store none."""
     base, _ = _base_windows(windows)
-    rows = [base.episode_constants(int(e)) for e in _episode_of_each_window(windows)]
-    if not rows or not rows[0]:
+    episodes = _episode_of_each_window(windows).tolist()
+    per_episode = {e: base.episode_constants(e) for e in set(episodes)}
+    if not episodes or not per_episode[episodes[0]]:
         return None
-    names = sorted(rows[0])
-    return torch.tensor([[row.get(name, math.nan) for name in names] for row in rows],
-                        dtype=torch.float64)
+    names = sorted(per_episode[episodes[0]])
+    return torch.tensor([[per_episode[e].get(name, math.nan) for name in names]
+                         for e in episodes], dtype=torch.float64)
 
 
 def targets(document: Mapping[str, Any]) -> dict[str, Any]:
